@@ -1,0 +1,3 @@
+from raycat.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""The one YAML config, as pydantic models: every field documented, defaults that run the demo.
+
+Validation errors are turned into one line that names the field (``ConfigError``), so the CLI
+can print it without a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from raycat.errors import RaycatError
+from raycat.surveys import BAND_NAMES, get_band
+
+
+class ConfigError(RaycatError, ValueError):
+    """A bad config value or file; the message is one line that names the problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo in a key is an error, not a silent default
+
+
+class DataConfig(_Section):
+    """Where the objects and the tiles are."""
+
+    objects: str = Field("truth.parquet", description="Object list (Parquet, CSV or FITS "
+                         "table), a path or URL; relative paths are relative to `store`.")
+    store: str = Field("demo-data", description="Tile store root: a directory, s3://, gs:// "
+                       "or https:// URL. Tile URIs in the index are relative to it.")
+    tile_index: str = Field("tiles.parquet", description="Tile index, relative to `store` "
+                            "unless absolute.")
+    id_column: str = Field("id", description="Object id column.")
+    ra_column: str = Field("ra", description="Right ascension column (deg, ICRS).")
+    dec_column: str = Field("dec", description="Declination column (deg, ICRS).")
+    z_column: str | None = Field("z", description="Spectroscopic redshift column, or null "
+                                 "when the objects have none.")
+    duplicate_ids: Literal["error", "keep_first"] = Field(
+        "error", description="Duplicate object ids: fail naming them, or keep the first and "
+        "flag the rest DUPLICATE_ID.")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options "
+                                            "for the store (endpoint, anon...). Never put "
+                                            "credentials here: use the AWS/GCS credential chains.")
+
+
+class CutoutConfig(_Section):
+    """The common cutout grid and how tiles are read into it."""
+
+    bands: list[str] = Field(default_factory=lambda: list(BAND_NAMES),
+                             description="Bands, in channel order.")
+    size_px: int = Field(32, ge=8, le=512, description="Cutout side in output pixels.")
+    pixel_scale: float = Field(1.0, gt=0, description="Output pixel scale (arcsec/px).")
+    softening: dict[str, float] = Field(default_factory=dict, description="asinh softening "
+                                        "per band in AB nanomaggies; default from the band's depth.")
+    read_mode: Literal["auto", "dense", "sparse"] = Field(
+        "auto", description="dense: read each tile once per work unit; sparse: read only the "
+        "pixels each cutout needs; auto: choose from objects per tile.")
+    dense_min_objects: int = Field(20, ge=1, description="auto mode reads a tile dense when "
+                                   "a work unit has at least this many objects on it.")
+    healpix_order: int | None = Field(None, ge=0, le=14, description="HEALPix order of the "
+                                      "work units; null chooses it from the object density.")
+    objects_per_unit: int = Field(2000, ge=1, description="Target objects per work unit when "
+                                  "the order is chosen automatically.")
+    actors: int = Field(1, ge=1, description="Maximum cutout actors (autoscaling pool).")
+    cpus_per_actor: float = Field(0.5, gt=0, description="CPUs reserved per cutout actor; "
+                                  "fractional so reads and actors share small machines.")
+    output: str | None = Field(None, description="Optional Parquet dataset of cutouts, "
+                               "reused across training epochs.")
+
+    @field_validator("bands")
+    @classmethod
+    def _known_bands(cls, bands: list[str]) -> list[str]:
+        for name in bands:
+            try:
+                get_band(name)
+            except RaycatError as err:  # pydantic reports only ValueError as a field error
+                raise ValueError(str(err)) from None
+        if len(set(bands)) != len(bands):
+            raise ValueError("bands repeat")
+        return bands
+
+
+class ModelConfig(_Section):
+    """The redshift classifier."""
+
+    arch: Literal["resnet50", "tiny"] = Field("resnet50", description="resnet50 (production) "
+                                              "or tiny (a small twin for fast tests).")
+    z_min: float = Field(0.0, ge=0, description="Lower edge of the redshift grid.")
+    z_max: float = Field(1.6, gt=0, description="Upper edge of the redshift grid.")
+    n_bins: int = Field(400, ge=2, description="Redshift bins (classes).")
+    stem: Literal["imagenet", "small"] = Field("small", description="imagenet: 7x7 stride-2 "
+                                               "conv + maxpool; small: 3x3 stride-1 conv, no "
+                                               "maxpool, for cutouts of tens of pixels.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the head.")
+
+
+class TrainConfig(_Section):
+    """Ray Train settings."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1, description="Per-worker batch size.")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(1e-4, ge=0)
+    num_workers: int = Field(1, ge=1, description="Ray Train workers.")
+    use_gpu: bool = Field(False, description="Train on GPUs (bf16 autocast, channels_last).")
+    val_fraction: float = Field(0.15, gt=0, lt=1, description="Share of objects held out "
+                                "for validation, chosen by a hash of the id.")
+    max_class_weight: float = Field(10.0, ge=1, description="Cap on the inverse-frequency "
+                                    "weight that flattens n(z).")
+    run_name: str = Field("raycat-train", description="Ray Train run name; rerunning with the "
+                          "same name and storage resumes.")
+    storage_path: str = Field("demo-data/runs", description="Checkpoint storage (path or URL).")
+    model_out: str = Field("demo-data/model", description="Where the model artifact is written.")
+    seed: int = Field(0)
+
+
+class InferConfig(_Section):
+    """Inference and catalog writing."""
+
+    model: str = Field("demo-data/model", description="Model artifact directory (path or URL).")
+    catalog: str = Field("demo-data/catalog", description="Output catalog root (path or URL).")
+    batch_size: int = Field(256, ge=1)
+    use_gpu: bool = Field(False)
+    actors: int = Field(1, ge=1, description="Maximum predictor actors.")
+    pdf_dtype: Literal["float16", "float32"] = Field("float32")
+    mode: Literal["resume", "overwrite", "new"] = Field(
+        "resume", description="resume: skip finished partitions; overwrite: start the catalog "
+        "again; new: refuse to write into an existing catalog.")
+    mc_dropout_passes: int = Field(0, ge=0, description="MC-dropout passes for epistemic "
+                                   "uncertainty (0 = off).")
+    attributions: Literal["off", "bands", "surveys"] = Field("off")
+    attribution_method: Literal["exact", "sampled"] = Field("exact")
+    attribution_permutations: int = Field(16, ge=1)
+
+
+class RayConfig(_Section):
+    """How to reach Ray."""
+
+    address: str | None = Field(None, description="Cluster address; null starts an embedded "
+                                "local Ray.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for an embedded local Ray.")
+
+
+class RaycatConfig(_Section):
+    """The whole config file."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    cutouts: CutoutConfig = Field(default_factory=CutoutConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    infer: InferConfig = Field(default_factory=InferConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    def config_hash(self) -> str:
+        """Short stable hash of the settings that change the catalog's numbers."""
+        payload = self.model_dump(include={"cutouts", "model"}, mode="json")
+        payload["cutouts"].pop("output", None)
+        text = json.dumps(payload, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "config"
+    extra = f" ({len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"config: {field}: {first['msg']}{extra}"
+
+
+def parse_config(data: dict | None) -> RaycatConfig:
+    """Validate a config mapping; raise ConfigError with a one-line message on bad values."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError("config: top level must be a mapping of sections")
+    try:
+        return RaycatConfig.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_one_line(err)) from None
+
+
+def load_config(url: str, storage_options: dict | None = None) -> RaycatConfig:
+    """Read and validate a YAML config from a path or URL (``yaml.safe_load`` only)."""
+    import fsspec
+    import yaml
+
+    try:
+        with fsspec.open(url, "r", **(storage_options or {})) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {url}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {url}: not valid YAML ({err.__class__.__name__})") from None
+    return parse_config(data)

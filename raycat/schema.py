@@ -1,0 +1,107 @@
+"""Every column name, flag bit, metadata key and on-disk name raycat uses, in one place."""
+
+from __future__ import annotations
+
+from enum import IntFlag
+
+# --- mock sky / tile store layout -------------------------------------------------------
+TRUTH_FILE = "truth.parquet"
+TILE_INDEX_FILE = "tiles.parquet"
+TILES_DIR = "tiles"
+
+
+def tile_relpath(survey: str, tile: str, band: str) -> str:
+    """Path of one band of one tile, relative to the store root."""
+    return f"{TILES_DIR}/{survey}/{tile}/{tile}.{band}.fits"
+
+
+# --- object table -------------------------------------------------------------------------
+ID = "id"
+RA = "ra"
+DEC = "dec"
+Z_SPEC = "z_spec"
+HEALPIX_29 = "_healpix_29"  # HATS spatial index column (nested, order 29)
+
+# --- truth table (mock sky) ---------------------------------------------------------------
+TRUTH_Z = "z"
+TRUTH_SED = "sed"  # SED type of the galaxy (E, Sbc, Scd, Im) or "star"
+TRUTH_KIND = "kind"  # "galaxy", "star" or "neighbour"
+TRUTH_HLR = "hlr_arcsec"  # half-light radius
+
+
+def truth_mag(band: str) -> str:
+    """Truth column with the AB magnitude of the object in ``band``."""
+    return f"mag_{band}"
+
+
+# --- tile index ---------------------------------------------------------------------------
+TILE_SURVEY = "survey"
+TILE_BAND = "band"
+TILE_NAME = "tile"
+TILE_URI = "uri"  # relative to the store root (never absolute, never escaping it)
+TILE_NAXIS1 = "naxis1"
+TILE_NAXIS2 = "naxis2"
+TILE_RA = "ra_center"
+TILE_DEC = "dec_center"
+TILE_RADIUS = "radius_deg"  # circle enclosing the tile
+TILE_CORNERS_RA = "corners_ra"  # 4 corners, pixel order (0,0) (nx,0) (nx,ny) (0,ny)
+TILE_CORNERS_DEC = "corners_dec"
+TILE_ROTATION = "rotation_deg"  # position angle of the tile's +y axis east of north
+
+# --- cutout rows --------------------------------------------------------------------------
+CUBE = "cube"  # float32 [n_bands, S, S]
+FLAGS = "flags"
+WORK_UNIT = "work_unit"
+
+
+class Flag(IntFlag):
+    """Per-object quality bits, OR-ed together in the ``flags`` column."""
+
+    EDGE = 1  # cutout overlaps a tile edge in some band; outside pixels are filled
+    NAN_PIXELS = 2  # masked (NaN) pixels inside the cutout in some band; filled
+    MISSING_BAND = 4  # no tile holds the object in some band; that band is zero
+    READ_ERROR = 8  # a tile could not be read (corrupt, truncated, unreachable)
+    OFF_FOOTPRINT = 16  # no tile holds the object in any band; no cutout
+    NO_PREDICTION = 32  # no usable pixels, so no PDF (null) in the catalog
+    DUPLICATE_ID = 64  # id seen before in the input; kept once by config
+
+
+# --- catalog ------------------------------------------------------------------------------
+PDF = "pdf"
+Z_MEAN, Z_MODE, Z_MEDIAN, Z_STD = "z_mean", "z_mode", "z_median", "z_std"
+Z_LO68, Z_HI68 = "z_lo68", "z_hi68"
+Z_STD_EPISTEMIC = "z_std_epistemic"
+ATTR_BASELINE = "attr_baseline"
+POINT_ESTIMATES = (Z_MEAN, Z_MODE, Z_MEDIAN, Z_STD, Z_LO68, Z_HI68)
+
+
+def attr_column(player: str) -> str:
+    """Catalog column with the Shapley attribution of one band or survey."""
+    return f"attr_{player}"
+
+
+# Parquet schema metadata keys (bytes, as Arrow stores them)
+META_BIN_EDGES = b"raycat.bin_edges"
+META_BANDS = b"raycat.bands"
+META_MODEL_ID = b"raycat.model_id"
+META_CONFIG_HASH = b"raycat.config_hash"
+META_VERSION = b"raycat.version"
+
+# Catalog layout (HATS)
+CATALOG_DATASET_DIR = "dataset"
+DONE_DIR = "_raycat_done"  # one empty marker per finished partition
+
+
+def partition_relpath(order: int, pixel: int) -> str:
+    """HATS partition path, relative to the catalog root."""
+    directory = (pixel // 10_000) * 10_000
+    return f"{CATALOG_DATASET_DIR}/Norder={order}/Dir={directory}/Npix={pixel}.parquet"
+
+
+def done_marker_relpath(order: int, pixel: int) -> str:
+    return f"{DONE_DIR}/Norder={order}_Npix={pixel}.done"
+
+
+# Model artifact
+MODEL_WEIGHTS_FILE = "model.pt"
+MODEL_META_FILE = "model.json"
