@@ -5,7 +5,8 @@ from __future__ import annotations
 from enum import IntFlag
 
 # --- mock sky / tile store layout -------------------------------------------------------
-TRUTH_FILE = "truth.parquet"
+TRUTH_FILE = "truth.parquet"  # the target galaxies (the object list, with spectroscopic z)
+SOURCES_FILE = "sources.parquet"  # every source drawn: targets, stars, faint neighbours
 TILE_INDEX_FILE = "tiles.parquet"
 TILES_DIR = "tiles"
 
@@ -47,6 +48,7 @@ TILE_RADIUS = "radius_deg"  # circle enclosing the tile
 TILE_CORNERS_RA = "corners_ra"  # 4 corners, pixel order (0,0) (nx,0) (nx,ny) (0,ny)
 TILE_CORNERS_DEC = "corners_dec"
 TILE_ROTATION = "rotation_deg"  # position angle of the tile's +y axis east of north
+TILE_WCS = "wcs"  # the tile's WCS as a FITS header string, so planning needs no tile reads
 
 # --- cutout rows --------------------------------------------------------------------------
 CUBE = "cube"  # float32 [n_bands, S, S]

@@ -1,0 +1,42 @@
+"""Shared fixtures: a real S3 HTTP endpoint on loopback (moto in server mode)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on 127.0.0.1; credentials come from the environment (the standard
+    AWS chain), never from storage options."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A fresh bucket; returns (s3://bucket URL, fsspec storage_options)."""
+    import boto3
+    import s3fs
+
+    name = "raycat-" + request.node.name.lower().replace("_", "-")[:40].strip("-[]")
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    s3fs.S3FileSystem.clear_instance_cache()
+    return f"s3://{name}", {"client_kwargs": {"endpoint_url": s3_server}}
