@@ -56,6 +56,11 @@ FLAGS = "flags"
 WORK_UNIT = "work_unit"
 
 
+def tile_column(band: str) -> str:
+    """Manifest column with the tile URI an object is cut from in ``band`` ("" if none)."""
+    return f"tile_{band}"
+
+
 class Flag(IntFlag):
     """Per-object quality bits, OR-ed together in the ``flags`` column."""
 

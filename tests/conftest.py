@@ -40,3 +40,17 @@ def s3_bucket(s3_server, request):
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
     s3fs.S3FileSystem.clear_instance_cache()
     return f"s3://{name}", {"client_kwargs": {"endpoint_url": s3_server}}
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded 2-CPU Ray for every test that needs it (starting Ray takes seconds)."""
+    import ray
+
+    from raycat.runtime import configure_data_context
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    configure_data_context()
+    yield
+    ray.shutdown()

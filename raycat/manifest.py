@@ -1,0 +1,264 @@
+"""Objects x tiles -> HEALPix work units: which tile each object is cut from, band by band.
+
+A work unit is one HEALPix pixel at an order chosen from the object density, and it is also
+one catalog partition: finished units are skipped on a rerun. Within a band the object is cut
+from the tile that holds it farthest from the edge (real tilings overlap), so a cutout is
+never clipped when a better tile exists.
+
+The pure parts (``TileFinder``, ``choose_order``, ``work_units``) need no Ray; ``plan`` wires
+them into a Ray Data pipeline that never holds the object list in one process.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from raycat import schema
+from raycat.config import DataConfig, RaycatConfig
+from raycat.errors import RaycatError
+from raycat.fsutil import filesystem, has_scheme, join
+
+HISTOGRAM_ORDER = 9  # 47 arcmin^2 pixels: fine enough to size units, coarse enough to count
+
+
+# --- tile index ---------------------------------------------------------------------------
+
+def check_relative_uri(uri: str) -> str:
+    """A tile URI from an index must stay inside its store: relative, no '..' escape."""
+    normal = posixpath.normpath(uri)
+    if has_scheme(uri) or uri.startswith("/") or normal == ".." or normal.startswith("../"):
+        raise RaycatError(f"tile uri {uri!r} escapes its store; index URIs must be relative")
+    return normal
+
+
+def load_tile_index(data: DataConfig, bands: list[str]) -> pd.DataFrame:
+    """The tile index rows for ``bands`` (small: one row per tile and band)."""
+    url = join(data.store, data.tile_index)
+    fs, path = filesystem(url, data.storage_options)
+    if not fs.exists(path):
+        raise RaycatError(f"tile index not found: {url}")
+    with fs.open(path, "rb") as f:
+        index = pd.read_parquet(f)
+    missing = {schema.TILE_BAND, schema.TILE_URI, schema.TILE_WCS} - set(index.columns)
+    if missing:
+        raise RaycatError(f"tile index {url} lacks columns: {', '.join(sorted(missing))}")
+    index = index[index[schema.TILE_BAND].isin(bands)].reset_index(drop=True)
+    index[schema.TILE_URI] = index[schema.TILE_URI].map(check_relative_uri)
+    return index
+
+
+class TileFinder:
+    """Picks, per object and band, the tile that holds the object farthest from its edge."""
+
+    def __init__(self, index: pd.DataFrame, bands: list[str]):
+        from astropy.io import fits
+        from astropy.wcs import WCS
+        from scipy.spatial import cKDTree
+
+        self.bands = list(bands)
+        self.index = index.reset_index(drop=True)
+        headers = [fits.Header.fromstring(h) for h in self.index[schema.TILE_WCS]]
+        self.wcs = [WCS(h) for h in headers]
+        self.shape = np.array([(h["NAXIS1"], h["NAXIS2"]) for h in headers], dtype=float)
+        centres = [w.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2)
+                   for w, (nx, ny) in zip(self.wcs, self.shape)]
+        self.xyz = _unit_vectors(*np.array(centres, dtype=float).reshape(-1, 2).T)
+        # circle through the farthest corner, so every pixel of every tile is inside it
+        self.radius = max((_max_corner_distance(w, s, c) for w, s, c in
+                           zip(self.wcs, self.shape, self.xyz)), default=0.0)
+        self.tree = cKDTree(self.xyz) if len(self.index) else None
+
+    def assign(self, ra: np.ndarray, dec: np.ndarray) -> dict[str, np.ndarray]:
+        """Tile URI per object for each band; "" where no tile of that band holds it."""
+        best = {b: np.full(len(ra), "", dtype=object) for b in self.bands}
+        if self.tree is None or len(ra) == 0:
+            return best
+        obj, tile = self._candidate_pairs(np.asarray(ra, float), np.asarray(dec, float))
+        margin = self._edge_margin(obj, tile, ra, dec)
+        inside = margin >= 0
+        pairs = pd.DataFrame({"obj": obj[inside], "tile": tile[inside], "margin": margin[inside]})
+        pairs["band"] = self.index[schema.TILE_BAND].to_numpy()[pairs["tile"]]
+        winners = pairs.loc[pairs.groupby(["band", "obj"])["margin"].idxmax()]
+        uris = self.index[schema.TILE_URI].to_numpy()
+        for band, rows in winners.groupby("band"):
+            best[band][rows["obj"].to_numpy()] = uris[rows["tile"].to_numpy()]
+        return best
+
+    def _candidate_pairs(self, ra, dec) -> tuple[np.ndarray, np.ndarray]:
+        chord = 2 * np.sin(np.radians(self.radius) / 2) * 1.0001
+        lists = self.tree.query_ball_point(_unit_vectors(ra, dec), chord)
+        obj = np.repeat(np.arange(len(ra)), [len(x) for x in lists])
+        tile = np.fromiter((t for x in lists for t in x), dtype=np.int64, count=len(obj))
+        return obj, tile
+
+    def _edge_margin(self, obj, tile, ra, dec) -> np.ndarray:
+        """Distance to the nearest tile edge in native pixels (negative: outside)."""
+        margin = np.empty(len(obj))
+        order = np.argsort(tile, kind="stable")
+        splits = np.flatnonzero(np.diff(tile[order])) + 1
+        for group in np.split(order, splits):
+            if len(group) == 0:
+                continue
+            t = tile[group[0]]
+            x, y = self.wcs[t].world_to_pixel_values(ra[obj[group]], dec[obj[group]])
+            nx, ny = self.shape[t]
+            margin[group] = np.minimum.reduce([x + 0.5, nx - 0.5 - x, y + 0.5, ny - 0.5 - y])
+        return margin
+
+
+def _unit_vectors(ra, dec) -> np.ndarray:
+    ra, dec = np.radians(ra), np.radians(dec)
+    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=-1)
+
+
+def _max_corner_distance(wcs, shape, centre_xyz) -> float:
+    nx, ny = shape
+    corners = np.array(wcs.pixel_to_world_values([-0.5, nx - 0.5, nx - 0.5, -0.5],
+                                                 [-0.5, -0.5, ny - 0.5, ny - 0.5]))
+    cos = np.clip(_unit_vectors(*corners) @ centre_xyz, -1, 1)
+    return float(np.degrees(np.arccos(cos)).max())
+
+
+# --- work units ---------------------------------------------------------------------------
+
+def choose_order(histogram: Counter, target: int, max_order: int = HISTOGRAM_ORDER) -> int:
+    """The HEALPix order whose mean objects per non-empty pixel is closest to ``target``.
+
+    ``histogram`` counts objects per pixel at ``max_order``; coarser orders merge 4 children
+    per level, so no second pass over the objects is needed.
+    """
+    pixels = np.fromiter(histogram.keys(), dtype=np.int64, count=len(histogram))
+    counts = np.fromiter(histogram.values(), dtype=np.int64, count=len(histogram))
+    best, best_gap = 0, np.inf
+    for order in range(max_order, -1, -1):
+        parents = pixels >> (2 * (max_order - order))
+        mean = counts.sum() / max(len(np.unique(parents)), 1)
+        gap = abs(np.log(mean / target))
+        if gap < best_gap:
+            best, best_gap = order, gap
+    return best
+
+
+def work_units(healpix_29: np.ndarray, order: int) -> np.ndarray:
+    """Work unit (HEALPix pixel at ``order``, nested) of each object from its _healpix_29."""
+    return np.asarray(healpix_29, dtype=np.int64) >> (2 * (29 - order))
+
+
+def spatial_index(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """HATS _healpix_29 of each position; a clear error for impossible coordinates."""
+    from hats.pixel_math.spatial_index import compute_spatial_index
+
+    ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
+    bad = ~np.isfinite(ra) | ~np.isfinite(dec) | (np.abs(dec) > 90)
+    if bad.any():
+        raise RaycatError(f"{bad.sum()} objects have invalid ra/dec (NaN or |dec| > 90)")
+    return compute_spatial_index(ra % 360.0, dec)
+
+
+@dataclass
+class Manifest:
+    """The planned work: a Ray Dataset of object rows sorted by work unit."""
+
+    dataset: object  # ray.data.Dataset
+    order: int
+    n_objects: int
+    units: list[int]  # every work unit, done or not
+    bands: list[str]
+
+
+# --- the Ray Data pipeline ----------------------------------------------------------------
+
+class TileAssigner:
+    """Ray Data actor: adds work unit, per-band tile URIs and OFF_FOOTPRINT to object rows."""
+
+    def __init__(self, index: pd.DataFrame, bands: list[str], order: int):
+        self.finder = TileFinder(index, bands)
+        self.bands, self.order = bands, order
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        tiles = self.finder.assign(batch[schema.RA].to_numpy(), batch[schema.DEC].to_numpy())
+        batch[schema.WORK_UNIT] = work_units(batch[schema.HEALPIX_29].to_numpy(), self.order)
+        covered = np.zeros(len(batch), dtype=bool)
+        for band in self.bands:
+            batch[schema.tile_column(band)] = tiles[band].astype(str)
+            covered |= tiles[band] != ""
+        flags = batch[schema.FLAGS].to_numpy() | np.where(covered, 0, int(schema.Flag.OFF_FOOTPRINT))
+        batch[schema.FLAGS] = flags.astype(np.int32)
+        return batch
+
+
+def _add_spatial_index(batch: pd.DataFrame) -> pd.DataFrame:
+    batch[schema.HEALPIX_29] = spatial_index(batch[schema.RA], batch[schema.DEC])
+    if schema.FLAGS not in batch:
+        batch[schema.FLAGS] = np.zeros(len(batch), dtype=np.int32)
+    return batch
+
+
+def duplicate_ids(ds, limit: int = 10) -> list[int]:
+    """Up to ``limit`` ids that occur more than once (a distributed group-by, no collect)."""
+    counts = ds.groupby(schema.ID).count()
+    repeated = counts.filter(lambda row: row["count()"] > 1)
+    return sorted(int(row[schema.ID]) for row in repeated.take(limit))
+
+
+def _keep_one(group: pd.DataFrame) -> pd.DataFrame:
+    """One row per id, chosen by position so reruns keep the same one; flagged if repeated."""
+    row = group.sort_values([schema.RA, schema.DEC]).head(1).copy()
+    if len(group) > 1:
+        row[schema.FLAGS] = row[schema.FLAGS] | int(schema.Flag.DUPLICATE_ID)
+    return row
+
+
+def _histogram(ds, order: int) -> Counter:
+    """Objects per HEALPix pixel at ``order``, aggregated on the driver pixel by pixel."""
+    counts: Counter = Counter()
+    for batch in ds.select_columns([schema.HEALPIX_29]).iter_batches(batch_format="numpy"):
+        pixels, n = np.unique(work_units(batch[schema.HEALPIX_29], order), return_counts=True)
+        counts.update(dict(zip(pixels.tolist(), n.tolist())))
+    return counts
+
+
+def _drop_units(batch: pd.DataFrame, skip: list[int]) -> pd.DataFrame:
+    return batch[~batch[schema.WORK_UNIT].isin(skip)]
+
+
+def plan(cfg: RaycatConfig, skip_units: set[int] | frozenset = frozenset(),
+         assign_cpus: float = 0.25) -> Manifest:
+    """Plan the cutout work: object rows with tiles per band, sorted by work unit.
+
+    ``skip_units`` are finished work units (catalog partitions) left out of the dataset.
+    """
+    import ray.data
+
+    from raycat.objects import read_objects
+
+    bands = cfg.cutouts.bands
+    index = load_tile_index(cfg.data, bands)
+    ds = read_objects(cfg.data).map_batches(_add_spatial_index, batch_format="pandas")
+    repeated = duplicate_ids(ds)
+    if repeated and cfg.data.duplicate_ids == "error":
+        raise RaycatError(f"duplicate object ids: {', '.join(map(str, repeated))}"
+                          " (set data.duplicate_ids: keep_first to keep each once)")
+    if repeated:
+        ds = ds.groupby(schema.ID).map_groups(_keep_one, batch_format="pandas")
+    fine_order = max(HISTOGRAM_ORDER, cfg.cutouts.healpix_order or 0)
+    histogram = _histogram(ds, fine_order)
+    if not histogram:
+        raise RaycatError("the object list is empty")
+    order = cfg.cutouts.healpix_order
+    if order is None:
+        order = choose_order(histogram, cfg.cutouts.objects_per_unit, fine_order)
+    units = sorted({p >> (2 * (fine_order - order)) for p in histogram})
+    ds = ds.map_batches(TileAssigner, fn_constructor_kwargs={"index": index, "bands": bands,
+                                                             "order": order},
+                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1),
+                        num_cpus=assign_cpus, batch_format="pandas")
+    if skip_units:
+        ds = ds.map_batches(_drop_units, fn_kwargs={"skip": sorted(skip_units)},
+                            batch_format="pandas")
+    return Manifest(ds.sort(schema.WORK_UNIT), order, sum(histogram.values()), units, bands)

@@ -1,0 +1,48 @@
+"""Starting or joining Ray: an embedded local Ray on a laptop, the cluster under `ray job submit`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from raycat.config import RayConfig
+
+
+@contextlib.contextmanager
+def ray_session(cfg: RayConfig | None = None):
+    """Join the cluster (``address``, or RAY_ADDRESS under `ray job submit`) or start a local
+    Ray for the duration of the block; an already-initialised Ray is left as it is."""
+    import ray
+
+    cfg = cfg or RayConfig()
+    if ray.is_initialized():
+        yield
+        return
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=True,
+                 configure_logging=False)
+    configure_data_context()
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def configure_data_context() -> None:
+    """Quiet, right-sized Ray Data defaults for batch jobs.
+
+    Progress bars garble job logs (raycat prints its own progress lines), and the default of
+    200 shuffle partitions makes a laptop spend seconds scheduling empty tasks: size shuffles
+    to the cluster instead.
+    """
+    import ray
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    ctx.default_hash_shuffle_parallelism = max(4, min(200, 2 * cpus))

@@ -1,0 +1,34 @@
+import subprocess
+import sys
+
+
+def _raycat(*args):
+    return subprocess.run([sys.executable, "-m", "raycat", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_help_lists_subcommands():
+    out = _raycat("--help")
+    assert out.returncode == 0 and "simulate" in out.stdout
+
+
+def test_every_subcommand_has_help():
+    from raycat.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in sub.choices:
+        out = _raycat(name, "--help")
+        assert out.returncode == 0, name
+        assert "usage" in out.stdout
+
+
+def test_bad_argument_is_one_line_without_traceback():
+    out = _raycat("simulate", "--out", "x", "--n-galaxies", "-3")
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr and "n-galaxies" in out.stderr
+
+
+def test_help_is_fast_because_heavy_modules_load_lazily():
+    code = "import sys, raycat.cli; print(any(m in sys.modules for m in ('torch','ray','galsim')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False"

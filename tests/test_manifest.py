@@ -1,0 +1,134 @@
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.wcs import WCS
+
+from raycat import schema
+from raycat.errors import RaycatError
+from raycat.manifest import (TileFinder, check_relative_uri, choose_order, spatial_index,
+                             work_units)
+
+
+def tile_row(name, band, ra, dec, n=100, scale_arcsec=1.0, rotation_deg=0.0):
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [ra, dec]
+    wcs.wcs.crpix = [(n + 1) / 2, (n + 1) / 2]
+    c, s = np.cos(np.radians(rotation_deg)), np.sin(np.radians(rotation_deg))
+    wcs.wcs.cd = scale_arcsec / 3600 * np.array([[-c, s], [s, c]])
+    header = wcs.to_header()
+    header["NAXIS1"] = header["NAXIS2"] = n
+    return {schema.TILE_BAND: band, schema.TILE_NAME: name,
+            schema.TILE_URI: f"tiles/{name}.{band}.fits", schema.TILE_WCS: header.tostring()}
+
+
+@pytest.fixture
+def index():
+    # two 100" tiles overlapping by 40" in RA; the second is rotated 30 deg; band b only on t1
+    step = 60 / 3600 / np.cos(np.radians(2.0))
+    return pd.DataFrame([tile_row("t1", "a", 150.0, 2.0), tile_row("t2", "a", 150.0 + step, 2.0,
+                                                                      rotation_deg=30.0),
+                         tile_row("t1", "b", 150.0, 2.0)])
+
+
+def test_object_in_overlap_is_cut_from_the_tile_where_it_is_most_interior(index):
+    finder = TileFinder(index, ["a", "b"])
+    dra = 1 / 3600 / np.cos(np.radians(2.0))
+    ra = np.array([150.0, 150.0 + 25 * dra, 150.0 + 35 * dra, 150.0 + 60 * dra])
+    tiles = finder.assign(ra, np.full(4, 2.0))
+    assert list(tiles["a"]) == ["tiles/t1.a.fits", "tiles/t1.a.fits", "tiles/t2.a.fits",
+                                "tiles/t2.a.fits"]
+    assert list(tiles["b"]) == ["tiles/t1.b.fits", "tiles/t1.b.fits", "tiles/t1.b.fits", ""]
+
+
+def test_object_off_every_tile_gets_no_tile(index):
+    tiles = TileFinder(index, ["a", "b"]).assign(np.array([151.0]), np.array([2.0]))
+    assert tiles["a"][0] == "" and tiles["b"][0] == ""
+
+
+def test_uris_that_escape_the_store_are_refused():
+    assert check_relative_uri("tiles/./a.fits") == "tiles/a.fits"
+    for bad in ["../x.fits", "tiles/../../x.fits", "/etc/passwd", "s3://other/x.fits"]:
+        with pytest.raises(RaycatError, match="escapes"):
+            check_relative_uri(bad)
+
+
+def test_choose_order_targets_objects_per_unit():
+    rng = np.random.default_rng(0)
+    ra, dec = 150 + rng.uniform(0, 2, 20000), 2 + rng.uniform(0, 2, 20000)
+    hp9 = work_units(spatial_index(ra, dec), 9)
+    histogram = Counter(hp9.tolist())
+    small, large = choose_order(histogram, 100), choose_order(histogram, 5000)
+    assert small > large
+    for order, target in [(small, 100), (large, 5000)]:
+        units = work_units(spatial_index(ra, dec), order)
+        mean = len(ra) / len(np.unique(units))
+        assert target / 4 < mean < target * 4
+
+
+def test_work_units_nest_inside_each_other():
+    hp29 = spatial_index(np.array([10.0, 200.0]), np.array([-30.0, 60.0]))
+    assert np.array_equal(work_units(hp29, 5), work_units(hp29, 7) >> 4)
+
+
+def test_invalid_coordinates_are_a_clear_error():
+    with pytest.raises(RaycatError, match="invalid ra/dec"):
+        spatial_index(np.array([1.0, np.nan]), np.array([0.0, 0.0]))
+
+
+def _write_store(tmp_path, index, ids):
+    index.to_parquet(tmp_path / "tiles.parquet")
+    dra = 1 / 3600 / np.cos(np.radians(2.0))
+    offsets = np.linspace(-40, 160, len(ids))
+    pd.DataFrame({"ID": ids, "RA": 150.0 + offsets * dra, "DEC": np.full(len(ids), 2.0),
+                  "Z": np.linspace(0.1, 1, len(ids))}).to_parquet(tmp_path / "objs.parquet")
+
+
+def _config(tmp_path, **data):
+    from raycat.config import parse_config
+
+    return parse_config({"data": {"store": str(tmp_path), "objects": "objs.parquet",
+                                  "id_column": "ID", "ra_column": "RA", "dec_column": "DEC",
+                                  "z_column": "Z", **data},
+                         "cutouts": {"healpix_order": 13}})  # ~25" units: several here
+
+
+@pytest.mark.slow
+def test_plan_gives_every_object_once_with_tiles_and_flags(tmp_path, index, ray_local,
+                                                          monkeypatch):
+    from raycat import manifest, surveys
+
+    monkeypatch.setattr(manifest, "load_tile_index", lambda data, bands: index)
+    _write_store(tmp_path, index, list(range(40)))
+    cfg = _config(tmp_path)
+    cfg.cutouts.bands = ["a", "b"]
+    plan = manifest.plan(cfg)
+    rows = plan.dataset.to_pandas()
+    assert sorted(rows[schema.ID]) == list(range(40)) and plan.n_objects == 40
+    assert len(plan.units) > 2 and set(rows[schema.WORK_UNIT]) == set(plan.units)
+    assert (np.diff(rows[schema.WORK_UNIT]) >= 0).all()
+    off = rows[schema.tile_column("a")] == ""
+    assert off.any() and (rows.loc[off, schema.FLAGS] & int(schema.Flag.OFF_FOOTPRINT)).all()
+    assert rows[schema.Z_SPEC].notna().all()
+    skipped = manifest.plan(cfg, skip_units={plan.units[0]}).dataset.to_pandas()
+    assert plan.units[0] not in set(skipped[schema.WORK_UNIT])
+    assert len(skipped) + (rows[schema.WORK_UNIT] == plan.units[0]).sum() == 40
+
+
+@pytest.mark.slow
+def test_duplicate_ids_are_named_or_kept_once(tmp_path, index, ray_local, monkeypatch):
+    from raycat import manifest
+
+    monkeypatch.setattr(manifest, "load_tile_index", lambda data, bands: index)
+    _write_store(tmp_path, index, [1, 2, 3, 3, 4, 7, 7, 7])
+    cfg = _config(tmp_path)
+    cfg.cutouts.bands = ["a", "b"]
+    with pytest.raises(RaycatError, match="duplicate object ids: 3, 7"):
+        manifest.plan(cfg)
+    cfg.data.duplicate_ids = "keep_first"
+    rows = manifest.plan(cfg).dataset.to_pandas()
+    assert sorted(rows[schema.ID]) == [1, 2, 3, 4, 7]
+    dup = rows.set_index(schema.ID)[schema.FLAGS] & int(schema.Flag.DUPLICATE_ID)
+    assert dup[3] and dup[7] and not dup[1]
