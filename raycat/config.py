@@ -115,6 +115,8 @@ class TrainConfig(_Section):
     storage_path: str = Field("demo-data/runs", description="Checkpoint storage (path or URL).")
     model_out: str = Field("demo-data/model", description="Where the model artifact is written.")
     seed: int = Field(0)
+    max_failures: int = Field(3, ge=0, description="Worker failures survived by restarting "
+                              "from the last checkpoint.")
 
 
 class InferConfig(_Section):
@@ -125,6 +127,8 @@ class InferConfig(_Section):
     batch_size: int = Field(256, ge=1)
     use_gpu: bool = Field(False)
     actors: int = Field(1, ge=1, description="Maximum predictor actors.")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs per predictor actor on CPU "
+                                  "inference (GPU predictors take one GPU and 0.25 CPU).")
     pdf_dtype: Literal["float16", "float32"] = Field("float32")
     mode: Literal["resume", "overwrite", "new"] = Field(
         "resume", description="resume: skip finished partitions; overwrite: start the catalog "

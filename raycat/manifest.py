@@ -162,13 +162,32 @@ def spatial_index(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Manifest:
-    """The planned work: a Ray Dataset of object rows sorted by work unit."""
+    """The planned work: object rows with their tiles, and the work units they fall in."""
 
-    dataset: object  # ray.data.Dataset
-    order: int
-    n_objects: int
-    units: list[int]  # every work unit, done or not
+    assigned: object  # ray.data.Dataset of object rows with work_unit and tile_<band>
+    order: int  # HEALPix order of the work units (= catalog partitions)
+    unit_counts: dict[int, int]  # objects per work unit
     bands: list[str]
+
+    @property
+    def n_objects(self) -> int:
+        return sum(self.unit_counts.values())
+
+    @property
+    def units(self) -> list[int]:
+        return sorted(self.unit_counts)
+
+    def rows(self, skip_units: set[int] | frozenset = frozenset()):
+        """The object rows sorted by work unit, leaving out ``skip_units`` (finished ones)."""
+        ds = self.assigned
+        if skip_units:
+            ds = ds.map_batches(_drop_units, fn_kwargs={"skip": sorted(skip_units)},
+                                batch_format="pandas")
+        return ds.sort(schema.WORK_UNIT)
+
+
+def _drop_units(batch: pd.DataFrame, skip: list[int]) -> pd.DataFrame:
+    return batch[~batch[schema.WORK_UNIT].isin(skip)]
 
 
 # --- the Ray Data pipeline ----------------------------------------------------------------
@@ -223,16 +242,8 @@ def _histogram(ds, order: int) -> Counter:
     return counts
 
 
-def _drop_units(batch: pd.DataFrame, skip: list[int]) -> pd.DataFrame:
-    return batch[~batch[schema.WORK_UNIT].isin(skip)]
-
-
-def plan(cfg: RaycatConfig, skip_units: set[int] | frozenset = frozenset(),
-         assign_cpus: float = 0.25) -> Manifest:
-    """Plan the cutout work: object rows with tiles per band, sorted by work unit.
-
-    ``skip_units`` are finished work units (catalog partitions) left out of the dataset.
-    """
+def plan(cfg: RaycatConfig, assign_cpus: float = 0.25) -> Manifest:
+    """Plan the cutout work: work units, and per object the tile to cut in each band."""
     import ray.data
 
     from raycat.objects import read_objects
@@ -253,12 +264,11 @@ def plan(cfg: RaycatConfig, skip_units: set[int] | frozenset = frozenset(),
     order = cfg.cutouts.healpix_order
     if order is None:
         order = choose_order(histogram, cfg.cutouts.objects_per_unit, fine_order)
-    units = sorted({p >> (2 * (fine_order - order)) for p in histogram})
+    unit_counts: Counter = Counter()
+    for pixel, count in histogram.items():
+        unit_counts[pixel >> (2 * (fine_order - order))] += count
     ds = ds.map_batches(TileAssigner, fn_constructor_kwargs={"index": index, "bands": bands,
                                                              "order": order},
                         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1),
                         num_cpus=assign_cpus, batch_format="pandas")
-    if skip_units:
-        ds = ds.map_batches(_drop_units, fn_kwargs={"skip": sorted(skip_units)},
-                            batch_format="pandas")
-    return Manifest(ds.sort(schema.WORK_UNIT), order, sum(histogram.values()), units, bands)
+    return Manifest(ds, order, dict(unit_counts), bands)

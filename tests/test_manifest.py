@@ -105,14 +105,15 @@ def test_plan_gives_every_object_once_with_tiles_and_flags(tmp_path, index, ray_
     cfg = _config(tmp_path)
     cfg.cutouts.bands = ["a", "b"]
     plan = manifest.plan(cfg)
-    rows = plan.dataset.to_pandas()
+    rows = plan.rows().to_pandas()
     assert sorted(rows[schema.ID]) == list(range(40)) and plan.n_objects == 40
     assert len(plan.units) > 2 and set(rows[schema.WORK_UNIT]) == set(plan.units)
+    assert rows.groupby(schema.WORK_UNIT).size().to_dict() == plan.unit_counts
     assert (np.diff(rows[schema.WORK_UNIT]) >= 0).all()
     off = rows[schema.tile_column("a")] == ""
     assert off.any() and (rows.loc[off, schema.FLAGS] & int(schema.Flag.OFF_FOOTPRINT)).all()
     assert rows[schema.Z_SPEC].notna().all()
-    skipped = manifest.plan(cfg, skip_units={plan.units[0]}).dataset.to_pandas()
+    skipped = plan.rows(skip_units={plan.units[0]}).to_pandas()
     assert plan.units[0] not in set(skipped[schema.WORK_UNIT])
     assert len(skipped) + (rows[schema.WORK_UNIT] == plan.units[0]).sum() == 40
 
@@ -128,7 +129,7 @@ def test_duplicate_ids_are_named_or_kept_once(tmp_path, index, ray_local, monkey
     with pytest.raises(RaycatError, match="duplicate object ids: 3, 7"):
         manifest.plan(cfg)
     cfg.data.duplicate_ids = "keep_first"
-    rows = manifest.plan(cfg).dataset.to_pandas()
+    rows = manifest.plan(cfg).rows().to_pandas()
     assert sorted(rows[schema.ID]) == [1, 2, 3, 4, 7]
     dup = rows.set_index(schema.ID)[schema.FLAGS] & int(schema.Flag.DUPLICATE_ID)
     assert dup[3] and dup[7] and not dup[1]

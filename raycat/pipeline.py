@@ -1,0 +1,191 @@
+"""The order of the stages, and only that: manifest -> cutouts -> train / infer -> catalog.
+
+Each function here wires pure stage code into Ray Data or Ray Train; the CLI, the demo and
+the `ray job submit` entry points in jobs/ all call these.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from raycat import schema
+from raycat.config import RaycatConfig
+from raycat.errors import RaycatError
+from raycat.fsutil import arrow_filesystem, filesystem, join
+
+CUTOUT_BATCH = 128  # objects per cutout call: 9 x 32 x 32 float32 cubes, ~5 MB
+CUTOUTS_PLAN_FILE = "_plan.json"  # beside a materialised cutout dataset: order, unit counts
+
+
+def log(message: str) -> None:
+    print(f"raycat: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class PlanSummary:
+    """What a materialised cutout dataset was planned with (saved beside it)."""
+
+    order: int
+    unit_counts: dict[int, int]
+    bands: list[str]
+    has_z_spec: bool
+
+
+# --- cutouts ------------------------------------------------------------------------------
+
+def cutout_rows(cfg: RaycatConfig, rows):
+    """Cutout cubes for manifest rows, by an autoscaling pool of CutoutActors."""
+    import ray.data
+
+    from raycat.cutouts import CutoutActor
+
+    return rows.map_batches(
+        CutoutActor, batch_size=CUTOUT_BATCH, batch_format="numpy",
+        fn_constructor_kwargs={"store": cfg.data.store,
+                               "storage_options": cfg.data.storage_options,
+                               "cutout_cfg": cfg.cutouts.model_dump()},
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.cutouts.actors),
+        num_cpus=cfg.cutouts.cpus_per_actor)
+
+
+def plan_and_cut(cfg: RaycatConfig):
+    """(PlanSummary, lazy dataset factory) for streaming cutouts straight from the tiles."""
+    from raycat.manifest import plan
+
+    manifest = plan(cfg)
+    has_z = schema.Z_SPEC in manifest.assigned.schema().names
+    summary = PlanSummary(manifest.order, manifest.unit_counts, manifest.bands, has_z)
+    log(f"planned {manifest.n_objects} objects in {len(manifest.units)} work units "
+        f"(HEALPix order {manifest.order})")
+    return summary, lambda skip=frozenset(): cutout_rows(cfg, manifest.rows(skip))
+
+
+def materialise_cutouts(cfg: RaycatConfig, url: str) -> PlanSummary:
+    """Write the cutouts of every object as a Parquet dataset (reused across epochs)."""
+    summary, make = plan_and_cut(cfg)
+    started = time.perf_counter()
+    pafs, path = arrow_filesystem(url, cfg.data.storage_options)
+    make().write_parquet(path, filesystem=pafs)
+    fs, plan_file = _plan_file(url, cfg)
+    fs.pipe_file(plan_file, json.dumps(asdict(summary)).encode())
+    elapsed = time.perf_counter() - started
+    n = sum(summary.unit_counts.values())
+    log(f"cut {n} objects in {elapsed:.1f} s ({n / elapsed:.0f} objects/s) -> {url}")
+    return summary
+
+
+def read_materialised(cfg: RaycatConfig, url: str):
+    """(PlanSummary, dataset factory) over a materialised cutout dataset."""
+    import ray.data
+
+    fs, plan_file = _plan_file(url, cfg)
+    if not fs.exists(plan_file):
+        raise RaycatError(f"no cutout dataset at {url} (run `raycat cutouts` first)")
+    raw = json.loads(fs.cat_file(plan_file))
+    raw["unit_counts"] = {int(k): v for k, v in raw["unit_counts"].items()}
+    summary = PlanSummary(**raw)
+    pafs, papath = arrow_filesystem(url, cfg.data.storage_options)
+
+    def make(skip=frozenset()):
+        ds = ray.data.read_parquet(papath, filesystem=pafs, file_extensions=["parquet"])
+        if skip:
+            from raycat.manifest import _drop_units
+            ds = ds.map_batches(_drop_units, fn_kwargs={"skip": sorted(skip)},
+                                batch_format="pandas")
+        return ds
+    return summary, make
+
+
+def cutout_source(cfg: RaycatConfig):
+    """Materialised cutouts when the config names a dataset that exists, else streaming."""
+    url = cfg.cutouts.output
+    if url:
+        fs, plan_file = _plan_file(url, cfg)
+        if fs.exists(plan_file):
+            return read_materialised(cfg, url)
+    return plan_and_cut(cfg)
+
+
+def _plan_file(url: str, cfg: RaycatConfig):
+    fs, path = filesystem(url, cfg.data.storage_options)
+    return fs, f"{path.rstrip('/')}/{CUTOUTS_PLAN_FILE}"
+
+
+# --- train --------------------------------------------------------------------------------
+
+def run_train(cfg: RaycatConfig) -> dict:
+    """Train on the cutouts (materialised or streamed); writes the model artifact."""
+    from raycat.train import fit
+
+    _, make = cutout_source(cfg)
+    started = time.perf_counter()
+    metrics = fit(cfg, make())
+    log(f"trained in {time.perf_counter() - started:.0f} s: "
+        + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    log(f"model artifact -> {cfg.train.model_out}")
+    return metrics
+
+
+# --- infer + catalog ----------------------------------------------------------------------
+
+def _check_artifact_matches(cfg: RaycatConfig, meta) -> None:
+    grid = (meta.bands, meta.size_px, meta.pixel_scale)
+    wanted = (cfg.cutouts.bands, cfg.cutouts.size_px, cfg.cutouts.pixel_scale)
+    if grid != wanted:
+        raise RaycatError(f"the model was trained on bands/size/scale {grid}, "
+                          f"the config asks for {wanted}")
+
+
+def run_infer(cfg: RaycatConfig) -> dict:
+    """Predict every object and write the HATS catalog; finished partitions are skipped."""
+    import ray.data
+
+    from raycat.catalog import CatalogWriter, schema_for_artifact
+    from raycat.infer import Predictor
+    from raycat.model import read_artifact_meta
+    from raycat.sink import PartitionSink
+
+    opts = cfg.data.storage_options
+    meta = read_artifact_meta(cfg.infer.model, opts)
+    _check_artifact_matches(cfg, meta)
+    summary, make = cutout_source(cfg)
+    cat_schema = schema_for_artifact(meta, config_hash=cfg.config_hash(),
+                                     pdf_dtype=cfg.infer.pdf_dtype, has_z_spec=summary.has_z_spec)
+    writer = CatalogWriter(cfg.infer.catalog, cat_schema, summary.order, mode=cfg.infer.mode,
+                           storage_options=opts)
+    done = writer.done_pixels() & set(summary.unit_counts)
+    todo = {u: n for u, n in summary.unit_counts.items() if u not in done}
+    log(f"inference: {len(todo)} of {len(summary.unit_counts)} partitions to write "
+        f"({len(done)} already done)")
+    started, written = time.perf_counter(), 0
+    if todo:
+        gpu = cfg.infer.use_gpu
+        predicted = make(done).map_batches(
+            Predictor, batch_size=cfg.infer.batch_size, batch_format="numpy",
+            fn_constructor_kwargs={"model": cfg.infer.model, "storage_options": opts,
+                                   "use_gpu": gpu, "pdf_dtype": cfg.infer.pdf_dtype},
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.infer.actors),
+            num_gpus=1 if gpu else 0, num_cpus=0.25 if gpu else cfg.infer.cpus_per_actor)
+        partitions = predicted.map_batches(
+            PartitionSink, batch_size=None, batch_format="numpy",
+            fn_constructor_kwargs={"root": cfg.infer.catalog, "storage_options": opts,
+                                   "catalog_schema": cat_schema, "order": summary.order,
+                                   "unit_counts": todo},
+            compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.1)
+        for row in partitions.iter_rows():
+            written += 1
+            log(f"partition {row[schema.WORK_UNIT]} written ({row['rows']} rows) "
+                f"[{written}/{len(todo)}]")
+    missing = set(todo) - writer.done_pixels()
+    if missing:
+        raise RuntimeError(f"work units {sorted(missing)[:10]} were not written")
+    totals = writer.finalize()
+    elapsed = time.perf_counter() - started
+    log(f"catalog -> {cfg.infer.catalog}: {totals} in {elapsed:.1f} s")
+    return {"partitions_written": written, "partitions_skipped": len(done),
+            "seconds": elapsed, **totals}

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import torch
+
+from raycat import schema
+from raycat.config import parse_config
+from raycat.pdf import bin_edges
+from raycat.train import class_weights, dihedral_augment, is_validation
+
+
+def test_validation_split_is_deterministic_and_sized():
+    ids = np.arange(20000)
+    held = is_validation(ids, 0.2, seed=3)
+    assert np.array_equal(held, is_validation(ids[::-1], 0.2, seed=3)[::-1])
+    assert 0.18 < held.mean() < 0.22
+    assert not np.array_equal(held, is_validation(ids, 0.2, seed=4))
+
+
+def test_class_weights_flatten_nz_up_to_the_cap():
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.uniform(0, 0.5, 9000), rng.uniform(0.5, 1.0, 1000)])
+    edges = bin_edges(0, 1, 10)
+    w = class_weights(z, edges, cap=100)
+    counts = np.histogram(z, edges)[0]
+    weighted = w * counts
+    assert weighted.std() / weighted.mean() < 0.01  # flat n(z) after weighting
+    assert (w * counts).sum() == pytest.approx(len(z))  # mean weight per object is 1
+    capped = class_weights(z, edges, cap=2)
+    assert capped.max() / np.median(capped[counts > 0]) <= 2 + 1e-9
+
+
+def test_dihedral_augment_gives_one_of_the_8_transforms():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    out = dihedral_augment(x, generator=torch.Generator().manual_seed(0))
+    for i in range(2):
+        options = [torch.rot90(img, k, dims=(-2, -1)) for img in (x[i], x[i].flip(-1))
+                   for k in range(4)]
+        assert any(torch.equal(out[i], o) for o in options)
+
+
+def _cutouts(n=96, size=16):
+    """Synthetic cutouts whose brightness encodes redshift, so a tiny net can learn it."""
+    import ray.data
+
+    rng = np.random.default_rng(1)
+    z = rng.uniform(0.05, 1.0, n)
+    cube = rng.normal(0, 0.1, (n, 9, size, size)).astype(np.float32)
+    cube[:, :, size // 2 - 2:size // 2 + 2, size // 2 - 2:size // 2 + 2] += z[:, None, None, None]
+    rows = [{schema.ID: i, schema.CUBE: cube[i], schema.Z_SPEC: z[i], schema.FLAGS: 0}
+            for i in range(n)]
+    return ray.data.from_items(rows)
+
+
+@pytest.mark.slow
+def test_fit_writes_artifact_and_resumes_from_next_epoch(tmp_path, ray_local):
+    from raycat.model import load_artifact
+    from raycat.train import fit
+
+    cfg = parse_config({
+        "model": {"arch": "tiny", "n_bins": 20, "z_max": 1.0},
+        "cutouts": {"size_px": 16},
+        "train": {"epochs": 2, "batch_size": 32, "storage_path": str(tmp_path / "runs"),
+                  "model_out": str(tmp_path / "model"), "run_name": "t"}})
+    metrics = fit(cfg, _cutouts())
+    assert metrics["epoch"] == 1 and metrics["start_epoch"] == 0
+    assert "val_nmad" in metrics and metrics["train_objects"] > 60
+    model, meta = load_artifact(str(tmp_path / "model"))
+    assert meta.model.n_bins == 20 and meta.bands == cfg.cutouts.bands
+    assert model(torch.zeros(2, 9, 16, 16)).shape == (2, 20)
+
+    cfg.train.epochs = 3  # same run name and storage: picks up the epoch-1 checkpoint
+    resumed = fit(cfg, _cutouts())
+    assert resumed["start_epoch"] == 2 and resumed["epoch"] == 2
