@@ -28,6 +28,17 @@ TRUTH_Z = "z"
 TRUTH_SED = "sed"  # SED type of the galaxy (E, Sbc, Scd, Im) or "star"
 TRUTH_KIND = "kind"  # "galaxy", "star" or "neighbour"
 TRUTH_HLR = "hlr_arcsec"  # half-light radius
+# mock-sky extras (raycat/mock_population.py documents the model behind them)
+TRUTH_POPULATION = "population"  # "bright", "lrg", "elg", "neighbour" or "star"
+TRUTH_ABS_MAG_R = "abs_mag_r"  # rest-frame PS1 r absolute AB magnitude
+TRUTH_BULGE_FRAC = "bulge_frac"  # bulge share of the rest-frame r light
+TRUTH_HLR_BULGE = "hlr_bulge_arcsec"
+TRUTH_HLR_DISK = "hlr_disk_arcsec"
+TRUTH_Q_BULGE = "q_bulge"  # axis ratios b/a
+TRUTH_Q_DISK = "q_disk"
+TRUTH_PA = "pa_deg"  # position angle of the major axis, degrees east of north
+TRUTH_TEFF = "teff_k"  # stars: blackbody temperature
+MOCK_SKY_META_FILE = "mock_sky.json"  # the parameters a mock sky was made with
 
 
 def truth_mag(band: str) -> str:
@@ -96,7 +107,7 @@ META_VERSION = b"raycat.version"
 
 # Catalog layout (HATS)
 CATALOG_DATASET_DIR = "dataset"
-DONE_DIR = "_raycat_done"  # one empty marker per finished partition
+DONE_DIR = "_raycat_done"  # one small JSON marker (rows, model_id) per finished partition
 
 
 def partition_relpath(order: int, pixel: int) -> str:
