@@ -6,6 +6,7 @@ User errors (RaycatError) exit with status 2 and one line on stderr, never a tra
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from raycat.errors import RaycatError
@@ -47,7 +48,111 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_cmd_simulate)
 
 
-COMMANDS = [_add_simulate]
+def _with_config(run):
+    """Load the --config file, join or start Ray, then run the stage."""
+    def command(args: argparse.Namespace) -> int:
+        from raycat.config import load_config
+        from raycat.runtime import ray_session
+
+        cfg = load_config(args.config)
+        for key, value in vars(args).items():  # command-line overrides of config fields
+            if key.startswith("set_") and value is not None:
+                section, field = key[4:].split("__")
+                setattr(getattr(cfg, section), field, value)
+        with ray_session(cfg.ray):
+            result = run(cfg)
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    return command
+
+
+def _config_parser(sub, name: str, help_text: str, run) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    p.add_argument("--config", required=True, help="YAML config file (path or URL)")
+    p.set_defaults(run=_with_config(run))
+    return p
+
+
+def _cutouts(cfg):
+    from dataclasses import asdict
+
+    from raycat.errors import RaycatError
+    from raycat.pipeline import materialise_cutouts
+
+    if not cfg.cutouts.output:
+        raise RaycatError("cutouts.output is not set: where should the cutouts go? (--out)")
+    summary = asdict(materialise_cutouts(cfg, cfg.cutouts.output))
+    summary["unit_counts"] = len(summary["unit_counts"])
+    return summary
+
+
+def _train(cfg):
+    from raycat.pipeline import run_train
+
+    return run_train(cfg)
+
+
+def _infer(cfg):
+    from raycat.pipeline import run_infer
+
+    return run_infer(cfg)
+
+
+def _add_stages(sub: argparse._SubParsersAction) -> None:
+    p = _config_parser(sub, "cutouts", "cut every object into a Parquet dataset of "
+                       "9-band cubes (reused across training epochs)", _cutouts)
+    p.add_argument("--out", dest="set_cutouts__output", metavar="URL", help="override cutouts.output")
+    _config_parser(sub, "train", "train the redshift network on Ray Train", _train)
+    p = _config_parser(sub, "infer", "predict every object and write the HATS catalog", _infer)
+    p.add_argument("--model", dest="set_infer__model", metavar="PATH", help="override infer.model")
+    p.add_argument("--catalog", dest="set_infer__catalog", metavar="URL", help="override infer.catalog")
+    p.add_argument("--mode", dest="set_infer__mode", choices=["resume", "overwrite", "new"],
+                   help="override infer.mode")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from raycat.evaluate import evaluate_catalog
+
+    metrics = evaluate_catalog(args.catalog, args.truth, args.out, id_column=args.id_column,
+                               z_column=args.z_column)
+    print(json.dumps(metrics, indent=2, default=str))
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="photo-z metrics and plots of a catalog against truth",
+                       description="NMAD, bias, outlier rates, PIT and CRPS of a catalog "
+                       "against true redshifts, printed as JSON, with PNG plots.")
+    p.add_argument("--catalog", required=True, help="catalog root (path or URL)")
+    p.add_argument("--truth", default=None, help="truth table with id and z (default: the "
+                   "catalog's own z_spec column)")
+    p.add_argument("--out", default="raycat-eval", help="directory for plots (default "
+                   "raycat-eval)")
+    p.add_argument("--id-column", default="id")
+    p.add_argument("--z-column", default="z")
+    p.set_defaults(run=_cmd_evaluate)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from raycat.demo import run_demo
+
+    run_demo(args.workdir, n_galaxies=args.n_galaxies, epochs=args.epochs, seed=args.seed)
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the whole chain on a small mock sky and a local Ray",
+                       description="Simulate a small sky, cut it out, train, infer every "
+                       "object into a HATS catalog and print held-out metrics and plots.")
+    p.add_argument("--workdir", default="demo-data", help="where everything goes "
+                   "(default demo-data)")
+    p.add_argument("--n-galaxies", type=_positive_int, default=2000)
+    p.add_argument("--epochs", type=_positive_int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_cmd_demo)
+
+
+COMMANDS = [_add_simulate, _add_stages, _add_evaluate, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -91,9 +91,11 @@ class ModelConfig(_Section):
     z_min: float = Field(0.0, ge=0, description="Lower edge of the redshift grid.")
     z_max: float = Field(1.6, gt=0, description="Upper edge of the redshift grid.")
     n_bins: int = Field(400, ge=2, description="Redshift bins (classes).")
-    stem: Literal["imagenet", "small"] = Field("small", description="imagenet: 7x7 stride-2 "
-                                               "conv + maxpool; small: 3x3 stride-1 conv, no "
-                                               "maxpool, for cutouts of tens of pixels.")
+    stem: Literal["imagenet", "small"] = Field("imagenet", description="imagenet: 7x7 stride-2 "
+                                               "conv + maxpool (fast: the demo's choice on CPU); "
+                                               "small: 3x3 stride-1 conv, no maxpool, keeps "
+                                               "full resolution on small cutouts (16x the "
+                                               "compute: a GPU setting).")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout before the head.")
 
 
@@ -127,7 +129,7 @@ class InferConfig(_Section):
     batch_size: int = Field(256, ge=1)
     use_gpu: bool = Field(False)
     actors: int = Field(1, ge=1, description="Maximum predictor actors.")
-    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs per predictor actor on CPU "
+    cpus_per_actor: float = Field(0.5, gt=0, description="CPUs per predictor actor on CPU "
                                   "inference (GPU predictors take one GPU and 0.25 CPU).")
     pdf_dtype: Literal["float16", "float32"] = Field("float32")
     mode: Literal["resume", "overwrite", "new"] = Field(

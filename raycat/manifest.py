@@ -178,12 +178,17 @@ class Manifest:
         return sorted(self.unit_counts)
 
     def rows(self, skip_units: set[int] | frozenset = frozenset()):
-        """The object rows sorted by work unit, leaving out ``skip_units`` (finished ones)."""
+        """The object rows sorted by work unit, leaving out ``skip_units`` (finished ones).
+
+        The sort runs to completion here (the rows are small: ids, positions, tile names,
+        spilled to disk by Ray when large) so that its whole-CPU shuffle tasks never wait
+        behind the actor pools of the stages that follow.
+        """
         ds = self.assigned
         if skip_units:
             ds = ds.map_batches(_drop_units, fn_kwargs={"skip": sorted(skip_units)},
                                 batch_format="pandas")
-        return ds.sort(schema.WORK_UNIT)
+        return ds.sort(schema.WORK_UNIT).materialize()
 
 
 def _drop_units(batch: pd.DataFrame, skip: list[int]) -> pd.DataFrame:

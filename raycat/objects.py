@@ -12,6 +12,7 @@ from raycat import schema
 from raycat.config import DataConfig
 from raycat.errors import RaycatError
 from raycat.fsutil import arrow_filesystem, filesystem, join
+from raycat.runtime import READ_ARGS
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".csv.gz")
@@ -42,13 +43,14 @@ def read_objects(data: DataConfig):
     lower = url.lower()
     if lower.endswith(CSV_SUFFIXES):
         pafs, papath = arrow_filesystem(url, data.storage_options)
-        ds = ray.data.read_csv(papath, filesystem=pafs)
+        ds = ray.data.read_csv(papath, filesystem=pafs, **READ_ARGS)
     elif lower.endswith(FITS_SUFFIXES):
         # FITS tables have no row-group structure to split on: read in one task.
         ds = ray.data.from_pandas(_read_fits_table(url, data.storage_options))
     else:  # Parquet file or directory of Parquet files
         pafs, papath = arrow_filesystem(url, data.storage_options)
-        ds = ray.data.read_parquet(papath, filesystem=pafs, columns=list(mapping))
+        ds = ray.data.read_parquet(papath, filesystem=pafs, columns=list(mapping),
+                                   **READ_ARGS)
     _check_columns(ds.schema().names, mapping, url)
     return ds.map_batches(_canonical, fn_kwargs={"mapping": mapping}, batch_format="pandas")
 

@@ -17,6 +17,7 @@ from raycat import schema
 from raycat.config import RaycatConfig
 from raycat.errors import RaycatError
 from raycat.fsutil import arrow_filesystem, filesystem, join
+from raycat.runtime import READ_ARGS
 
 CUTOUT_BATCH = 128  # objects per cutout call: 9 x 32 x 32 float32 cubes, ~5 MB
 CUTOUTS_PLAN_FILE = "_plan.json"  # beside a materialised cutout dataset: order, unit counts
@@ -92,7 +93,8 @@ def read_materialised(cfg: RaycatConfig, url: str):
     pafs, papath = arrow_filesystem(url, cfg.data.storage_options)
 
     def make(skip=frozenset()):
-        ds = ray.data.read_parquet(papath, filesystem=pafs, file_extensions=["parquet"])
+        ds = ray.data.read_parquet(papath, filesystem=pafs, file_extensions=["parquet"],
+                                   **READ_ARGS)
         if skip:
             from raycat.manifest import _drop_units
             ds = ds.map_batches(_drop_units, fn_kwargs={"skip": sorted(skip)},

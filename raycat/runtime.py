@@ -7,6 +7,12 @@ import os
 
 from raycat.config import RayConfig
 
+# I/O-bound reads take a quarter CPU: actor pools hold their CPUs for a whole job, and on a
+# 2-core machine whole-CPU read tasks beside them would never be scheduled (a silent hang).
+# Ray Data's file listing still takes one whole CPU, so the actor pools of one job must
+# leave a CPU free on a 2-core machine: hence the fractional actor defaults in the config.
+READ_ARGS = {"num_cpus": 0.25}
+
 
 @contextlib.contextmanager
 def ray_session(cfg: RayConfig | None = None):
