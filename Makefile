@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.raycat-installed
 WORKDIR ?= demo-data
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench docs install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+docs: $(STAMP)
+	$(BIN)/python -c "from raycat.config import reference_markdown as r; print(r())" > docs/configuration.md
 
 clean:
 	rm -rf $(WORKDIR) .pytest_cache

@@ -147,7 +147,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", default="demo-data", help="where everything goes "
                    "(default demo-data)")
     p.add_argument("--n-galaxies", type=_positive_int, default=2000)
-    p.add_argument("--epochs", type=_positive_int, default=8)
+    p.add_argument("--epochs", type=_positive_int, default=15)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_cmd_demo)
 
@@ -175,3 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"raycat {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def run_job(command: str) -> None:
+    """Entry point of the jobs/ files: ``raycat <command>`` with the script's arguments."""
+    raise SystemExit(main([command, *sys.argv[1:]]))

@@ -29,7 +29,7 @@ class DataConfig(_Section):
 
     objects: str = Field("truth.parquet", description="Object list (Parquet, CSV or FITS "
                          "table), a path or URL; relative paths are relative to `store`.")
-    store: str = Field("demo-data", description="Tile store root: a directory, s3://, gs:// "
+    store: str = Field("demo-data/sky", description="Tile store root: a directory, s3://, gs:// "
                        "or https:// URL. Tile URIs in the index are relative to it.")
     tile_index: str = Field("tiles.parquet", description="Tile index, relative to `store` "
                             "unless absolute.")
@@ -38,9 +38,9 @@ class DataConfig(_Section):
     dec_column: str = Field("dec", description="Declination column (deg, ICRS).")
     z_column: str | None = Field("z", description="Spectroscopic redshift column, or null "
                                  "when the objects have none.")
-    duplicate_ids: Literal["error", "keep_first"] = Field(
-        "error", description="Duplicate object ids: fail naming them, or keep the first and "
-        "flag the rest DUPLICATE_ID.")
+    duplicate_ids: Literal["error", "keep_one"] = Field(
+        "error", description="Duplicate object ids: fail naming them, or keep one row per id "
+        "(the same one on every run, chosen by position) flagged DUPLICATE_ID.")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options "
                                             "for the store (endpoint, anon...). Never put "
                                             "credentials here: use the AWS/GCS credential chains.")
@@ -198,3 +198,21 @@ def load_config(url: str, storage_options: dict | None = None) -> RaycatConfig:
     except yaml.YAMLError as err:
         raise ConfigError(f"config {url}: not valid YAML ({err.__class__.__name__})") from None
     return parse_config(data)
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md, generated from the models so the docs match the code."""
+    lines = ["# Configuration reference", "",
+             "One YAML file with these sections; every key is optional (the defaults run the",
+             "demo). Generated from `raycat/config.py` by `make docs`; a test keeps it current.",
+             ""]
+    for section, info in RaycatConfig.model_fields.items():
+        model = info.annotation
+        lines += [f"## `{section}`", "", (model.__doc__ or "").strip(), "",
+                  "| key | default | meaning |", "|---|---|---|"]
+        for name, field in model.model_fields.items():
+            default = field.default_factory() if field.default_factory else field.default
+            text = json.dumps(default) if len(json.dumps(default)) < 60 else "(see text)"
+            lines.append(f"| `{name}` | `{text}` | {field.description or ''} |")
+        lines.append("")
+    return "\n".join(lines)

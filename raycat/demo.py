@@ -46,7 +46,7 @@ def held_out_truth(cfg: RaycatConfig, out: Path) -> Path:
     return out
 
 
-def run_demo(workdir: str, n_galaxies: int = 2000, epochs: int = 8, seed: int = 0) -> dict:
+def run_demo(workdir: str, n_galaxies: int = 2000, epochs: int = 15, seed: int = 0) -> dict:
     """Run the whole chain into ``workdir``; returns the held-out metrics."""
     from raycat.evaluate import evaluate_catalog
     from raycat.pipeline import materialise_cutouts, run_infer, run_train

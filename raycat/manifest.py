@@ -259,7 +259,7 @@ def plan(cfg: RaycatConfig, assign_cpus: float = 0.25) -> Manifest:
     repeated = duplicate_ids(ds)
     if repeated and cfg.data.duplicate_ids == "error":
         raise RaycatError(f"duplicate object ids: {', '.join(map(str, repeated))}"
-                          " (set data.duplicate_ids: keep_first to keep each once)")
+                          " (set data.duplicate_ids: keep_one to keep each once)")
     if repeated:
         ds = ds.groupby(schema.ID).map_groups(_keep_one, batch_format="pandas")
     fine_order = max(HISTOGRAM_ORDER, cfg.cutouts.healpix_order or 0)

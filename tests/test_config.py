@@ -57,3 +57,12 @@ def test_config_hash_tracks_model_and_cutout_settings_only():
     base = parse_config(None)
     assert base.config_hash() == parse_config({"train": {"epochs": 2}}).config_hash()
     assert base.config_hash() != parse_config({"cutouts": {"size_px": 48}}).config_hash()
+
+
+def test_configuration_docs_match_the_code():
+    from pathlib import Path
+
+    from raycat.config import reference_markdown
+
+    doc = Path(__file__).parent.parent / "docs" / "configuration.md"
+    assert doc.read_text().strip() == reference_markdown().strip(), "run `make docs`"

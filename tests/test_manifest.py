@@ -128,8 +128,31 @@ def test_duplicate_ids_are_named_or_kept_once(tmp_path, index, ray_local, monkey
     cfg.cutouts.bands = ["a", "b"]
     with pytest.raises(RaycatError, match="duplicate object ids: 3, 7"):
         manifest.plan(cfg)
-    cfg.data.duplicate_ids = "keep_first"
+    cfg.data.duplicate_ids = "keep_one"
     rows = manifest.plan(cfg).rows().to_pandas()
     assert sorted(rows[schema.ID]) == [1, 2, 3, 4, 7]
     dup = rows.set_index(schema.ID)[schema.FLAGS] & int(schema.Flag.DUPLICATE_ID)
     assert dup[3] and dup[7] and not dup[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", ["csv", "fits", "parquet"])
+def test_object_lists_in_any_format_get_canonical_columns(tmp_path, ray_local, suffix):
+    from astropy.table import Table
+
+    from raycat.config import DataConfig
+    from raycat.objects import read_objects
+
+    table = Table({"OBJID": [5, 6, 7], "RAdeg": [10.0, 10.1, 10.2], "DEdeg": [-5.0, -5.1, -5.2],
+                   "ZSPEC": [0.1, 0.2, 0.3]})
+    path = tmp_path / f"objects.{suffix}"
+    table.write(path, format={"csv": "ascii.csv", "fits": "fits", "parquet": "parquet"}[suffix])
+    data = DataConfig(store=str(tmp_path), objects=path.name, id_column="OBJID",
+                      ra_column="RAdeg", dec_column="DEdeg", z_column="ZSPEC")
+    rows = read_objects(data).to_pandas().sort_values(schema.ID)
+    assert list(rows.columns) == [schema.ID, schema.RA, schema.DEC, schema.Z_SPEC]
+    assert rows[schema.ID].tolist() == [5, 6, 7] and rows[schema.Z_SPEC].tolist() == [0.1, 0.2, 0.3]
+    with pytest.raises(RaycatError, match="no column"):
+        read_objects(data.model_copy(update={"ra_column": "RA"}))
+    with pytest.raises(RaycatError, match="not found"):
+        read_objects(data.model_copy(update={"objects": "missing.csv"}))

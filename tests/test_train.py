@@ -71,3 +71,11 @@ def test_fit_writes_artifact_and_resumes_from_next_epoch(tmp_path, ray_local):
     cfg.train.epochs = 3  # same run name and storage: picks up the epoch-1 checkpoint
     resumed = fit(cfg, _cutouts())
     assert resumed["start_epoch"] == 2 and resumed["epoch"] == 2
+
+
+def test_cosine_lr_decays_from_peak_to_a_floor():
+    from raycat.train import cosine_lr
+
+    rates = [cosine_lr(1e-3, e, 10) for e in range(10)]
+    assert rates[0] == pytest.approx(1e-3) and all(a > b for a, b in zip(rates, rates[1:]))
+    assert rates[-1] > 0.05e-3

@@ -1,0 +1,9 @@
+"""`ray job submit --working-dir . -- python jobs/infer.py ...` runs `raycat infer`.
+
+Under `ray job submit` RAY_ADDRESS is set and raycat joins that cluster; run directly, the
+same file starts a local Ray.
+"""
+
+from raycat.cli import run_job
+
+run_job("infer")
