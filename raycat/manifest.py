@@ -164,7 +164,7 @@ def spatial_index(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
 class Manifest:
     """The planned work: object rows with their tiles, and the work units they fall in."""
 
-    assigned: object  # ray.data.Dataset of object rows with work_unit and tile_<band>
+    objects: object  # materialised ray.data.Dataset: object rows with tile_<band> columns
     order: int  # HEALPix order of the work units (= catalog partitions)
     unit_counts: dict[int, int]  # objects per work unit
     bands: list[str]
@@ -184,29 +184,34 @@ class Manifest:
         spilled to disk by Ray when large) so that its whole-CPU shuffle tasks never wait
         behind the actor pools of the stages that follow.
         """
-        ds = self.assigned
-        if skip_units:
-            ds = ds.map_batches(_drop_units, fn_kwargs={"skip": sorted(skip_units)},
-                                batch_format="pandas")
+        ds = self.objects.map_batches(_with_work_unit, batch_format="pandas",
+                                      fn_kwargs={"order": self.order,
+                                                 "skip": sorted(skip_units)})
         return ds.sort(schema.WORK_UNIT).materialize()
 
 
-def _drop_units(batch: pd.DataFrame, skip: list[int]) -> pd.DataFrame:
-    return batch[~batch[schema.WORK_UNIT].isin(skip)]
+def _with_work_unit(batch: pd.DataFrame, order: int, skip: list[int] = ()) -> pd.DataFrame:
+    batch[schema.WORK_UNIT] = work_units(batch[schema.HEALPIX_29].to_numpy(), order)
+    return drop_units(batch, skip)
+
+
+def drop_units(batch: pd.DataFrame, skip: list[int]) -> pd.DataFrame:
+    """The rows of ``batch`` outside the work units ``skip`` (finished ones)."""
+    return batch[~batch[schema.WORK_UNIT].isin(skip)] if len(skip) else batch
 
 
 # --- the Ray Data pipeline ----------------------------------------------------------------
 
 class TileAssigner:
-    """Ray Data actor: adds work unit, per-band tile URIs and OFF_FOOTPRINT to object rows."""
+    """Ray Data actor: adds the HEALPix index, per-band tile URIs and OFF_FOOTPRINT."""
 
-    def __init__(self, index: pd.DataFrame, bands: list[str], order: int):
+    def __init__(self, index: pd.DataFrame, bands: list[str]):
         self.finder = TileFinder(index, bands)
-        self.bands, self.order = bands, order
+        self.bands = bands
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        batch = _add_spatial_index(batch)
         tiles = self.finder.assign(batch[schema.RA].to_numpy(), batch[schema.DEC].to_numpy())
-        batch[schema.WORK_UNIT] = work_units(batch[schema.HEALPIX_29].to_numpy(), self.order)
         covered = np.zeros(len(batch), dtype=bool)
         for band in self.bands:
             batch[schema.tile_column(band)] = tiles[band].astype(str)
@@ -248,22 +253,31 @@ def _histogram(ds, order: int) -> Counter:
 
 
 def plan(cfg: RaycatConfig, assign_cpus: float = 0.25) -> Manifest:
-    """Plan the cutout work: work units, and per object the tile to cut in each band."""
+    """Plan the cutout work: work units, and per object the tile to cut in each band.
+
+    The object list is read once, given its tiles and materialised in Ray's object store
+    (spilled to disk when large); the duplicate check and the density histogram that sizes
+    the work units then run on those rows without reading the files again.
+    """
     import ray.data
 
     from raycat.objects import read_objects
 
     bands = cfg.cutouts.bands
     index = load_tile_index(cfg.data, bands)
-    ds = read_objects(cfg.data).map_batches(_add_spatial_index, batch_format="pandas")
-    repeated = duplicate_ids(ds)
+    objects = read_objects(cfg.data).map_batches(
+        TileAssigner, fn_constructor_kwargs={"index": index, "bands": bands},
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1), num_cpus=assign_cpus,
+        batch_format="pandas").materialize()
+    repeated = duplicate_ids(objects)
     if repeated and cfg.data.duplicate_ids == "error":
         raise RaycatError(f"duplicate object ids: {', '.join(map(str, repeated))}"
                           " (set data.duplicate_ids: keep_one to keep each once)")
     if repeated:
-        ds = ds.groupby(schema.ID).map_groups(_keep_one, batch_format="pandas")
+        objects = objects.groupby(schema.ID).map_groups(
+            _keep_one, batch_format="pandas").materialize()
     fine_order = max(HISTOGRAM_ORDER, cfg.cutouts.healpix_order or 0)
-    histogram = _histogram(ds, fine_order)
+    histogram = _histogram(objects, fine_order)
     if not histogram:
         raise RaycatError("the object list is empty")
     order = cfg.cutouts.healpix_order
@@ -272,8 +286,4 @@ def plan(cfg: RaycatConfig, assign_cpus: float = 0.25) -> Manifest:
     unit_counts: Counter = Counter()
     for pixel, count in histogram.items():
         unit_counts[pixel >> (2 * (fine_order - order))] += count
-    ds = ds.map_batches(TileAssigner, fn_constructor_kwargs={"index": index, "bands": bands,
-                                                             "order": order},
-                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1),
-                        num_cpus=assign_cpus, batch_format="pandas")
-    return Manifest(ds, order, dict(unit_counts), bands)
+    return Manifest(objects, order, dict(unit_counts), bands)

@@ -17,6 +17,7 @@ from raycat import schema
 from raycat.config import RaycatConfig
 from raycat.errors import RaycatError
 from raycat.fsutil import arrow_filesystem, filesystem, join
+from raycat.manifest import drop_units
 from raycat.runtime import READ_ARGS
 
 CUTOUT_BATCH = 128  # objects per cutout call: 9 x 32 x 32 float32 cubes, ~5 MB
@@ -59,7 +60,7 @@ def plan_and_cut(cfg: RaycatConfig):
     from raycat.manifest import plan
 
     manifest = plan(cfg)
-    has_z = schema.Z_SPEC in manifest.assigned.schema().names
+    has_z = schema.Z_SPEC in manifest.objects.schema().names
     summary = PlanSummary(manifest.order, manifest.unit_counts, manifest.bands, has_z)
     log(f"planned {manifest.n_objects} objects in {len(manifest.units)} work units "
         f"(HEALPix order {manifest.order})")
@@ -96,8 +97,7 @@ def read_materialised(cfg: RaycatConfig, url: str):
         ds = ray.data.read_parquet(papath, filesystem=pafs, file_extensions=["parquet"],
                                    **READ_ARGS)
         if skip:
-            from raycat.manifest import _drop_units
-            ds = ds.map_batches(_drop_units, fn_kwargs={"skip": sorted(skip)},
+            ds = ds.map_batches(drop_units, fn_kwargs={"skip": sorted(skip)},
                                 batch_format="pandas")
         return ds
     return summary, make

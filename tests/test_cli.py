@@ -32,3 +32,17 @@ def test_help_is_fast_because_heavy_modules_load_lazily():
     code = "import sys, raycat.cli; print(any(m in sys.modules for m in ('torch','ray','galsim')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False"
+
+
+def test_bad_config_value_is_one_line_naming_the_field(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("train:\n  epochs: -1\n")
+    out = _raycat("train", "--config", str(config))
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train.epochs" in lines[0] and "Traceback" not in out.stderr
+
+
+def test_missing_config_file_is_one_line(tmp_path):
+    out = _raycat("infer", "--config", str(tmp_path / "nope.yaml"))
+    assert out.returncode == 2 and "not found" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,75 @@
+"""Inference benchmark (a script, not a test): tiles -> catalog vs the model alone.
+
+End to end: ``run_infer`` streams a mock sky's tiles through the manifest, the cutout
+actors, the Predictor actor and the catalog sink (planning included). Model only: the same
+Predictor on in-memory tensors, in a Ray task with the Predictor's CPU share (so the same
+torch threads on the same device). The network has random weights: speed does not depend
+on them. Prints objects/s for both, their ratio, and the peak memory of the Ray session.
+
+Usage: ``python benchmarks/infer.py [N_GALAXIES]`` (default 6000: about 4 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ray_common import PeakTreeRSS, demo_like_config, make_sky  # noqa: E402
+
+
+def save_random_model(cfg) -> None:
+    from raycat.model import ArtifactMeta, build_model, save_artifact
+
+    model = build_model(cfg.model, len(cfg.cutouts.bands))
+    save_artifact(model, cfg.infer.model, ArtifactMeta.from_config(cfg))
+
+
+def model_only_rate(cfg, n: int) -> float:
+    """Objects/s of the Predictor on in-memory cutouts, with the Predictor's CPU share."""
+    import ray
+
+    @ray.remote(num_cpus=cfg.infer.cpus_per_actor)
+    def run() -> float:
+        from raycat.infer import Predictor
+
+        predictor = Predictor(cfg.infer.model)
+        size, bands = cfg.cutouts.size_px, len(cfg.cutouts.bands)
+        cubes = np.random.default_rng(0).normal(size=(n, bands, size, size)).astype(np.float32)
+        predictor.predict(cubes[: cfg.infer.batch_size])  # warm up
+        started = time.perf_counter()
+        for start in range(0, n, cfg.infer.batch_size):
+            predictor.predict(cubes[start:start + cfg.infer.batch_size])
+        return n / (time.perf_counter() - started)
+    return ray.get(run.remote())
+
+
+def main(n_galaxies: int) -> None:
+    from raycat.pipeline import run_infer
+    from raycat.runtime import ray_session
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        print(f"mock sky of {n_galaxies} galaxies in {make_sky(root, n_galaxies):.0f} s",
+              flush=True)
+        cfg = demo_like_config(root)
+        save_random_model(cfg)
+        with ray_session(cfg.ray):
+            with PeakTreeRSS() as memory:
+                started = time.perf_counter()
+                totals = run_infer(cfg)
+                end_to_end = totals["rows"] / (time.perf_counter() - started)
+            model_only = model_only_rate(cfg, min(totals["rows"], 3000))
+    print(f"end to end (tiles -> catalog, planning included): {end_to_end:7.1f} objects/s "
+          f"over {totals['rows']} objects, {totals['partitions']} partitions")
+    print(f"model only (in-memory tensors, same CPU share):     {model_only:7.1f} objects/s")
+    print(f"ratio end-to-end / model-only: {end_to_end / model_only:.2f} (target >= 0.8)")
+    print(f"peak RSS of the Ray session (driver + raylet + workers): {memory.mib:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 6000)

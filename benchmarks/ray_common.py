@@ -1,0 +1,65 @@
+"""Shared by the Ray benchmarks: a mock sky, a demo-like config, and peak memory of a Ray
+session (the driver plus every process it started: raylet, GCS, workers)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from raycat.config import RaycatConfig, parse_config
+
+
+def make_sky(root: Path, n_galaxies: int) -> float:
+    """Simulate a sky under ``root/sky``; returns the seconds it took."""
+    from raycat.simulate import simulate_sky
+
+    return simulate_sky(str(root / "sky"), n_galaxies=n_galaxies, seed=7, progress=False).seconds
+
+
+def demo_like_config(root: Path, **sections) -> RaycatConfig:
+    """The demo's model and cutout settings, with files under ``root``."""
+    base = {
+        "data": {"store": str(root / "sky")},
+        "cutouts": {"objects_per_unit": 500},
+        "model": {"arch": "resnet50", "stem": "imagenet", "n_bins": 100},
+        "train": {"batch_size": 64, "storage_path": str(root / "runs"),
+                  "model_out": str(root / "model"), "run_name": "bench"},
+        "infer": {"model": str(root / "model"), "catalog": str(root / "catalog"),
+                  "mode": "overwrite", "batch_size": 256},
+        "ray": {"num_cpus": 2}}
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values}
+    return parse_config(base)
+
+
+class PeakTreeRSS:
+    """Samples the summed RSS of this process and all its descendants every 0.2 s."""
+
+    def __enter__(self):
+        import psutil
+
+        self.peak, self._stop = 0, threading.Event()
+        me = psutil.Process()
+
+        def sample():
+            while not self._stop.is_set():
+                total = 0
+                for proc in [me, *me.children(recursive=True)]:
+                    try:
+                        total += proc.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak = max(self.peak, total)
+                time.sleep(0.2)
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mib(self) -> float:
+        return self.peak / 2**20
