@@ -24,6 +24,9 @@ from raycat.errors import RaycatError
 from raycat.fsutil import filesystem, has_scheme, join
 
 HISTOGRAM_ORDER = 9  # 47 arcmin^2 pixels: fine enough to size units, coarse enough to count
+# Rows per block handed to the cutout stage. Ray Data streams block by block: a block the
+# size of the whole sort output would make each stage wait for the previous one to finish.
+ROWS_PER_BLOCK = 256
 
 
 # --- tile index ---------------------------------------------------------------------------
@@ -187,7 +190,8 @@ class Manifest:
         ds = self.objects.map_batches(_with_work_unit, batch_format="pandas",
                                       fn_kwargs={"order": self.order,
                                                  "skip": sorted(skip_units)})
-        return ds.sort(schema.WORK_UNIT).materialize()
+        sorted_rows = ds.sort(schema.WORK_UNIT)
+        return sorted_rows.repartition(target_num_rows_per_block=ROWS_PER_BLOCK).materialize()
 
 
 def _with_work_unit(batch: pd.DataFrame, order: int, skip: list[int] = ()) -> pd.DataFrame:
