@@ -28,7 +28,7 @@ def ray_session(cfg: RayConfig | None = None):
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=True,
+        ray.init(num_cpus=cfg.num_cpus, log_to_driver=True,
                  configure_logging=False)
     configure_data_context()
     try:

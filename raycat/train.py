@@ -126,6 +126,7 @@ def _batches(split: str, cfg: RaycatConfig, device):
     # Training drops a last partial batch: BatchNorm cannot train on a batch of one.
     return shard.iter_torch_batches(
         batch_size=cfg.train.batch_size, device=device, drop_last=split == "train",
+        prefetch_batches=4,  # keep the next batches decoding while the step runs
         dtypes={schema.CUBE: torch.float32, schema.Z_SPEC: torch.float32})
 
 
