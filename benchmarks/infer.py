@@ -66,6 +66,10 @@ def main(n_galaxies: int) -> None:
             model_only = model_only_rate(cfg, min(totals["rows"], 3000))
     print(f"end to end (tiles -> catalog, planning included): {end_to_end:7.1f} objects/s "
           f"over {totals['rows']} objects, {totals['partitions']} partitions")
+    print(f"  of which planning (read, tiles, duplicate check, unit sizes): "
+          f"{totals['rows'] / end_to_end - totals['seconds']:.1f} s; streaming stage "
+          f"(sort, cutouts, model, catalog writes): {totals['rows'] / totals['seconds']:7.1f} "
+          f"objects/s")
     print(f"model only (in-memory tensors, same CPU share):     {model_only:7.1f} objects/s")
     print(f"ratio end-to-end / model-only: {end_to_end / model_only:.2f} (target >= 0.8)")
     print(f"peak RSS of the Ray session (driver + raylet + workers): {memory.mib:.0f} MiB")
