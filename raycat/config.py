@@ -41,6 +41,9 @@ class DataConfig(_Section):
     duplicate_ids: Literal["error", "keep_one"] = Field(
         "error", description="Duplicate object ids: fail naming them, or keep one row per id "
         "(the same one on every run, chosen by position) flagged DUPLICATE_ID.")
+    read_attempts: int = Field(5, ge=1, le=20, description="Tries per tile read; transient "
+                               "object-store errors (throttling, resets, timeouts) are retried "
+                               "with exponential backoff, then the objects get READ_ERROR.")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options "
                                             "for the store (endpoint, anon...). Never put "
                                             "credentials here: use the AWS/GCS credential chains.")

@@ -254,11 +254,11 @@ class CutoutActor:
     """
 
     def __init__(self, store: str, storage_options: dict | None, cutout_cfg: CutoutConfig | dict,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES):
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, read_attempts: int = 5):
         if not isinstance(cutout_cfg, CutoutConfig):
             cutout_cfg = CutoutConfig.model_validate(cutout_cfg)
         self.cfg = cutout_cfg
-        self.store = open_store(store, storage_options)
+        self.store = open_store(store, storage_options, read_attempts)
         self.cache = TileCache(cache_bytes)
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

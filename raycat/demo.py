@@ -46,6 +46,23 @@ def held_out_truth(cfg: RaycatConfig, out: Path) -> Path:
     return out
 
 
+def photometry_baseline(cfg: RaycatConfig) -> dict:
+    """Catalog-photometry photo-z (aperture fluxes -> gradient boosting) on the same cutouts,
+    trained on the CNN's training objects and scored on the same held-out ones."""
+    from raycat.baseline import baseline_metrics_from_features, features_from_batches
+    from raycat.cutouts import softenings
+    from raycat.pipeline import read_materialised
+    from raycat.train import usable_for_training
+
+    _, make = read_materialised(cfg, cfg.cutouts.output)
+    rows = make().select_columns([schema.ID, schema.CUBE, schema.Z_SPEC, schema.FLAGS])
+    usable = ({k: v[usable_for_training(b)] for k, v in b.items()}
+              for b in rows.iter_batches(batch_format="numpy", batch_size=512))
+    features, z, ids = features_from_batches(usable, softenings(cfg.cutouts))
+    return baseline_metrics_from_features(features, z, ids, cfg.train.val_fraction,
+                                          cfg.train.seed)
+
+
 def run_demo(workdir: str, n_galaxies: int = 2000, epochs: int = 15, seed: int = 0) -> dict:
     """Run the whole chain into ``workdir``; returns the held-out metrics."""
     from raycat.evaluate import evaluate_catalog
@@ -66,16 +83,27 @@ def run_demo(workdir: str, n_galaxies: int = 2000, epochs: int = 15, seed: int =
         materialise_cutouts(cfg, cfg.cutouts.output)
         train_metrics = run_train(cfg)
         run_infer(cfg)
+        baseline = photometry_baseline(cfg)
     truth = held_out_truth(cfg, root / "heldout_truth.parquet")
     metrics = evaluate_catalog(cfg.infer.catalog, str(truth), str(root / "plots"),
                                train_median_z=train_metrics["train_median_z"])
     metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
+    metrics.update({f"photometry_baseline_{k}": v for k, v in baseline.items()
+                    if k in COMPARED})
     _print_summary(metrics, cfg)
     return metrics
 
 
+COMPARED = ("nmad", "bias_mean", "outlier_frac_0.05", "outlier_frac_0.15", "n_evaluated")
+
+
 def _print_summary(metrics: dict, cfg: RaycatConfig) -> None:
     plots = metrics.pop("plots", {})
+    print("held-out objects        CNN (cutouts)  photometry baseline  median redshift")
+    for key in COMPARED[:-1]:
+        base = metrics.get(f"baseline_{key}")
+        print(f"  {key:20s}  {metrics[key]:13.4f}  {metrics[f'photometry_baseline_{key}']:19.4f}"
+              f"  {'' if base is None else f'{base:15.4f}'}")
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2,
                      default=float))
     print(f"catalog: {cfg.infer.catalog}")

@@ -50,7 +50,8 @@ def cutout_rows(cfg: RaycatConfig, rows):
         CutoutActor, batch_size=CUTOUT_BATCH, batch_format="numpy",
         fn_constructor_kwargs={"store": cfg.data.store,
                                "storage_options": cfg.data.storage_options,
-                               "cutout_cfg": cfg.cutouts.model_dump()},
+                               "cutout_cfg": cfg.cutouts.model_dump(),
+                               "read_attempts": cfg.data.read_attempts},
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.cutouts.actors),
         num_cpus=cfg.cutouts.cpus_per_actor)
 
@@ -164,7 +165,7 @@ def run_infer(cfg: RaycatConfig) -> dict:
     todo = {u: n for u, n in summary.unit_counts.items() if u not in done}
     log(f"inference: {len(todo)} of {len(summary.unit_counts)} partitions to write "
         f"({len(done)} already done)")
-    started, written = time.perf_counter(), 0
+    started, written, flag_counts = time.perf_counter(), 0, {f.name: 0 for f in schema.Flag}
     if todo:
         gpu = cfg.infer.use_gpu
         predicted = make(done).map_batches(
@@ -181,6 +182,8 @@ def run_infer(cfg: RaycatConfig) -> dict:
             compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.1)
         for row in partitions.iter_rows():
             written += 1
+            for name in flag_counts:
+                flag_counts[name] += int(row[f"flag_{name}"])
             log(f"partition {row[schema.WORK_UNIT]} written ({row['rows']} rows) "
                 f"[{written}/{len(todo)}]")
     missing = set(todo) - writer.done_pixels()
@@ -189,5 +192,9 @@ def run_infer(cfg: RaycatConfig) -> dict:
     totals = writer.finalize()
     elapsed = time.perf_counter() - started
     log(f"catalog -> {cfg.infer.catalog}: {totals} in {elapsed:.1f} s")
+    flagged = {name: n for name, n in flag_counts.items() if n}
+    if flagged:
+        log("objects flagged in the partitions written: "
+            + ", ".join(f"{name} {n}" for name, n in flagged.items()))
     return {"partitions_written": written, "partitions_skipped": len(done),
-            "seconds": elapsed, **totals}
+            "seconds": elapsed, "flagged": flagged, **totals}

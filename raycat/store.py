@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator, Literal
 import numpy as np
 
 from raycat.errors import RaycatError
+from raycat.retry import RetryPolicy, call_with_retries, is_transient
 
 HEADER_BLOCK = 32 * 1024  # one fetch covers the headers of most tiles (a few 2880-byte blocks)
 GZIP_MAGIC = b"\x1f\x8b"
@@ -178,9 +179,10 @@ class TileStore:
     """Tiles under one root, read through fsspec; see the module docstring."""
 
     def __init__(self, root: str, storage_options: dict | None = None,
-                 header_cache_size: int = 1024):
+                 header_cache_size: int = 1024, retry: RetryPolicy | None = None):
         import fsspec
 
+        self.retry = retry or RetryPolicy()
         self.root_url = root
         self.storage_options = dict(storage_options or {})
         self.fs, root_path = fsspec.core.url_to_fs(root, **self.storage_options)
@@ -211,8 +213,7 @@ class TileStore:
         cached = self._layouts.get(uri)
         if cached is None:
             path = self.resolve(uri)
-            with _tile_errors(uri):
-                cached = self._read_layout(path)
+            cached = self._guarded(uri, lambda: self._read_layout(path))
             self._layouts.put(uri, cached)
         return cached
 
@@ -224,13 +225,15 @@ class TileStore:
         """The whole image as native float32 (NaNs kept) and its header."""
         layout = self.layout(uri)
         path = self.resolve(uri)
-        with _tile_errors(uri):
+
+        def read() -> np.ndarray:
             data = self._read_local_full(path, layout) if self.is_local \
                 else self._read_remote_full(path, layout)
             data = np.asarray(data, dtype=np.float32)
             if data.shape != layout.shape:
                 raise ValueError(f"image shape {data.shape}, header says {layout.shape}")
-        return data, layout.header
+            return data
+        return self._guarded(uri, read), layout.header
 
     def read_section(self, uri: str, y0: int, y1: int, x0: int, x1: int
                      ) -> tuple[np.ndarray, Any]:
@@ -243,11 +246,19 @@ class TileStore:
             data, header = self.read_full(uri)
             return data[y0:y1, x0:x1].copy(), header
         path = self.resolve(uri)
-        with _tile_errors(uri):
-            data = self._read_raw_section(path, layout, y0, y1, x0, x1)
+        data = self._guarded(uri, lambda: self._read_raw_section(path, layout, y0, y1, x0, x1))
         return np.asarray(data, dtype=np.float32), layout.header
 
     # --- internals --------------------------------------------------------------------------
+    def _guarded(self, uri: str, read: Callable[[], Any]) -> Any:
+        """``read()`` with transient store errors retried (bounded, with backoff); any
+        failure left is one TileReadError naming the tile."""
+        def attempt() -> Any:
+            with _tile_errors(uri):
+                return read()
+        return call_with_retries(attempt, self.retry, f"tile {uri}",
+                                 transient=lambda err: is_transient(err.__cause__))
+
     def _fetch(self, path: str, start: int, end: int) -> bytes:
         chunk = self.fs.cat_file(path, start=start, end=end)
         self.bytes_read += len(chunk)
@@ -363,12 +374,13 @@ def _decode(raw: bytes | memoryview, layout: TileLayout, shape: tuple[int, int])
     return data
 
 
-def open_store(root: str, storage_options: dict | None = None) -> TileStore:
+def open_store(root: str, storage_options: dict | None = None,
+               read_attempts: int = 5) -> TileStore:
     """Open the tile store at ``root`` (path or URL) with explicit fsspec options.
 
     Never put credentials in ``storage_options``: the AWS/GCS credential chains supply them.
     """
     try:
-        return TileStore(root, storage_options)
+        return TileStore(root, storage_options, retry=RetryPolicy(attempts=read_attempts))
     except (ImportError, ValueError) as err:
         raise RaycatError(f"cannot open tile store {root!r}: {err}") from err

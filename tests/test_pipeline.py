@@ -10,6 +10,7 @@ from raycat import schema
 from raycat.config import parse_config
 
 pytestmark = pytest.mark.slow
+OFF_SKY_ID = 10**9  # an input object 2 degrees away from every tile
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +20,12 @@ def chain(tmp_path_factory, ray_local):
 
     root = tmp_path_factory.mktemp("chain")
     simulate_sky(str(root / "sky"), n_galaxies=120, seed=5, progress=False)
+    truth = pd.read_parquet(root / "sky" / schema.TRUTH_FILE)
+    lost = {schema.ID: OFF_SKY_ID, schema.RA: truth[schema.RA].iloc[0] + 2.0,
+            schema.DEC: truth[schema.DEC].iloc[0], schema.TRUTH_Z: 0.5}
+    pd.concat([truth, pd.DataFrame([lost])]).to_parquet(root / "objects.parquet")
     cfg = parse_config({
-        "data": {"store": str(root / "sky")},
+        "data": {"store": str(root / "sky"), "objects": str(root / "objects.parquet")},
         "cutouts": {"output": str(root / "cutouts"), "healpix_order": 11},
         "model": {"arch": "tiny", "n_bins": 30},
         "train": {"epochs": 1, "batch_size": 32, "storage_path": str(root / "runs"),
@@ -44,15 +49,22 @@ def test_every_object_once_and_readable_by_hats_and_lsdb(chain):
     import lsdb
 
     cfg, root, summary, first = chain
-    truth = pd.read_parquet(root / "sky" / schema.TRUTH_FILE)
+    objects = pd.read_parquet(root / "objects.parquet")
     ids = _catalog_ids(cfg)
-    assert len(ids) == len(truth) and set(ids) == set(truth[schema.ID])
+    assert len(ids) == len(objects) and set(ids) == set(objects[schema.ID])
     assert first["partitions_written"] == len(summary.unit_counts) > 1
     assert len(hats.read_hats(cfg.infer.catalog).get_healpix_pixels()) == first["partitions"]
-    frame = lsdb.open_catalog(cfg.infer.catalog).compute()
-    assert len(frame) == len(truth)
+    frame = lsdb.open_catalog(cfg.infer.catalog).compute().set_index(schema.ID)
+    assert len(frame) == len(objects)
+    lost = frame.loc[OFF_SKY_ID]
+    assert lost[schema.FLAGS] & int(schema.Flag.OFF_FOOTPRINT | schema.Flag.NO_PREDICTION)
+    assert lost[schema.PDF] is None or np.all(pd.isna(lost[schema.PDF]))
     pdf = np.stack(frame[schema.PDF].dropna().to_numpy())
     assert np.allclose(pdf.sum(axis=1), 1, atol=1e-4)
+    flags = frame[schema.FLAGS].to_numpy()
+    for flag in schema.Flag:  # the job summary counts exactly what the catalog says
+        assert first["flagged"].get(flag.name, 0) == np.count_nonzero(flags & int(flag))
+    assert first["flagged"]["OFF_FOOTPRINT"] == 1
 
 
 def test_crash_after_some_partitions_then_rerun_gives_every_id_once(chain):
