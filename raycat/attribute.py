@@ -140,10 +140,12 @@ def _coalition_values(f: ValueFn, x: torch.Tensor, baseline: torch.Tensor,
     """
     import torch
 
+    if baseline.shape != x.shape:
+        raise ValueError(f"baseline shape {tuple(baseline.shape)} != input {tuple(x.shape)}")
     member = _membership(groups, x.shape[1], x.device)
     absent_channels = ((~present).to(member) @ member) > 0  # [K, n|1, C]
     n, k_total = x.shape[0], present.shape[0]
-    block = min(n, max_batch)
+    block = max(1, min(n, max_batch))
     out = torch.empty(k_total, n, dtype=torch.float64)
     for lo in range(0, n, block):
         xs, bs = x[lo:lo + block], baseline[lo:lo + block]
@@ -239,7 +241,7 @@ def shapley_sampled(f: ValueFn, x: torch.Tensor, groups: Sequence[Sequence[int]]
     m = len(orderings)
     chain = torch.cat((base.expand(m, 1, n), inner, full.expand(m, 1, n)), 1)  # [M, P+1, n]
     gains = (chain[:, 1:] - chain[:, :-1]).permute(2, 0, 1)  # [n, M, P], in path order
-    who = orderings.argsort(-1).cpu().permute(1, 0, 2)  # [n, M, P]: the player each gain belongs to
+    who = orderings.cpu().permute(1, 0, 2)  # [n, M, P]: the player each gain belongs to
     phi = torch.zeros(n, n_players, dtype=torch.float64)
     phi.scatter_add_(1, who.flatten(1), gains.flatten(1))
     return phi / (2 * pairs), base

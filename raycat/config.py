@@ -200,6 +200,9 @@ def load_config(url: str, storage_options: dict | None = None) -> RaycatConfig:
         raise ConfigError(f"config file not found: {url}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config {url}: not valid YAML ({err.__class__.__name__})") from None
+    except Exception as err:  # unreachable store, no credentials, bad URL: say which, briefly
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise ConfigError(f"cannot read config {url}: {type(err).__name__}: {first}") from None
     return parse_config(data)
 
 

@@ -42,15 +42,31 @@ def s3_bucket(s3_server, request):
     return f"s3://{name}", {"client_kwargs": {"endpoint_url": s3_server}}
 
 
-@pytest.fixture(scope="session")
-def ray_local():
-    """One embedded 2-CPU Ray for every test that needs it (starting Ray takes seconds)."""
+def _ensure_ray() -> None:
+    """An embedded 2-CPU Ray, started on first use and kept for later tests (starting Ray
+    takes seconds); a test that needs another cluster shuts it down, the next user restarts it."""
     import ray
 
     from raycat.runtime import configure_data_context
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    configure_data_context()
-    yield
-    ray.shutdown()
+        configure_data_context()
+
+
+@pytest.fixture
+def ray_local():
+    _ensure_ray()
+
+
+@pytest.fixture(scope="module")
+def ray_module():
+    _ensure_ray()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()

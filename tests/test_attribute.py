@@ -212,3 +212,13 @@ def test_sampled_efficiency_on_the_tiny_network():
     phi, base = shapley_sampled(f, x, [[i] for i in range(N_BANDS)], torch.zeros_like(x), 4,
                                 torch.Generator().manual_seed(0))
     assert efficiency_gap(f, x, phi, base) < 1e-5
+
+
+def test_empty_batch_and_bad_baseline():
+    f, groups = mlp_z_mean(channels=3), [[0], [1], [2]]
+    empty = cubes(0, channels=3)
+    phi, base = shapley_exact(f, empty, groups, torch.zeros_like(empty))
+    assert phi.shape == (0, 3) and base.shape == (0,)
+    x = cubes(2, channels=3)
+    with pytest.raises(ValueError, match="baseline shape"):
+        shapley_exact(f, x, groups, torch.zeros(2, 3, 5, 5))

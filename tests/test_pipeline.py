@@ -14,7 +14,7 @@ OFF_SKY_ID = 10**9  # an input object 2 degrees away from every tile
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory, ray_local):
+def chain(tmp_path_factory, ray_module):
     from raycat.pipeline import materialise_cutouts, run_infer, run_train
     from raycat.simulate import simulate_sky
 
