@@ -28,7 +28,7 @@ def demo_config(workdir: Path, epochs: int) -> RaycatConfig:
                   "storage_path": str(workdir / "runs"), "model_out": str(workdir / "model"),
                   "run_name": "demo"},
         "infer": {"model": str(workdir / "model"), "catalog": str(workdir / "catalog"),
-                  "mode": "overwrite", "batch_size": 256},
+                  "mode": "overwrite", "batch_size": 256, "attributions": "surveys"},
         "ray": {"num_cpus": 2},
     })
 

@@ -6,12 +6,33 @@ band missing or unreadable) get NO_PREDICTION and a NaN PDF, which the catalog w
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from raycat import schema
+from raycat.attribute import players_for
+from raycat.pdf import bin_centres
 
 PASS_THROUGH = (schema.ID, schema.RA, schema.DEC, schema.HEALPIX_29, schema.WORK_UNIT,
                 schema.Z_SPEC)
+
+
+@dataclass(frozen=True)
+class Extras:
+    """Optional per-object outputs beyond the PDF (InferConfig fields of the same names)."""
+
+    attributions: str = "off"  # off, bands or surveys
+    attribution_method: str = "exact"
+    attribution_permutations: int = 16
+    mc_dropout_passes: int = 0
+
+    @property
+    def wanted(self) -> bool:
+        return self.attributions != "off" or self.mc_dropout_passes > 1
+
+    def players(self, bands: list[str]) -> list[str]:
+        return [] if self.attributions == "off" else players_for(bands, self.attributions)[0]
 
 
 def has_pixels(cube: np.ndarray, flags: np.ndarray) -> np.ndarray:
@@ -25,7 +46,8 @@ class Predictor:
     the point estimates from the PDF)."""
 
     def __init__(self, model: str, storage_options: dict | None = None,
-                 use_gpu: bool = False, pdf_dtype: str = "float32"):
+                 use_gpu: bool = False, pdf_dtype: str = "float32",
+                 extras: dict | None = None):
         import torch
 
         from raycat.model import load_artifact
@@ -34,6 +56,9 @@ class Predictor:
         self.model, self.meta = load_artifact(model, storage_options, device=str(self.device))
         self.n_bins = self.meta.model.n_bins
         self.pdf_dtype = np.dtype(pdf_dtype)
+        self.extras = Extras(**(extras or {}))
+        self.centres = torch.tensor(bin_centres(self.meta.bin_edges), dtype=torch.float32,
+                                    device=self.device)
 
     def __call__(self, batch: dict) -> dict:
         cube, flags = batch[schema.CUBE], np.asarray(batch[schema.FLAGS], dtype=np.int32)
@@ -44,7 +69,44 @@ class Predictor:
         out = {k: batch[k] for k in PASS_THROUGH if k in batch}
         out[schema.FLAGS] = flags | np.where(usable, 0, int(schema.Flag.NO_PREDICTION))
         out[schema.PDF] = pdf.astype(self.pdf_dtype)
+        if self.extras.wanted:
+            out.update(self.extra_columns(cube, usable, batch[schema.ID]))
         return out
+
+    def extra_columns(self, cube: np.ndarray, usable: np.ndarray, ids: np.ndarray) -> dict:
+        """Attributions and epistemic spread of the usable rows (NaN elsewhere)."""
+        import torch
+
+        from raycat.attribute import absent_baseline, shapley_exact, shapley_sampled, z_mean_fn
+        from raycat.uncertainty import mc_dropout
+
+        columns: dict[str, np.ndarray] = {}
+        x = torch.from_numpy(np.ascontiguousarray(cube[usable], np.float32)).to(self.device)
+        # seeded by the batch's ids, so a rerun of the same objects gives the same catalog
+        seed = int(np.sum(np.asarray(ids, dtype=np.uint64)) % np.uint64(2**63))
+        generator = torch.Generator().manual_seed(seed)
+
+        def full(values) -> np.ndarray:
+            column = np.full(len(usable), np.nan, dtype=np.float32)
+            column[usable] = np.asarray(values, dtype=np.float32)
+            return column
+        if self.extras.attributions != "off":
+            names, groups = players_for(self.meta.bands, self.extras.attributions)
+            f = z_mean_fn(self.model, self.centres, self.device)
+            baseline = absent_baseline(x)
+            if self.extras.attribution_method == "exact":
+                phi, base = shapley_exact(f, x, groups, baseline)
+            else:
+                phi, base = shapley_sampled(f, x, groups, baseline,
+                                            self.extras.attribution_permutations, generator)
+            for i, name in enumerate(names):
+                columns[schema.attr_column(name)] = full(phi[:, i].numpy())
+            columns[schema.ATTR_BASELINE] = full(base.numpy())
+        if self.extras.mc_dropout_passes > 1:
+            _, spread = mc_dropout(self.model, x, self.centres, self.extras.mc_dropout_passes,
+                                   generator)
+            columns[schema.Z_STD_EPISTEMIC] = full(spread.numpy())
+        return columns
 
     def predict(self, cube: np.ndarray) -> np.ndarray:
         """Softmax PDFs for a stack of cutouts [n, bands, S, S]."""

@@ -149,7 +149,7 @@ def run_infer(cfg: RaycatConfig) -> dict:
     import ray.data
 
     from raycat.catalog import CatalogWriter, schema_for_artifact
-    from raycat.infer import Predictor
+    from raycat.infer import Extras, Predictor
     from raycat.model import read_artifact_meta
     from raycat.sink import PartitionSink
 
@@ -157,8 +157,11 @@ def run_infer(cfg: RaycatConfig) -> dict:
     meta = read_artifact_meta(cfg.infer.model, opts)
     _check_artifact_matches(cfg, meta)
     summary, make = cutout_source(cfg)
+    extras = Extras(**cfg.infer.model_dump(include=set(Extras.__dataclass_fields__)))
     cat_schema = schema_for_artifact(meta, config_hash=cfg.config_hash(),
-                                     pdf_dtype=cfg.infer.pdf_dtype, has_z_spec=summary.has_z_spec)
+                                     pdf_dtype=cfg.infer.pdf_dtype, has_z_spec=summary.has_z_spec,
+                                     attr_players=extras.players(meta.bands),
+                                     has_epistemic=extras.mc_dropout_passes > 1)
     writer = CatalogWriter(cfg.infer.catalog, cat_schema, summary.order, mode=cfg.infer.mode,
                            storage_options=opts)
     done = writer.done_pixels() & set(summary.unit_counts)
@@ -171,7 +174,8 @@ def run_infer(cfg: RaycatConfig) -> dict:
         predicted = make(done).map_batches(
             Predictor, batch_size=cfg.infer.batch_size, batch_format="numpy",
             fn_constructor_kwargs={"model": cfg.infer.model, "storage_options": opts,
-                                   "use_gpu": gpu, "pdf_dtype": cfg.infer.pdf_dtype},
+                                   "use_gpu": gpu, "pdf_dtype": cfg.infer.pdf_dtype,
+                                   "extras": asdict(extras)},
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.infer.actors),
             num_gpus=1 if gpu else 0, num_cpus=0.25 if gpu else cfg.infer.cpus_per_actor)
         partitions = predicted.map_batches(

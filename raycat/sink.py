@@ -12,6 +12,8 @@ import numpy as np
 
 from raycat import schema
 
+EXTRA_COLUMNS = (schema.Z_SPEC, schema.Z_STD_EPISTEMIC)
+
 
 class PartitionSink:
     """Ray Data actor: writes complete work units; returns one summary row per unit written."""
@@ -24,7 +26,9 @@ class PartitionSink:
                                     storage_options=storage_options)
         self.expected = {int(k): int(v) for k, v in unit_counts.items()}
         self.pending: dict[int, list[dict]] = {}
-        self.has_z = schema.Z_SPEC in catalog_schema.names
+        # columns the Predictor passes through as they are (z_spec, attributions, ...)
+        self.extra = [n for n in catalog_schema.names if n in EXTRA_COLUMNS or
+                      n.startswith(schema.attr_column(""))]
 
     def __call__(self, batch: dict) -> dict:
         units = np.asarray(batch[schema.WORK_UNIT])
@@ -51,7 +55,7 @@ class PartitionSink:
         from raycat.catalog import partition_table
 
         cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        extra = {schema.Z_SPEC: cat[schema.Z_SPEC]} if self.has_z else {}
+        extra = {name: cat[name] for name in self.extra}
         table = partition_table(self.writer.schema, ids=cat[schema.ID], ra=cat[schema.RA],
                                 dec=cat[schema.DEC], flags=cat[schema.FLAGS],
                                 pdf=cat[schema.PDF], extra=extra)

@@ -96,3 +96,23 @@ def test_new_mode_refuses_an_existing_catalog(chain):
     cfg.infer.mode = "new"
     with pytest.raises(RaycatError):
         run_infer(cfg)
+
+
+def test_survey_attributions_add_up_to_z_mean_and_mc_dropout_spread(chain):
+    from raycat.pipeline import run_infer
+
+    cfg, root, summary, _ = chain
+    cfg = cfg.model_copy(deep=True)
+    cfg.infer.catalog = str(root / "catalog_attr")
+    cfg.infer.attributions, cfg.infer.attribution_method = "surveys", "exact"
+    cfg.infer.mc_dropout_passes = 4
+    run_infer(cfg)
+    frame = pd.concat(pd.read_parquet(p) for p in
+                      sorted((root / "catalog_attr").glob("dataset/Norder=*/Dir=*/*.parquet")))
+    players = [schema.attr_column(s) for s in ("galex", "ps1", "unwise")]
+    predicted = frame[schema.PDF].notna()
+    total = frame[schema.ATTR_BASELINE] + frame[players].sum(axis=1)
+    assert np.allclose(total[predicted], frame.loc[predicted, schema.Z_MEAN], atol=2e-3)
+    assert frame.loc[~predicted, players].isna().all().all()  # the off-sky object
+    spread = frame.loc[predicted, schema.Z_STD_EPISTEMIC]
+    assert (spread >= 0).all() and (spread > 0).any()
