@@ -12,14 +12,13 @@ Usage: ``python benchmarks/infer.py [N_GALAXIES]`` (default 6000: about 4 minute
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ray_common import PeakTreeRSS, demo_like_config, make_sky  # noqa: E402
+from ray_common import PeakTreeRSS, demo_like_config, sky_workspace  # noqa: E402
 
 
 def save_random_model(cfg) -> None:
@@ -52,10 +51,7 @@ def main(n_galaxies: int) -> None:
     from raycat.pipeline import run_infer
     from raycat.runtime import ray_session
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        print(f"mock sky of {n_galaxies} galaxies in {make_sky(root, n_galaxies):.0f} s",
-              flush=True)
+    with sky_workspace(n_galaxies) as root:
         cfg = demo_like_config(root)
         save_random_model(cfg)
         with ray_session(cfg.ray):

@@ -3,6 +3,8 @@ session (the driver plus every process it started: raylet, GCS, workers)."""
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -10,11 +12,16 @@ from pathlib import Path
 from raycat.config import RaycatConfig, parse_config
 
 
-def make_sky(root: Path, n_galaxies: int) -> float:
-    """Simulate a sky under ``root/sky``; returns the seconds it took."""
+@contextlib.contextmanager
+def sky_workspace(n_galaxies: int):
+    """A temporary directory holding a fresh mock sky under ``sky/``; yields its path."""
     from raycat.simulate import simulate_sky
 
-    return simulate_sky(str(root / "sky"), n_galaxies=n_galaxies, seed=7, progress=False).seconds
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        sky = simulate_sky(str(root / "sky"), n_galaxies=n_galaxies, seed=7, progress=False)
+        print(f"mock sky of {n_galaxies} galaxies in {sky.seconds:.0f} s", flush=True)
+        yield root
 
 
 def demo_like_config(root: Path, **sections) -> RaycatConfig:

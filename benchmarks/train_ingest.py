@@ -12,12 +12,11 @@ Usage: ``python benchmarks/train_ingest.py [N_GALAXIES]`` (default 2000: about 3
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ray_common import PeakTreeRSS, demo_like_config, make_sky  # noqa: E402
+from ray_common import PeakTreeRSS, demo_like_config, sky_workspace  # noqa: E402
 
 EPOCHS = 2  # the first epoch warms up; the rate of the last one is reported
 
@@ -58,10 +57,7 @@ def main(n_galaxies: int) -> None:
     from raycat.runtime import ray_session
     from raycat.train import fit
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        print(f"mock sky of {n_galaxies} galaxies in {make_sky(root, n_galaxies):.0f} s",
-              flush=True)
+    with sky_workspace(n_galaxies) as root:
         cfg = demo_like_config(root, cutouts={"output": str(root / "cutouts")},
                                train={"epochs": EPOCHS})
         with ray_session(cfg.ray):

@@ -235,8 +235,12 @@ def _add_spatial_index(batch: pd.DataFrame) -> pd.DataFrame:
 def duplicate_ids(ds, limit: int = 10) -> list[int]:
     """Up to ``limit`` ids that occur more than once (a distributed group-by, no collect)."""
     counts = ds.groupby(schema.ID).count()
-    repeated = counts.filter(lambda row: row["count()"] > 1)
+    repeated = counts.map_batches(_repeated, batch_format="pandas")
     return sorted(int(row[schema.ID]) for row in repeated.take(limit))
+
+
+def _repeated(counts: pd.DataFrame) -> pd.DataFrame:
+    return counts[counts["count()"] > 1]
 
 
 def _keep_one(group: pd.DataFrame) -> pd.DataFrame:
