@@ -15,7 +15,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -27,6 +27,7 @@ from fsspec.implementations.local import LocalFileSystem
 from raycat import __version__, fsutil
 from raycat import schema as S
 from raycat.errors import RaycatError
+from raycat.catalog_read import existing_schema, partition_pixels
 from raycat.pdf import point_estimates
 
 if TYPE_CHECKING:
@@ -207,7 +208,7 @@ class CatalogWriter:
             self._remove_temp_files()
 
     def _check_compatible(self) -> None:
-        existing = _existing_schema(self.fs, self.root)
+        existing = existing_schema(self.fs, self.root)
         if existing is None:
             return
         theirs = CatalogInfo.from_schema(existing).model_id
@@ -299,7 +300,7 @@ class CatalogWriter:
         self._remove_temp_files()
         # Pixels with no objects are done but have no file; a file without a marker is an
         # interrupted write.
-        pixels = set(_partition_pixels(self.fs, self.root))
+        pixels = set(partition_pixels(self.fs, self.root))
         unmarked = sorted(pixels - self.done_pixels())
         if unmarked:
             raise RaycatError(f"catalog {self.url}: partition(s) {unmarked[:5]} not marked done "
@@ -351,58 +352,3 @@ def _to_parquet(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, **get_parquet_write_table_kwargs(table.schema))
     return sink.getvalue().to_pybytes()
-
-
-# --- reading ----------------------------------------------------------------------------------
-
-def _partition_pixels(fs, root: str) -> Iterator[int]:
-    for path in _partition_paths(fs, root):
-        yield int(re.search(r"Npix=(\d+)\.parquet$", path).group(1))
-
-
-def _partition_paths(fs, root: str) -> list[str]:
-    fs.invalidate_cache()
-    pattern = f"{root}/{S.CATALOG_DATASET_DIR}/Norder=*/Dir=*/Npix=*.parquet"
-    return sorted(fs.glob(pattern))
-
-
-def _existing_schema(fs, root: str) -> pa.Schema | None:
-    common = f"{root}/{S.CATALOG_DATASET_DIR}/_common_metadata"
-    paths = [common] if fs.exists(common) else _partition_paths(fs, root)[:1]
-    return pq.read_schema(paths[0], filesystem=fs) if paths else None
-
-
-def read_catalog_info(root: str, storage_options: dict | None = None) -> CatalogInfo:
-    """Bin edges, bands, model id, config hash and version of a catalog."""
-    fs, path = fsutil.filesystem(root, storage_options)
-    schema = _existing_schema(fs, path.rstrip("/"))
-    if schema is None:
-        raise RaycatError(f"catalog not found (no partitions): {root}")
-    return CatalogInfo.from_schema(schema)
-
-
-def iter_partitions(root: str, columns: Sequence[str] | None = None,
-                    storage_options: dict | None = None) -> Iterator[pa.Table]:
-    """Yield the catalog one partition at a time, reading only ``columns``."""
-    fs, path = fsutil.filesystem(root, storage_options)
-    paths = _partition_paths(fs, path.rstrip("/"))
-    if not paths:
-        raise RaycatError(f"catalog not found (no partitions): {root}")
-    for partition in paths:
-        yield pq.read_table(partition, columns=list(columns) if columns else None, filesystem=fs)
-
-
-def pdf_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """The ``pdf`` column as a float64 array ``[n, n_bins]``; null PDFs become NaN rows."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    n_bins = array.type.list_size
-    values = array.values.slice(array.offset * n_bins, len(array) * n_bins)
-    matrix = np.asarray(values.to_numpy(zero_copy_only=False), np.float64).reshape(-1, n_bins)
-    matrix[np.asarray(array.is_null())] = np.nan
-    return matrix
-
-
-def read_catalog_ids(root: str, storage_options: dict | None = None) -> np.ndarray:
-    """Every object id in the catalog (in partition order), reading only the id column."""
-    parts = [t[S.ID].to_numpy() for t in iter_partitions(root, [S.ID], storage_options)]
-    return np.concatenate(parts)

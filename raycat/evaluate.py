@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from raycat import fsutil
 from raycat import schema as S
-from raycat.catalog import iter_partitions, pdf_matrix, read_catalog_info
+from raycat.catalog_read import iter_partitions, pdf_matrix, read_catalog_info
 from raycat.errors import RaycatError
 from raycat.pdf import crps_per_object, nmad, outlier_fraction, pit, summary_metrics
 

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raycat import catalog as C
+from raycat import catalog_read as R
 from raycat import schema as S
 from raycat.errors import RaycatError
 from raycat.pdf import bin_centres, bin_edges
@@ -92,7 +93,7 @@ def test_partition_rows_null_pdf_flags_and_healpix(objects):
     ra, dec = table[S.RA].to_numpy(), table[S.DEC].to_numpy()
     expected = cdshealpix.nested.lonlat_to_healpix(Longitude(ra, "deg"), Latitude(dec, "deg"), 29)
     np.testing.assert_array_equal(table[S.HEALPIX_29].to_numpy(), expected)
-    np.testing.assert_allclose(C.pdf_matrix(table[S.PDF])[~missing].sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(R.pdf_matrix(table[S.PDF])[~missing].sum(axis=1), 1, rtol=1e-5)
 
 
 def test_partitions_are_sorted_and_at_the_hats_paths(tmp_path, objects):
@@ -132,7 +133,7 @@ def test_crash_then_resume_gives_every_id_once_and_keeps_done_partitions(tmp_pat
     assert [(f.stat().st_ino, f.stat().st_mtime_ns) for f in done_files] == stamps
     assert not list((tmp_path / "cat").rglob("*.tmp"))
     assert rerun.finalize() == {"rows": len(objects["id"]), "partitions": len(pixels)}
-    ids = C.read_catalog_ids(root)
+    ids = R.read_catalog_ids(root)
     assert len(ids) == len(objects["id"]) and set(ids) == set(objects["id"].tolist())
 
 
@@ -187,9 +188,9 @@ def test_s3_catalog_write_finalize_and_read_back(s3_bucket, objects):
     url, options = s3_bucket
     root = f"{url}/catalogs/v1"
     assert write_catalog(root, objects, storage_options=options).finalize()["rows"] == 300
-    ids = C.read_catalog_ids(root, storage_options=options)
+    ids = R.read_catalog_ids(root, storage_options=options)
     assert sorted(ids) == sorted(objects["id"].tolist())
-    assert C.read_catalog_info(root, options).model_id == "model-a"
+    assert R.read_catalog_info(root, options).model_id == "model-a"
     catalog = hats.read_hats(UPath(root, **options))
     assert catalog.catalog_info.total_rows == 300
     resumed = C.CatalogWriter(root, make_schema(has_z_spec=True), ORDER, storage_options=options)

@@ -79,7 +79,7 @@ def cluster(s3_server, tmp_path):
 def test_infer_job_submitted_to_a_cluster_writes_every_id_once_to_s3(store, cluster):
     import fsspec
 
-    from raycat.catalog import read_catalog_ids
+    from raycat.catalog_read import read_catalog_ids
 
     url, opts = store
     env, address = cluster

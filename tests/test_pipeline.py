@@ -39,7 +39,7 @@ def chain(tmp_path_factory, ray_module):
 
 
 def _catalog_ids(cfg):
-    from raycat.catalog import read_catalog_ids
+    from raycat.catalog_read import read_catalog_ids
 
     return read_catalog_ids(cfg.infer.catalog)
 
