@@ -115,8 +115,66 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate_catalog(args.catalog, args.truth, args.out, id_column=args.id_column,
                                z_column=args.z_column)
+    if args.stability:
+        metrics["stability"] = _stability(args)
     print(json.dumps(metrics, indent=2, default=str))
     return 0
+
+
+def _model_and_cutouts(args: argparse.Namespace):
+    """(config, cutout dataset factory) from --config, for the sections that run the model."""
+    from raycat.config import load_config
+    from raycat.errors import RaycatError
+    from raycat.pipeline import cutout_source
+
+    if not args.config:
+        raise RaycatError("--stability needs --config (it names the model and the cutouts)")
+    cfg = load_config(args.config)
+    return cfg, cutout_source(cfg)[1]
+
+
+def _stability(args: argparse.Namespace) -> dict:
+    from raycat.model import load_artifact
+    from raycat.report import (PLOT_STABILITY, STABILITY_OBJECTS, sample_cutouts, save_figures,
+                               stability, stability_figure)
+    from raycat.runtime import ray_session
+
+    cfg, make = _model_and_cutouts(args)
+    with ray_session(cfg.ray):
+        sample = sample_cutouts(make(), STABILITY_OBJECTS)
+    model, meta = load_artifact(cfg.infer.model, cfg.data.storage_options)
+    summary, shifts = stability(model, meta, sample["cube"])
+    save_figures({PLOT_STABILITY: stability_figure(shifts, summary)}, args.out, None)
+    return summary
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from raycat.report import build_report
+    from raycat.runtime import ray_session
+
+    if not args.config:
+        path, _ = build_report(args.catalog, args.truth, args.out)
+    else:
+        cfg, make = _model_and_cutouts(args)
+        with ray_session(cfg.ray):
+            path, _ = build_report(args.catalog, args.truth, args.out, cutouts=make(),
+                                   model_url=cfg.infer.model,
+                                   storage_options=cfg.data.storage_options)
+    print(path)
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="an HTML page of catalog diagnostics",
+                       description="One HTML page with PNG figures: photo-z against truth, "
+                       "PIT, accuracy against redshift and magnitude, attribution shares "
+                       "against redshift and, with --config, rotation stability and example "
+                       "cutouts with their PDFs.")
+    p.add_argument("--catalog", required=True, help="catalog root (path or URL)")
+    p.add_argument("--truth", required=True, help="truth table with id, z (and magnitudes)")
+    p.add_argument("--out", required=True, help="directory for index.html and the figures")
+    p.add_argument("--config", default=None, help="config naming the model and the cutouts")
+    p.set_defaults(run=_cmd_report)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -130,6 +188,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    "raycat-eval)")
     p.add_argument("--id-column", default="id")
     p.add_argument("--z-column", default="z")
+    p.add_argument("--stability", action="store_true", help="also predict a sample of "
+                   "cutouts under the 8 rotations and flips (needs --config)")
+    p.add_argument("--config", default=None, help="config naming the model and the cutouts")
     p.set_defaults(run=_cmd_evaluate)
 
 
@@ -152,7 +213,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_cmd_demo)
 
 
-COMMANDS = [_add_simulate, _add_stages, _add_evaluate, _add_demo]
+COMMANDS = [_add_simulate, _add_stages, _add_evaluate, _add_report, _add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

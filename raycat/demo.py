@@ -65,15 +65,15 @@ def photometry_baseline(cfg: RaycatConfig) -> dict:
 
 def run_demo(workdir: str, n_galaxies: int = 2000, epochs: int = 15, seed: int = 0) -> dict:
     """Run the whole chain into ``workdir``; returns the held-out metrics."""
-    from raycat.evaluate import evaluate_catalog
-    from raycat.pipeline import materialise_cutouts, run_infer, run_train
+    from raycat.pipeline import materialise_cutouts, read_materialised, run_infer, run_train
+    from raycat.report import build_report
     from raycat.runtime import ray_session
     from raycat.simulate import simulate_sky
 
     started = time.perf_counter()
     root = Path(workdir).resolve()
     cfg = demo_config(root, epochs)
-    for stale in ("cutouts", "runs", "model", "catalog", "plots"):  # a demo starts afresh
+    for stale in ("cutouts", "runs", "model", "catalog", "report"):  # a demo starts afresh
         shutil.rmtree(root / stale, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -84,10 +84,13 @@ def run_demo(workdir: str, n_galaxies: int = 2000, epochs: int = 15, seed: int =
         train_metrics = run_train(cfg)
         run_infer(cfg)
         baseline = photometry_baseline(cfg)
-    truth = held_out_truth(cfg, root / "heldout_truth.parquet")
-    metrics = evaluate_catalog(cfg.infer.catalog, str(truth), str(root / "plots"),
-                               train_median_z=train_metrics["train_median_z"])
+        truth = held_out_truth(cfg, root / "heldout_truth.parquet")
+        report, metrics = build_report(
+            cfg.infer.catalog, str(truth), str(root / "report"),
+            cutouts=read_materialised(cfg, cfg.cutouts.output)[1](), model_url=cfg.infer.model,
+            baseline=baseline, train_median_z=train_metrics["train_median_z"])
     metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
+    metrics["report"] = report
     metrics.update({f"photometry_baseline_{k}": v for k, v in baseline.items()
                     if k in COMPARED})
     _print_summary(metrics, cfg)
@@ -108,5 +111,6 @@ def _print_summary(metrics: dict, cfg: RaycatConfig) -> None:
                      default=float))
     print(f"catalog: {cfg.infer.catalog}")
     print(f"config:  {Path(cfg.data.store).parent / 'config.yaml'}")
-    for name, path in plots.items():
-        print(f"plot:    {path}  ({name})")
+    print(f"report:  {metrics['report']}")
+    for path in plots.values():
+        print(f"plot:    {path}")

@@ -120,6 +120,17 @@ def point_from_pdfs(pdfs: torch.Tensor | np.ndarray, centres: Sequence[float] | 
     raise ValueError(f"unknown estimator {estimator!r}; use 'mode' or 'mean'")
 
 
+def rotation_shifts(z8: torch.Tensor | np.ndarray, sigma: float | np.ndarray) -> np.ndarray:
+    """Per object, the largest ``|z_t - z_identity|`` over the 7 other transforms / sigma."""
+    z8 = np.asarray(z8.cpu() if hasattr(z8, "cpu") else z8, dtype=np.float64)
+    if z8.ndim != 2 or z8.shape[0] != N_DIHEDRAL:
+        raise ValueError(f"z8 must be [8, n], got shape {z8.shape}")
+    sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), z8.shape[1:])
+    if np.any(sigma <= 0):
+        raise ValueError("sigma must be positive")
+    return np.max(np.abs(z8[1:] - z8[0]), axis=0) / sigma
+
+
 def rotation_stability(z8: torch.Tensor | np.ndarray, sigma: float | np.ndarray
                        ) -> dict[str, float]:
     """How far rotations and flips move a point redshift, in units of ``sigma``.
@@ -131,12 +142,6 @@ def rotation_stability(z8: torch.Tensor | np.ndarray, sigma: float | np.ndarray
     transforms. Returns the ``mean``, ``p95`` and ``max`` of shift/sigma over objects, and
     ``n_objects``; all zero for an exactly invariant model.
     """
-    z8 = np.asarray(z8.cpu() if hasattr(z8, "cpu") else z8, dtype=np.float64)
-    if z8.ndim != 2 or z8.shape[0] != N_DIHEDRAL:
-        raise ValueError(f"z8 must be [8, n], got shape {z8.shape}")
-    sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), z8.shape[1:])
-    if np.any(sigma <= 0):
-        raise ValueError("sigma must be positive")
-    shift = np.max(np.abs(z8[1:] - z8[0]), axis=0) / sigma
+    shift = rotation_shifts(z8, sigma)
     return {"mean": float(shift.mean()), "p95": float(np.percentile(shift, 95)),
             "max": float(shift.max()), "n_objects": int(shift.size)}

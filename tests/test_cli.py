@@ -46,3 +46,8 @@ def test_bad_config_value_is_one_line_naming_the_field(tmp_path):
 def test_missing_config_file_is_one_line(tmp_path):
     out = _raycat("infer", "--config", str(tmp_path / "nope.yaml"))
     assert out.returncode == 2 and "not found" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_stability_without_config_is_one_line(tmp_path):
+    out = _raycat("evaluate", "--catalog", str(tmp_path), "--stability")
+    assert out.returncode == 2 and "Traceback" not in out.stderr

@@ -116,3 +116,27 @@ def test_survey_attributions_add_up_to_z_mean_and_mc_dropout_spread(chain):
     assert frame.loc[~predicted, players].isna().all().all()  # the off-sky object
     spread = frame.loc[predicted, schema.Z_STD_EPISTEMIC]
     assert (spread >= 0).all() and (spread > 0).any()
+
+
+def test_report_page_has_every_section(chain):
+    import re
+
+    from raycat.pipeline import read_materialised, run_infer
+    from raycat.report import build_report
+
+    cfg, root, _, _ = chain
+    cfg = cfg.model_copy(deep=True)
+    cfg.infer.catalog = str(root / "catalog_report")
+    cfg.infer.attributions = "surveys"
+    run_infer(cfg)
+    page, metrics = build_report(cfg.infer.catalog, str(root / "sky" / schema.TRUTH_FILE),
+                                 str(root / "report"),
+                                 cutouts=read_materialised(cfg, cfg.cutouts.output)[1](),
+                                 model_url=cfg.infer.model, baseline={"nmad": 0.1})
+    text = (root / "report" / "index.html").read_text()
+    images = re.findall(r'<img src="([^"]+)"', text)
+    assert {"photoz_vs_specz.png", "pit_hist.png", "metrics_vs_z.png", "metrics_vs_mag.png",
+            "attribution_vs_z.png", "stability.png", "examples.png"} <= set(images)
+    assert all((root / "report" / name).stat().st_size > 1000 for name in images)
+    assert "photometry baseline" in text
+    assert metrics["stability_n_objects"] > 50 and np.isfinite(metrics["stability_p95"])
