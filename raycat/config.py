@@ -140,9 +140,19 @@ class InferConfig(_Section):
         "again; new: refuse to write into an existing catalog.")
     mc_dropout_passes: int = Field(0, ge=0, description="MC-dropout passes for epistemic "
                                    "uncertainty (0 = off).")
-    attributions: Literal["off", "bands", "surveys"] = Field("off")
-    attribution_method: Literal["exact", "sampled"] = Field("exact")
-    attribution_permutations: int = Field(16, ge=1)
+    attributions: Literal["off", "bands", "surveys"] = Field(
+        "off", description="Shapley attributions of z_mean to each band or survey "
+        "(catalog columns attr_<player> and attr_baseline).")
+    attribution_method: Literal["auto", "exact", "sampled"] = Field(
+        "auto", description="exact: all 2^P coalitions; sampled: antithetic permutations; "
+        "auto: exact up to 4 players (surveys: 8 passes, ~8x the PDF-only cost), sampled "
+        "beyond (bands exact would be 512 passes, ~520x; sampled M=16 is 130 passes), as "
+        "measured by benchmarks/attribute.py.")
+    attribution_permutations: int = Field(16, ge=2, description="Permutations M for the "
+                                          "sampled method (rounded up to an even number).")
+    attribution_baseline: Literal["zero", "noise"] = Field(
+        "zero", description="An absent player's pixels: zero (the sky after normalisation) "
+        "or unit-variance noise (the sky noise, since the softening is ~1 sigma).")
 
 
 class RayConfig(_Section):

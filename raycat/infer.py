@@ -14,6 +14,7 @@ from raycat import schema
 from raycat.attribute import players_for
 from raycat.pdf import bin_centres
 
+MAX_EXACT_PLAYERS = 4
 PASS_THROUGH = (schema.ID, schema.RA, schema.DEC, schema.HEALPIX_29, schema.WORK_UNIT,
                 schema.Z_SPEC)
 
@@ -23,8 +24,9 @@ class Extras:
     """Optional per-object outputs beyond the PDF (InferConfig fields of the same names)."""
 
     attributions: str = "off"  # off, bands or surveys
-    attribution_method: str = "exact"
+    attribution_method: str = "auto"  # auto, exact or sampled
     attribution_permutations: int = 16
+    attribution_baseline: str = "zero"  # zero or noise
     mc_dropout_passes: int = 0
 
     @property
@@ -33,6 +35,11 @@ class Extras:
 
     def players(self, bands: list[str]) -> list[str]:
         return [] if self.attributions == "off" else players_for(bands, self.attributions)[0]
+
+    def exact(self, n_players: int) -> bool:
+        """Exact Shapley up to 4 players (16 coalitions), sampled beyond: the cost benchmark."""
+        return self.attribution_method == "exact" or (
+            self.attribution_method == "auto" and n_players <= MAX_EXACT_PLAYERS)
 
 
 def has_pixels(cube: np.ndarray, flags: np.ndarray) -> np.ndarray:
@@ -93,8 +100,11 @@ class Predictor:
         if self.extras.attributions != "off":
             names, groups = players_for(self.meta.bands, self.extras.attributions)
             f = z_mean_fn(self.model, self.centres, self.device)
-            baseline = absent_baseline(x)
-            if self.extras.attribution_method == "exact":
+            baseline = absent_baseline(
+                x, self.extras.attribution_baseline,
+                noise_sigma=[1.0] * x.shape[1] if self.extras.attribution_baseline == "noise"
+                else None, generator=generator)
+            if self.extras.exact(len(names)):
                 phi, base = shapley_exact(f, x, groups, baseline)
             else:
                 phi, base = shapley_sampled(f, x, groups, baseline,

@@ -23,8 +23,10 @@ from raycat.evaluate import evaluate_catalog
 from raycat.pdf import bin_centres, nmad, outlier_fraction, point_estimates
 
 REPORT_FILE = "index.html"
-PLOT_VS_MAG, PLOT_ATTR, PLOT_STABILITY, PLOT_EXAMPLES = (
-    "metrics_vs_mag.png", "attribution_vs_z.png", "stability.png", "examples.png")
+PLOT_VS_MAG, PLOT_ATTR, PLOT_ATTR_BANDS, PLOT_STABILITY, PLOT_EXAMPLES = (
+    "metrics_vs_mag.png", "attribution_vs_z.png", "attribution_bands_vs_z.png",
+    "stability.png", "examples.png")
+BAND_SAMPLE, BAND_PERMUTATIONS = 200, 8  # per-band Shapley on a sample: 66 passes per object
 STABILITY_OBJECTS = 400  # cutouts predicted 8 times each: enough for a 95th percentile
 EXAMPLE_BANDS = ("galex_nuv", "ps1_r", "unwise_w1")
 
@@ -129,14 +131,14 @@ def magnitude_figure(binned: dict, label: str):
     return fig
 
 
-def attribution_figure(shares: dict):
+def attribution_figure(shares: dict, what: str = "per survey, every object"):
     fig, ax = _figure()
     players = [k for k in shares if k != "z"]
     ax.stackplot(shares["z"], [shares[p] for p in players],
                  labels=[p.removeprefix(S.attr_column("")) for p in players])
     ax.set(xlabel="true redshift", ylabel="share of mean |attribution|", ylim=(0, 1),
-           title="which inputs the model uses, by redshift")
-    ax.legend(loc="upper left")
+           title=f"which inputs the model uses, by redshift ({what})")
+    ax.legend(loc="upper left", fontsize=7, ncol=3)
     return fig
 
 
@@ -223,8 +225,25 @@ def _model_figures(cutouts, model_url: str, storage_options: dict | None,
     picks = order[np.linspace(0, len(order) - 1, min(4, len(order))).astype(int)]
     example = {k: v[picks] for k, v in sample.items()}
     pdfs = Predictor(model_url, storage_options).predict(example[S.CUBE])
+    band_shares = attribution_shares(sample[S.Z_SPEC][:BAND_SAMPLE],
+                                     band_attributions(model, meta, sample[S.CUBE][:BAND_SAMPLE]))
     return {PLOT_STABILITY: stability_figure(shifts, summary),
-            PLOT_EXAMPLES: examples_figure(example, pdfs, meta.bin_edges, meta.bands)}
+            PLOT_EXAMPLES: examples_figure(example, pdfs, meta.bin_edges, meta.bands),
+            PLOT_ATTR_BANDS: attribution_figure(band_shares, "per band, on a sample")}
+
+
+def band_attributions(model, meta, cubes: np.ndarray) -> dict[str, np.ndarray]:
+    """Sampled per-band Shapley values of z_mean for a few cutouts (seeded: reproducible)."""
+    import torch
+
+    from raycat.attribute import absent_baseline, players_for, shapley_sampled, z_mean_fn
+
+    names, groups = players_for(meta.bands, "bands")
+    x = torch.from_numpy(np.ascontiguousarray(cubes, np.float32))
+    f = z_mean_fn(model, torch.tensor(bin_centres(meta.bin_edges), dtype=torch.float32))
+    phi, _ = shapley_sampled(f, x, groups, absent_baseline(x), BAND_PERMUTATIONS,
+                             torch.Generator().manual_seed(0))
+    return {S.attr_column(name): phi[:, i].numpy() for i, name in enumerate(names)}
 
 
 def save_figures(figures: dict, out_dir: str, storage_options: dict | None) -> None:

@@ -104,7 +104,7 @@ def test_survey_attributions_add_up_to_z_mean_and_mc_dropout_spread(chain):
     cfg, root, summary, _ = chain
     cfg = cfg.model_copy(deep=True)
     cfg.infer.catalog = str(root / "catalog_attr")
-    cfg.infer.attributions, cfg.infer.attribution_method = "surveys", "exact"
+    cfg.infer.attributions, cfg.infer.attribution_method = "surveys", "auto"  # auto: exact
     cfg.infer.mc_dropout_passes = 4
     run_infer(cfg)
     frame = pd.concat(pd.read_parquet(p) for p in
@@ -136,7 +136,8 @@ def test_report_page_has_every_section(chain):
     text = (root / "report" / "index.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', text)
     assert {"photoz_vs_specz.png", "pit_hist.png", "metrics_vs_z.png", "metrics_vs_mag.png",
-            "attribution_vs_z.png", "stability.png", "examples.png"} <= set(images)
+            "attribution_vs_z.png", "attribution_bands_vs_z.png", "stability.png",
+            "examples.png"} <= set(images)
     assert all((root / "report" / name).stat().st_size > 1000 for name in images)
     assert "photometry baseline" in text
     assert metrics["stability_n_objects"] > 50 and np.isfinite(metrics["stability_p95"])
