@@ -70,13 +70,17 @@ class ArtifactMeta(BaseModel):
                     edges: Sequence[float] | None = None) -> ArtifactMeta:
         """Meta for a model trained with ``cfg``; ``metrics`` keeps its JSON scalars, and
         its ``train_median_z`` (if any) becomes the baseline field. ``edges``, if given,
-        must be the config's grid (a guard against training on another grid)."""
+        must be the config's grid (a guard against training on another grid). The softening
+        recorded is the one the cutouts used (config values, else the depth defaults)."""
         import numpy as np
 
+        from raycat.cutouts import softenings
+
+        used = dict(zip(cfg.cutouts.bands, softenings(cfg.cutouts).tolist()))
         scalars = {k: v for k, v in (metrics or {}).items()
                    if v is None or isinstance(v, (bool, int, float, str))}
         meta = cls(model=cfg.model, bands=cfg.cutouts.bands, size_px=cfg.cutouts.size_px,
-                   pixel_scale=cfg.cutouts.pixel_scale, softening=cfg.cutouts.softening,
+                   pixel_scale=cfg.cutouts.pixel_scale, softening=used,
                    config_hash=cfg.config_hash(), metrics=scalars,
                    train_median_z=scalars.get("train_median_z"))
         if edges is not None and not np.allclose(edges, meta.bin_edges):

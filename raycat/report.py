@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from raycat import fsutil
 from raycat import schema as S
-from raycat.catalog_read import iter_partitions
+from raycat.catalog_read import existing_schema, iter_partitions
 from raycat.evaluate import evaluate_catalog
 from raycat.pdf import bin_centres, nmad, outlier_fraction, point_estimates
 
@@ -209,7 +209,9 @@ def build_report(catalog_url: str, truth_url: str, out_dir: str, *, cutouts=None
 
 
 def _catalog_names(catalog_url: str, storage_options: dict | None) -> list[str]:
-    return next(iter_partitions(catalog_url, None, storage_options)).schema.names
+    """Column names from the catalog's metadata, without reading any rows."""
+    fs, path = fsutil.filesystem(catalog_url, storage_options)
+    return existing_schema(fs, path.rstrip("/")).names
 
 
 def _model_figures(cutouts, model_url: str, storage_options: dict | None,

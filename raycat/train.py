@@ -245,7 +245,6 @@ def fit(cfg: RaycatConfig, cutouts) -> dict:
 def _write_artifact(cfg: RaycatConfig, checkpoint, metrics: dict) -> None:
     import torch
 
-    from raycat.cutouts import softenings
     from raycat.model import ArtifactMeta, build_model, save_artifact
 
     model = build_model(cfg.model, len(cfg.cutouts.bands))
@@ -253,11 +252,5 @@ def _write_artifact(cfg: RaycatConfig, checkpoint, metrics: dict) -> None:
         state = torch.load(os.path.join(path, CHECKPOINT_FILE), weights_only=True,
                            map_location="cpu")
     model.load_state_dict(state["model"])
-    cut = cfg.cutouts
-    meta = ArtifactMeta(model=cfg.model, bands=cut.bands, size_px=cut.size_px,
-                        pixel_scale=cut.pixel_scale,
-                        softening=dict(zip(cut.bands, softenings(cut).tolist())),
-                        config_hash=cfg.config_hash(), train_median_z=metrics["train_median_z"],
-                        metrics={k: float(v) for k, v in metrics.items()
-                                 if isinstance(v, (int, float))})
-    save_artifact(model, cfg.train.model_out, meta, storage_options=cfg.data.storage_options)
+    save_artifact(model, cfg.train.model_out, ArtifactMeta.from_config(cfg, metrics=metrics),
+                  storage_options=cfg.data.storage_options)
