@@ -10,18 +10,21 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from raycat.errors import RaycatError
-from raycat.surveys import BAND_NAMES, get_band
+from raycat.survey_config import (BandConfig, CalibrationConfig, CompanionConfig,
+                                  StrictSection, SurveyConfig, config_bands)
+from raycat.surveys import BAND_NAMES, Band, get_band
 
 
 class ConfigError(RaycatError, ValueError):
     """A bad config value or file; the message is one line that names the problem."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a typo in a key is an error, not a silent default
+_Section = StrictSection  # a typo in a key is an error, not a silent default
+SURVEY_MODELS = (SurveyConfig, BandConfig, CalibrationConfig, CompanionConfig)  # for the docs
 
 
 class DataConfig(_Section):
@@ -52,6 +55,9 @@ class DataConfig(_Section):
 class CutoutConfig(_Section):
     """The common cutout grid and how tiles are read into it."""
 
+    surveys: dict[str, SurveyConfig] = Field(
+        default_factory=dict, description="Surveys added to or overriding the built-in ones "
+        "(raycat/surveys.py), by name: see the `surveys` entries below and docs/real_data.md.")
     bands: list[str] = Field(default_factory=lambda: list(BAND_NAMES),
                              description="Bands, in channel order.")
     size_px: int = Field(32, ge=8, le=512, description="Cutout side in output pixels.")
@@ -72,18 +78,35 @@ class CutoutConfig(_Section):
                                   "fractional so reads and actors share small machines.")
     output: str | None = Field(None, description="Optional Parquet dataset of cutouts, "
                                "reused across training epochs.")
+    _bands: dict[str, Band] = PrivateAttr(default_factory=dict)
+
+    @field_validator("surveys")
+    @classmethod
+    def _valid_surveys(cls, surveys: dict[str, SurveyConfig]) -> dict[str, SurveyConfig]:
+        config_bands(surveys)  # raises ValueError naming the bad survey or band
+        return surveys
 
     @field_validator("bands")
     @classmethod
-    def _known_bands(cls, bands: list[str]) -> list[str]:
+    def _known_bands(cls, bands: list[str], info: ValidationInfo) -> list[str]:
+        defined = config_bands(info.data.get("surveys") or {})
         for name in bands:
             try:
-                get_band(name)
+                get_band(name, defined)
             except RaycatError as err:  # pydantic reports only ValueError as a field error
                 raise ValueError(str(err)) from None
         if len(set(bands)) != len(bands):
             raise ValueError("bands repeat")
         return bands
+
+    @model_validator(mode="after")
+    def _keep_bands(self) -> "CutoutConfig":
+        self._bands = config_bands(self.surveys)
+        return self
+
+    def band(self, name: str) -> Band:
+        """The definition of band ``name``: config-defined first, then built-in."""
+        return get_band(name, self._bands)
 
 
 class ModelConfig(_Section):
@@ -177,6 +200,8 @@ class RaycatConfig(_Section):
         """Short stable hash of the settings that change the catalog's numbers."""
         payload = self.model_dump(include={"cutouts", "model"}, mode="json")
         payload["cutouts"].pop("output", None)
+        if not payload["cutouts"]["surveys"]:  # keeps the hashes of existing catalogs
+            payload["cutouts"].pop("surveys")
         text = json.dumps(payload, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -231,4 +256,19 @@ def reference_markdown() -> str:
             text = json.dumps(default) if len(json.dumps(default)) < 60 else "(see text)"
             lines.append(f"| `{name}` | `{text}` | {field.description or ''} |")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + _models_markdown(SURVEY_MODELS))
+
+
+def _models_markdown(models) -> list[str]:
+    """One table per nested model (the entries of `cutouts.surveys`)."""
+    lines = ["## `cutouts.surveys` entries", "",
+             "Each entry of `cutouts.surveys` is a `SurveyConfig`; see docs/real_data.md.", ""]
+    for model in models:
+        lines += [f"### `{model.__name__}`", "", (model.__doc__ or "").strip(), "",
+                  "| key | default | meaning |", "|---|---|---|"]
+        for name, field in model.model_fields.items():
+            default = "required" if field.is_required() else json.dumps(
+                field.default_factory() if field.default_factory else field.default)
+            lines.append(f"| `{name}` | `{default}` | {field.description or ''} |")
+        lines.append("")
+    return lines

@@ -35,7 +35,8 @@ from raycat.resample import (CutoutGrid, LocalAffine, PreparedImage, local_affin
                              prepare_image, resample, smoothing_box)
 from raycat.store import (LRUCache, StorePathError, TileLayout, TileReadError, TileStore,
                           open_store)
-from raycat.surveys import NANOMAGGY_ZP, get_band, sigma_pixel
+from raycat.surveys import NANOMAGGY_ZP, Band, get_band, sigma_pixel
+from raycat.tile_pixels import read_pixels
 
 Flag = schema.Flag
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ PASS_THROUGH = (schema.ID, schema.RA, schema.DEC, schema.Z_SPEC, schema.WORK_UNI
                 schema.HEALPIX_29)
 
 
-def default_softening(band: str, pixel_scale: float) -> float:
+def default_softening(band: str | Band, pixel_scale: float) -> float:
     """About the 1-sigma sky noise per output pixel (nanomaggies), from the band's depth.
 
     With r = output / native pixel scale and sigma the native per-pixel noise implied by the
@@ -53,14 +54,14 @@ def default_softening(band: str, pixel_scale: float) -> float:
     noise binned into r^2 native pixels), sigma * r^2 when smaller (one native pixel's noise
     scaled to the output pixel's area; bilinear interpolation lowers it by ~1/3 more).
     """
-    info = get_band(band)
+    info = band if isinstance(band, Band) else get_band(band)
     ratio = pixel_scale / info.pixel_scale
     return sigma_pixel(info, NANOMAGGY_ZP) * (ratio if ratio >= 1.0 else ratio**2)
 
 
 def softenings(cfg: CutoutConfig) -> np.ndarray:
     """asinh softening per band, in ``cfg.bands`` order (config value, else the default)."""
-    return np.array([cfg.softening.get(b, default_softening(b, cfg.pixel_scale))
+    return np.array([cfg.softening.get(b, default_softening(cfg.band(b), cfg.pixel_scale))
                      for b in cfg.bands], dtype=np.float32)
 
 
@@ -76,12 +77,19 @@ def normalise(flux: np.ndarray, softening: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TileInfo:
-    """What sampling needs from a tile's header: WCS, calibration, smoothing box."""
+    """What sampling needs from a tile's header: WCS, calibration, smoothing box, and the
+    band whose conventions its pixels follow (``tile_pixels.read_pixels``)."""
 
     layout: TileLayout
     wcs: Any  # astropy.wcs.WCS
     nmgy_per_unit: float
     box: int
+    band: Band
+    native_scale: float  # arcsec / px
+
+    def pixels(self, store: TileStore, uri: str, box=None) -> np.ndarray:
+        """The tile's linear pixels (all, or ``box`` = y0, y1, x0, x1), non-data NaN."""
+        return read_pixels(store, uri, self.band, self.layout, self.native_scale, box)
 
 
 class TileCache:
@@ -93,8 +101,11 @@ class TileCache:
                                sizeof=lambda image: image.nbytes)
 
 
-def tile_info(store: TileStore, uri: str, band: str, pixel_scale: float) -> TileInfo:
+def tile_info(store: TileStore, uri: str, band: str | Band, pixel_scale: float) -> TileInfo:
     """Read a tile's header and derive its WCS, calibration and smoothing box.
+
+    ``band`` (a name, or a definition such as ``CutoutConfig.band``) says which HDU holds the
+    image and how its units calibrate (``raycat.surveys``).
 
     A header without a usable celestial WCS or calibration is a bad tile: TileReadError.
     """
@@ -104,7 +115,8 @@ def tile_info(store: TileStore, uri: str, band: str, pixel_scale: float) -> Tile
     from astropy.wcs import WCS
     from astropy.wcs.utils import proj_plane_pixel_scales
 
-    layout = store.layout(uri)
+    band = band if isinstance(band, Band) else get_band(band)
+    layout = store.layout(uri, band.layout.image_hdu)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
@@ -112,10 +124,11 @@ def tile_info(store: TileStore, uri: str, band: str, pixel_scale: float) -> Tile
         if not wcs.has_celestial:
             raise ValueError("no celestial WCS")
         native_scale = float(np.sqrt(np.prod(proj_plane_pixel_scales(wcs)))) * 3600.0
-        unit = get_band(band).calibration.to_nanomaggies(np.ones(1), layout.header)
+        unit = band.calibration.nmgy_per_unit(layout.header)
     except Exception as err:  # astropy raises many types for a bad header
         raise TileReadError(f"cannot use tile {uri}: {type(err).__name__}: {err}") from err
-    return TileInfo(layout, wcs, float(unit[0]), smoothing_box(native_scale, pixel_scale))
+    return TileInfo(layout, wcs, float(unit), smoothing_box(native_scale, pixel_scale), band,
+                    native_scale)
 
 
 class _BandCutter:
@@ -123,6 +136,7 @@ class _BandCutter:
 
     def __init__(self, store: TileStore, cfg: CutoutConfig, cache: TileCache, band: str):
         self.store, self.cfg, self.cache, self.band = store, cfg, cache, band
+        self.definition = cfg.band(band)
         self.grid = CutoutGrid(cfg.size_px, cfg.pixel_scale)
 
     def cut(self, uris: np.ndarray, ra: np.ndarray, dec: np.ndarray,
@@ -153,7 +167,7 @@ class _BandCutter:
         key = (uri, self.band, self.cfg.pixel_scale)
         info = self.cache.infos.get(key)
         if info is None:
-            info = tile_info(self.store, uri, self.band, self.cfg.pixel_scale)
+            info = tile_info(self.store, uri, self.definition, self.cfg.pixel_scale)
             self.cache.infos.put(key, info)
         return info
 
@@ -168,7 +182,7 @@ class _BandCutter:
         key = (uri, info.box)
         image = self.cache.images.get(key)
         if image is None:
-            pixels, _ = self.store.read_full(uri)
+            pixels = info.pixels(self.store, uri)
             image = prepare_image(pixels, info.nmgy_per_unit, info.box)
             del pixels
             self.cache.images.put(key, image)
@@ -188,7 +202,7 @@ class _BandCutter:
             if y1 <= y0 or x1 <= x0:  # entirely off the tile: nothing to read
                 image = PreparedImage(np.zeros((1, 1), np.float32), None, (0, 0), (ny, nx), 1)
             else:
-                pixels, _ = self.store.read_section(uri, y0, y1, x0, x1)
+                pixels = info.pixels(self.store, uri, (y0, y1, x0, x1))
                 image = prepare_image(pixels, info.nmgy_per_unit, info.box, (y0, x0), (ny, nx))
             self._store_result(resample(image, one, self.grid), rows[k:k + 1], out, flags)
 

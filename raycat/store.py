@@ -13,7 +13,11 @@ them. Three reads serve the cutout engine:
   blocking read per row (one HTTP round trip each), and for tile-compressed images it loads
   the whole compressed heap first unless the file is a local memory map; so gzip and
   tile-compressed tiles are not range-readable here (``TileLayout.range_readable``) and a
-  section of one is cut from a full read.
+  section of one is cut from a full read. bzip2 files (SDSS frames) are read like gzip ones.
+
+Every read takes an optional ``hdu`` (None: the first image HDU with data), the surveys'
+``ReadLayout.image_hdu``. File-format details (layouts, compression, header normalisation)
+live in ``raycat.fits_layout``.
 
 Every byte fetched is added to ``TileStore.bytes_read`` so benchmarks can report bytes per
 object. Any failure to read or decode a tile raises ``TileReadError`` naming the URI.
@@ -21,7 +25,6 @@ object. Any failure to read or decode a tile raises ``TileReadError`` naming the
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import posixpath
@@ -29,17 +32,18 @@ import re
 import warnings
 from collections import OrderedDict
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from raycat.errors import RaycatError
+from raycat.fits_layout import (RangeFile, TileKind, TileLayout, compression_of, decode,
+                                decompressed, decompressing, image_layout)
 from raycat.retry import RetryPolicy, call_with_retries, is_transient
 
 HEADER_BLOCK = 32 * 1024  # one fetch covers the headers of most tiles (a few 2880-byte blocks)
-GZIP_MAGIC = b"\x1f\x8b"
-TileKind = Literal["raw", "compressed", "gzip"]
+__all__ = ["LRUCache", "StorePathError", "TileKind", "TileLayout", "TileReadError", "TileStore",
+           "open_store"]
 
 
 class StorePathError(RaycatError):
@@ -77,79 +81,6 @@ class LRUCache:
 
     def __len__(self) -> int:
         return len(self._items)
-
-
-@dataclass(frozen=True)
-class TileLayout:
-    """Where a tile's image is in its file and how its pixels are encoded.
-
-    ``header`` is the image header (for tile-compressed images, the uncompressed image's),
-    ``shape`` is (ny, nx). ``data_offset``, ``disk_dtype``, ``bscale`` and ``bzero`` describe
-    the raw pixels of uncompressed images; they are unused for the other kinds.
-    """
-
-    header: Any  # astropy.io.fits.Header
-    hdu_index: int
-    shape: tuple[int, int]
-    kind: TileKind
-    data_offset: int = 0
-    disk_dtype: np.dtype = np.dtype(">f4")
-    bscale: float = 1.0
-    bzero: float = 0.0
-
-    @property
-    def range_readable(self) -> bool:
-        """Whether a section can be read without reading the whole file (raw images only).
-
-        Whole-file gzip has no random access. For tile-compressed images astropy's
-        ``.section`` decompresses only the tiles a box touches but, on anything but a local
-        memory map, first loads the HDU's whole compressed table and heap, so a section
-        costs the bytes of the whole file: such tiles are better read once, in full.
-        """
-        return self.kind == "raw"
-
-
-class _RangeFile(io.RawIOBase):
-    """A seekable read-only file whose reads are ranged fetches of at least ``block`` bytes.
-
-    The last block is kept, so astropy's seeks back and forth over a header cost one fetch.
-    """
-
-    def __init__(self, fetch: Callable[[int, int], bytes], size: int, block: int):
-        self._fetch, self._size, self._block_size, self._pos = fetch, size, block, 0
-        self._block_start, self._block = 0, b""
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buffer) -> int:
-        end = min(self._size, self._pos + len(buffer))
-        if end <= self._pos:
-            return 0
-        block_end = self._block_start + len(self._block)
-        if not (self._block_start <= self._pos and end <= block_end):
-            self._block_start = self._pos
-            self._block = self._fetch(self._pos, min(self._size, max(end, self._pos +
-                                                                     self._block_size)))
-        chunk = self._block[self._pos - self._block_start: end - self._block_start]
-        buffer[: len(chunk)] = chunk
-        self._pos += len(chunk)
-        return len(chunk)
 
 
 @contextmanager
@@ -208,22 +139,22 @@ class TileStore:
         return f"{self.root.rstrip('/')}/{normal}"
 
     # --- reads ------------------------------------------------------------------------------
-    def layout(self, uri: str) -> TileLayout:
+    def layout(self, uri: str, hdu: int | None = None) -> TileLayout:
         """Header and pixel layout of a tile (cached: read once per tile per store)."""
-        cached = self._layouts.get(uri)
+        cached = self._layouts.get((uri, hdu))
         if cached is None:
             path = self.resolve(uri)
-            cached = self._guarded(uri, lambda: self._read_layout(path))
-            self._layouts.put(uri, cached)
+            cached = self._guarded(uri, lambda: self._read_layout(path, hdu))
+            self._layouts.put((uri, hdu), cached)
         return cached
 
-    def read_header(self, uri: str):
+    def read_header(self, uri: str, hdu: int | None = None):
         """The tile's image header (astropy ``Header``)."""
-        return self.layout(uri).header
+        return self.layout(uri, hdu).header
 
-    def read_full(self, uri: str) -> tuple[np.ndarray, Any]:
+    def read_full(self, uri: str, hdu: int | None = None) -> tuple[np.ndarray, Any]:
         """The whole image as native float32 (NaNs kept) and its header."""
-        layout = self.layout(uri)
+        layout = self.layout(uri, hdu)
         path = self.resolve(uri)
 
         def read() -> np.ndarray:
@@ -235,15 +166,15 @@ class TileStore:
             return data
         return self._guarded(uri, read), layout.header
 
-    def read_section(self, uri: str, y0: int, y1: int, x0: int, x1: int
-                     ) -> tuple[np.ndarray, Any]:
+    def read_section(self, uri: str, y0: int, y1: int, x0: int, x1: int,
+                     hdu: int | None = None) -> tuple[np.ndarray, Any]:
         """Pixels ``[y0:y1, x0:x1]`` (0-based, inside the image) as float32, and the header."""
-        layout = self.layout(uri)
+        layout = self.layout(uri, hdu)
         ny, nx = layout.shape
         if not (0 <= y0 < y1 <= ny and 0 <= x0 < x1 <= nx):
             raise ValueError(f"section [{y0}:{y1}, {x0}:{x1}] outside image {layout.shape}")
         if not layout.range_readable:
-            data, header = self.read_full(uri)
+            data, header = self.read_full(uri, hdu)
             return data[y0:y1, x0:x1].copy(), header
         path = self.resolve(uri)
         data = self._guarded(uri, lambda: self._read_raw_section(path, layout, y0, y1, x0, x1))
@@ -264,27 +195,25 @@ class TileStore:
         self.bytes_read += len(chunk)
         return chunk
 
-    def _open_counted(self, path: str) -> _RangeFile:
+    def _open_counted(self, path: str) -> RangeFile:
         """A seekable file over counted ranged fetches of the file at ``path``."""
         size = self.fs.size(path)
-        return _RangeFile(lambda start, end: self._fetch(path, start, end), size, HEADER_BLOCK)
+        return RangeFile(lambda start, end: self._fetch(path, start, end), size, HEADER_BLOCK)
 
-    def _read_layout(self, path: str) -> TileLayout:
+    def _read_layout(self, path: str, hdu: int | None) -> TileLayout:
         from astropy.io import fits
 
         with self._open_counted(path) as f:
-            is_gzip = f.read(2) == GZIP_MAGIC
+            compression = compression_of(f.read(3))
             f.seek(0)
-            source = gzip.GzipFile(fileobj=f) if is_gzip else f
-            with fits.open(source, lazy_load_hdus=True) as hdus:
-                for index, hdu in enumerate(hdus):
-                    if hdu.is_image and len(hdu.shape) >= 2 and hdu.shape[-1] > 0:
-                        return _checked_size(_layout_of(hdu, index, is_gzip), f.size)
-        raise ValueError("no image HDU with data")
+            with fits.open(decompressing(f, compression), lazy_load_hdus=True) as hdus:
+                return image_layout(hdus, compression, f.size, hdu)
 
     def _read_local_full(self, path: str, layout: TileLayout) -> np.ndarray:
         import fitsio
 
+        if layout.kind == "bz2":  # cfitsio builds do not all read bzip2
+            return self._read_remote_full(path, layout)
         self.bytes_read += os.path.getsize(path)
         return fitsio.read(path, ext=layout.hdu_index)
 
@@ -293,10 +222,9 @@ class TileStore:
 
         raw = self.fs.cat_file(path)
         self.bytes_read += len(raw)
-        if raw[:2] == GZIP_MAGIC:
-            raw = gzip.decompress(raw)
+        raw = decompressed(raw)
         if layout.kind == "raw":  # no astropy parse needed: decode the pixels in place
-            return _decode(memoryview(raw)[layout.data_offset:], layout, layout.shape)
+            return decode(memoryview(raw)[layout.data_offset:], layout, layout.shape)
         with fits.open(io.BytesIO(raw)) as hdus:
             return np.array(hdus[layout.hdu_index].data, dtype=np.float32)
 
@@ -309,10 +237,10 @@ class TileStore:
         if (nx - (x1 - x0)) * item <= width:  # merged read costs at most 2x the box
             start = layout.data_offset + (y0 * nx) * item
             chunk = self._fetch_ranges(path, [start], [start + (y1 - y0) * nx * item])[0]
-            return _decode(chunk, layout, (y1 - y0, nx))[:, x0:x1]
+            return decode(chunk, layout, (y1 - y0, nx))[:, x0:x1]
         starts = [layout.data_offset + (y * nx + x0) * item for y in range(y0, y1)]
         chunks = self._fetch_ranges(path, starts, [s + width for s in starts])
-        return _decode(b"".join(chunks), layout, (y1 - y0, x1 - x0))
+        return decode(b"".join(chunks), layout, (y1 - y0, x1 - x0))
 
     def _fetch_ranges(self, path: str, starts: list[int], ends: list[int]) -> list[bytes]:
         if self.is_local:  # one open file; fsspec would reopen it per range
@@ -333,45 +261,6 @@ class TileStore:
 def _protocols(fs) -> tuple[str, ...]:
     protocol = fs.protocol
     return (protocol,) if isinstance(protocol, str) else tuple(protocol)
-
-
-def _layout_of(hdu, index: int, is_gzip: bool) -> TileLayout:
-    from astropy.io import fits
-
-    header = hdu.header.copy()
-    shape = tuple(int(n) for n in hdu.shape[-2:])
-    if len(hdu.shape) > 2 and int(np.prod(hdu.shape[:-2])) != 1:
-        raise ValueError(f"image has shape {hdu.shape}; raycat reads 2-D images")
-    if is_gzip:
-        return TileLayout(header, index, shape, "gzip")
-    if isinstance(hdu, fits.CompImageHDU):
-        return TileLayout(header, index, shape, "compressed")
-    dtype = np.dtype({8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4",
-                      -64: ">f8"}[int(header["BITPIX"])])
-    return TileLayout(header, index, shape, "raw", int(hdu.fileinfo()["datLoc"]), dtype,
-                      float(header.get("BSCALE", 1.0)), float(header.get("BZERO", 0.0)))
-
-
-def _checked_size(layout: TileLayout, file_size: int) -> TileLayout:
-    """Refuse a raw image whose file ends before its pixels do (a truncated upload), so
-    every read of it fails alike instead of only the sections past the cut."""
-    if layout.kind == "raw":
-        end = layout.data_offset + layout.shape[0] * layout.shape[1] * layout.disk_dtype.itemsize
-        if file_size < end:
-            raise EOFError(f"file has {file_size} bytes, its image ends at byte {end}: truncated")
-    return layout
-
-
-def _decode(raw: bytes | memoryview, layout: TileLayout, shape: tuple[int, int]) -> np.ndarray:
-    """Big-endian FITS pixels -> native float32, applying BSCALE/BZERO."""
-    count = shape[0] * shape[1]
-    if len(raw) < count * layout.disk_dtype.itemsize:
-        raise EOFError("image data shorter than the header says: file truncated")
-    pixels = np.frombuffer(raw, dtype=layout.disk_dtype, count=count).reshape(shape)
-    data = pixels.astype(np.float32)
-    if layout.bscale != 1.0 or layout.bzero != 0.0:
-        data = data * np.float32(layout.bscale) + np.float32(layout.bzero)
-    return data
 
 
 def open_store(root: str, storage_options: dict | None = None,

@@ -51,3 +51,34 @@ def test_sigma_pixel_reproduces_the_5_sigma_depth():
 def test_unknown_band_names_the_known_ones():
     with pytest.raises(RaycatError, match="ps1_g"):
         get_band("ps1_q")
+
+
+def test_real_only_surveys_are_registered_but_not_default():
+    from raycat.surveys import ALL_SURVEYS
+
+    assert {"sdss", "hsc", "ls"} <= set(ALL_SURVEYS) and not {"sdss", "hsc", "ls"} & set(SURVEYS)
+    assert get_band("sdss_r").pixel_scale == 0.396 and get_band("ls_z").pixel_scale == 0.262
+    assert get_band("hsc_i").pixel_scale == 0.168 and not set(BAND_NAMES) & {"sdss_r", "hsc_i"}
+
+
+def test_fluxmag0_and_ps1_asinh_conventions():
+    hsc = get_band("hsc_r").calibration
+    assert hsc.zero_point_ab({"FLUXMAG0": 10**10.8}) == pytest.approx(27.0)
+    with pytest.raises(ValueError, match="FLUXMAG0"):
+        hsc.zero_point_ab({"FLUXMAG0": -1.0})
+    ps1 = get_band("ps1_g").calibration
+    values = np.array([0.0, 1.0, 5.0], np.float32)
+    assert ps1.linearise(values, {"EXPTIME": 1.0}) is values  # fitscut: linear already
+    raw = ps1.linearise(values, {"BOFFSET": 10.0, "BSOFTEN": 2.0})
+    np.testing.assert_allclose(raw, 10 + 4 * np.sinh(values * math.log(10) / 2.5), rtol=1e-6)
+
+
+def test_config_survey_errors_name_the_problem():
+    from raycat.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="like 'nosuch'"):
+        parse_config({"cutouts": {"surveys": {"x": {"like": "nosuch"}}}})
+    with pytest.raises(ConfigError, match="needs `like` or"):
+        parse_config({"cutouts": {"surveys": {"x": {"pixel_scale": 1.0, "bands": {"x_r": {}}}}}})
+    with pytest.raises(ConfigError, match="cutouts.bands"):
+        parse_config({"cutouts": {"bands": ["x_r"]}})
