@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from raycat import schema
 from raycat.errors import RaycatError
 
 
@@ -213,7 +214,41 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_cmd_demo)
 
 
-COMMANDS = [_add_simulate, _add_stages, _add_evaluate, _add_report, _add_demo]
+def _cmd_index(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from raycat.indexer import build_index
+
+    try:
+        options = json.loads(args.storage_options) if args.storage_options else {}
+    except json.JSONDecodeError as err:
+        raise RaycatError(f"--storage-options is not JSON: {err}") from None
+    summary = build_index(args.store, args.out, args.pattern, args.band_from, args.survey,
+                          options)
+    print(json.dumps(asdict(summary), indent=2))
+    return 0
+
+
+def _add_index(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="build the tile index of a store from FITS headers",
+                       description="List the store's FITS files, read only each file's "
+                       "header (ranged reads, in parallel on Ray) and write the tile index "
+                       "(footprints and WCS). Files without a celestial WCS are reported.")
+    p.add_argument("--store", required=True, help="store root (path or URL: s3://bucket/prefix)")
+    p.add_argument("--out", default=None, help="index to write (default: STORE/tiles.parquet)")
+    p.add_argument("--pattern", default=schema.INDEX_FILE_PATTERN, help="file name glob (a path glob if it "
+                   "holds '/'; default '*.fits*')")
+    p.add_argument("--band-from", default=None, metavar="KEYWORD|REGEX",
+                   help="header keyword holding the band (FILTER), or a regex over the path "
+                   "whose group 'band' is the band (default: BAND, then FILTER keyword)")
+    p.add_argument("--survey", default=None, help="survey name for every row (default: the "
+                   "band's prefix, as in ps1_g)")
+    p.add_argument("--storage-options", default=None, metavar="JSON",
+                   help="fsspec options, e.g. '{\"anon\": true}' (never credentials)")
+    p.set_defaults(run=_cmd_index)
+
+
+COMMANDS = [_add_simulate, _add_stages, _add_evaluate, _add_report, _add_demo, _add_index]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from raycat import schema
+from raycat.footprint import index_row
 from raycat.mock_population import Field
 from raycat.surveys import BANDS, Survey
 
@@ -84,28 +85,10 @@ class TileGeometry:
         ra, dec = self.wcs.all_pix2world([lo, hi, hi, lo], [lo, lo, hi, hi], 0)
         return [float(v) for v in ra], [float(v) for v in dec]
 
-    def radius_deg(self) -> float:
-        """Radius of the circle about the centre that encloses the tile."""
-        ra, dec = self.corners()
-        return float(max(_separation_deg(self.ra, self.dec, r, d) for r, d in zip(ra, dec)))
-
     def index_row(self, band: str) -> dict:
-        """The tile index row of this tile in ``band``."""
-        corners_ra, corners_dec = self.corners()
-        return {schema.TILE_SURVEY: self.survey, schema.TILE_BAND: band,
-                schema.TILE_NAME: self.name,
-                schema.TILE_URI: schema.tile_relpath(self.survey, self.name, band),
-                schema.TILE_NAXIS1: self.naxis, schema.TILE_NAXIS2: self.naxis,
-                schema.TILE_RA: self.ra, schema.TILE_DEC: self.dec,
-                schema.TILE_RADIUS: self.radius_deg(), schema.TILE_CORNERS_RA: corners_ra,
-                schema.TILE_CORNERS_DEC: corners_dec, schema.TILE_ROTATION: self.rotation_deg,
-                schema.TILE_WCS: self.wcs_header.tostring()}
-
-
-def _separation_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
-    r1, d1, r2, d2 = map(math.radians, (ra1, dec1, ra2, dec2))
-    cos = math.sin(d1) * math.sin(d2) + math.cos(d1) * math.cos(d2) * math.cos(r1 - r2)
-    return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
+        """The tile index row of this tile in ``band`` (footprint shared with real tiles)."""
+        return index_row(self.survey, band, self.name,
+                         schema.tile_relpath(self.survey, self.name, band), self.wcs_header)
 
 
 def grid_size(survey: Survey, side_deg: float) -> int:

@@ -16,6 +16,15 @@ def tile_relpath(survey: str, tile: str, band: str) -> str:
     return f"{TILES_DIR}/{survey}/{tile}/{tile}.{band}.fits"
 
 
+# Computed real tilings (raycat/tiling.py): default URI templates, relative to a store that
+# mirrors the archive layout. Fields: {tile} (tile name), {filter} (band name without the
+# survey prefix: "w1", "g"), and per tiling {projcell} {skycell} (PS1).
+UNWISE_URI_TEMPLATE = "{tile:.3}/{tile}/unwise-{tile}-{filter}-img-m.fits"
+PS1_URI_TEMPLATE = ("rings.v3.skycell/{projcell:04d}/{skycell:03d}/"
+                    "rings.v3.skycell.{projcell:04d}.{skycell:03d}.stk.{filter}.unconv.fits")
+INDEX_FILE_PATTERN = "*.fits*"  # what `raycat index` lists by default (.fits, .fits.gz, .fits.fz)
+
+
 # --- object table -------------------------------------------------------------------------
 ID = "id"
 RA = "ra"
