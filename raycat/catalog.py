@@ -241,6 +241,16 @@ class CatalogWriter:
         matches = (_MARKER_RE.search(p) for p in self.fs.ls(directory, detail=False))
         return {int(m.group(2)) for m in matches if m and int(m.group(1)) == self.order}
 
+    def flag_counts(self, pixels: set[int]) -> dict[str, int]:
+        """Objects per flag over the given finished pixels, from their done markers (one
+        concurrent fetch), so a job summary counts exactly what the catalog holds."""
+        paths = [self._path(S.done_marker_relpath(self.order, p)) for p in sorted(pixels)]
+        totals = {f.name: 0 for f in S.Flag}
+        for blob in (self.fs.cat(paths).values() if paths else ()):
+            for name, n in json.loads(blob).get("flags", {}).items():
+                totals[name] = totals.get(name, 0) + int(n)
+        return {name: n for name, n in totals.items() if n}
+
     def write_partition(self, pixel: int, table: pa.Table) -> bool:
         """Write the rows of one pixel, sorted by ``_healpix_29``; False if already done.
 
@@ -254,7 +264,8 @@ class CatalogWriter:
         if table.num_rows:
             path = self._path(S.partition_relpath(self.order, pixel))
             self._put_atomic(path, _to_parquet(table))
-        marker = {"rows": table.num_rows, "model_id": self.model_id}
+        marker = {"rows": table.num_rows, "model_id": self.model_id,
+                  "flags": _flag_counts(np.asarray(table[S.FLAGS]))}
         self.fs.makedirs(self._path(S.DONE_DIR), exist_ok=True)
         self.fs.pipe_file(self._path(S.done_marker_relpath(self.order, pixel)),
                           json.dumps(marker).encode())
@@ -352,3 +363,9 @@ def _to_parquet(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, **get_parquet_write_table_kwargs(table.schema))
     return sink.getvalue().to_pybytes()
+
+
+def _flag_counts(flags: np.ndarray) -> dict[str, int]:
+    """Objects carrying each flag (non-zero counts only)."""
+    counts = {f.name: int(np.count_nonzero(flags & int(f))) for f in S.Flag}
+    return {name: n for name, n in counts.items() if n}

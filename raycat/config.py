@@ -158,6 +158,9 @@ class InferConfig(_Section):
     cpus_per_actor: float = Field(0.5, gt=0, description="CPUs per predictor actor on CPU "
                                   "inference (GPU predictors take one GPU and 0.25 CPU).")
     pdf_dtype: Literal["float16", "float32"] = Field("float32")
+    passes: int = Field(3, ge=1, le=20, description="Streaming passes per job: when a pass "
+                        "ends with partitions unwritten (a lost node took rows in flight), the "
+                        "next pass redoes only those; finished partitions are never redone.")
     mode: Literal["resume", "overwrite", "new"] = Field(
         "resume", description="resume: skip finished partitions; overwrite: start the catalog "
         "again; new: refuse to write into an existing catalog.")

@@ -145,60 +145,108 @@ def _check_artifact_matches(cfg: RaycatConfig, meta) -> None:
 
 
 def run_infer(cfg: RaycatConfig) -> dict:
-    """Predict every object and write the HATS catalog; finished partitions are skipped."""
-    import ray.data
+    """Predict every object and write the HATS catalog; finished partitions are skipped.
 
-    from raycat.catalog import CatalogWriter, schema_for_artifact
-    from raycat.infer import Extras, Predictor
+    Runs up to ``infer.passes`` streaming passes: a node lost mid-pass can take rows in flight
+    with it (or the plan's blocks), so the partitions it left unwritten are redone by the next
+    pass, planned afresh. A bug in raycat's own code is not retried.
+    """
+    from raycat.catalog import CatalogWriter
     from raycat.model import read_artifact_meta
-    from raycat.sink import PartitionSink
 
-    opts = cfg.data.storage_options
-    meta = read_artifact_meta(cfg.infer.model, opts)
+    meta = read_artifact_meta(cfg.infer.model, cfg.data.storage_options)
     _check_artifact_matches(cfg, meta)
     summary, make = cutout_source(cfg)
+    extras, cat_schema = _catalog_schema(cfg, meta, summary)
+    writer = CatalogWriter(cfg.infer.catalog, cat_schema, summary.order, mode=cfg.infer.mode,
+                           storage_options=cfg.data.storage_options)
+    skipped = writer.done_pixels() & set(summary.unit_counts)
+    log(f"inference: {len(summary.unit_counts) - len(skipped)} of {len(summary.unit_counts)} "
+        f"partitions to write ({len(skipped)} already done)")
+    started, reported = time.perf_counter(), len(skipped)
+    passes = 0
+    while True:
+        done = writer.done_pixels() & set(summary.unit_counts)
+        todo = {u: n for u, n in summary.unit_counts.items() if u not in done}
+        if not todo or passes == cfg.infer.passes:
+            break
+        passes += 1
+        if passes > 1:
+            log(f"pass {passes}: {len(todo)} partitions left unwritten; planning them again")
+            summary, make = cutout_source(cfg)
+        try:
+            for row in _predict_pass(cfg, make(done), todo, cat_schema, extras, summary.order):
+                reported += 1
+                log(f"partition {row[schema.WORK_UNIT]} written ({row['rows']} rows) "
+                    f"[{reported}/{len(summary.unit_counts)}]")
+        except Exception as err:  # noqa: BLE001 - sorted into lost infrastructure or a bug
+            if not _lost_infrastructure(err) or passes == cfg.infer.passes:
+                raise
+            log(f"pass {passes} failed ({type(err).__name__}): resuming the unfinished partitions")
+    finished = writer.done_pixels() & set(summary.unit_counts)
+    missing = set(summary.unit_counts) - finished
+    if missing:
+        raise RuntimeError(f"work units {sorted(missing)[:10]} were not written after "
+                           f"{cfg.infer.passes} passes")
+    totals = writer.finalize()
+    elapsed = time.perf_counter() - started
+    log(f"catalog -> {cfg.infer.catalog}: {totals} in {elapsed:.1f} s ({passes} passes)")
+    flagged = writer.flag_counts(finished - skipped)
+    if flagged:
+        log("objects flagged in the partitions written: "
+            + ", ".join(f"{name} {n}" for name, n in flagged.items()))
+    return {"partitions_written": len(finished - skipped), "partitions_skipped": len(skipped),
+            "passes": passes, "seconds": elapsed, "flagged": flagged, **totals}
+
+
+def _catalog_schema(cfg: RaycatConfig, meta, summary: PlanSummary):
+    """(inference extras, catalog Arrow schema) for this model and plan."""
+    from raycat.catalog import schema_for_artifact
+    from raycat.infer import Extras
+
     extras = Extras(**cfg.infer.model_dump(include=set(Extras.__dataclass_fields__)))
     cat_schema = schema_for_artifact(meta, config_hash=cfg.config_hash(),
                                      pdf_dtype=cfg.infer.pdf_dtype, has_z_spec=summary.has_z_spec,
                                      attr_players=extras.players(meta.bands),
                                      has_epistemic=extras.mc_dropout_passes > 1)
-    writer = CatalogWriter(cfg.infer.catalog, cat_schema, summary.order, mode=cfg.infer.mode,
-                           storage_options=opts)
-    done = writer.done_pixels() & set(summary.unit_counts)
-    todo = {u: n for u, n in summary.unit_counts.items() if u not in done}
-    log(f"inference: {len(todo)} of {len(summary.unit_counts)} partitions to write "
-        f"({len(done)} already done)")
-    started, written, flag_counts = time.perf_counter(), 0, {f.name: 0 for f in schema.Flag}
-    if todo:
-        gpu = cfg.infer.use_gpu
-        predicted = make(done).map_batches(
-            Predictor, batch_size=cfg.infer.batch_size, batch_format="numpy",
-            fn_constructor_kwargs={"model": cfg.infer.model, "storage_options": opts,
-                                   "use_gpu": gpu, "pdf_dtype": cfg.infer.pdf_dtype,
-                                   "extras": asdict(extras)},
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.infer.actors),
-            num_gpus=1 if gpu else 0, num_cpus=0.25 if gpu else cfg.infer.cpus_per_actor)
-        partitions = predicted.map_batches(
-            PartitionSink, batch_size=None, batch_format="numpy",
-            fn_constructor_kwargs={"root": cfg.infer.catalog, "storage_options": opts,
-                                   "catalog_schema": cat_schema, "order": summary.order,
-                                   "unit_counts": todo},
-            compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.1)
-        for row in partitions.iter_rows():
-            written += 1
-            for name in flag_counts:
-                flag_counts[name] += int(row[f"flag_{name}"])
-            log(f"partition {row[schema.WORK_UNIT]} written ({row['rows']} rows) "
-                f"[{written}/{len(todo)}]")
-    missing = set(todo) - writer.done_pixels()
-    if missing:
-        raise RuntimeError(f"work units {sorted(missing)[:10]} were not written")
-    totals = writer.finalize()
-    elapsed = time.perf_counter() - started
-    log(f"catalog -> {cfg.infer.catalog}: {totals} in {elapsed:.1f} s")
-    flagged = {name: n for name, n in flag_counts.items() if n}
-    if flagged:
-        log("objects flagged in the partitions written: "
-            + ", ".join(f"{name} {n}" for name, n in flagged.items()))
-    return {"partitions_written": written, "partitions_skipped": len(done),
-            "seconds": elapsed, "flagged": flagged, **totals}
+    return extras, cat_schema
+
+
+def _predict_pass(cfg: RaycatConfig, cutouts, todo: dict[int, int], cat_schema, extras,
+                  order: int):
+    """One streaming pass: Predictor pool -> PartitionSink; yields a row per unit written."""
+    import ray.data
+
+    from raycat.infer import Predictor
+    from raycat.sink import PartitionSink
+
+    opts, gpu = cfg.data.storage_options, cfg.infer.use_gpu
+    predicted = cutouts.map_batches(
+        Predictor, batch_size=cfg.infer.batch_size, batch_format="numpy",
+        fn_constructor_kwargs={"model": cfg.infer.model, "storage_options": opts,
+                               "use_gpu": gpu, "pdf_dtype": cfg.infer.pdf_dtype,
+                               "extras": asdict(extras)},
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.infer.actors),
+        num_gpus=1 if gpu else 0, num_cpus=0.25 if gpu else cfg.infer.cpus_per_actor)
+    partitions = predicted.map_batches(
+        PartitionSink, batch_size=None, batch_format="numpy",
+        fn_constructor_kwargs={"root": cfg.infer.catalog, "storage_options": opts,
+                               "catalog_schema": cat_schema, "order": order,
+                               "unit_counts": todo},
+        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.1)
+    yield from partitions.iter_rows()
+
+
+def _lost_infrastructure(err: BaseException) -> bool:
+    """True for failures a lost node or process causes (worth another pass), false for
+    errors raised by code (a bug, bad input: another pass would fail the same way)."""
+    import ray.exceptions as rex
+
+    while err is not None:
+        if isinstance(err, rex.RayActorError):
+            return not err.actor_init_failed
+        if isinstance(err, (rex.ObjectLostError, rex.NodeDiedError, rex.WorkerCrashedError,
+                            rex.LocalRayletDiedError, rex.RaySystemError)):
+            return True
+        err = err.__cause__
+    return False

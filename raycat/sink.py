@@ -16,7 +16,8 @@ EXTRA_COLUMNS = (schema.Z_SPEC, schema.Z_STD_EPISTEMIC)
 
 
 class PartitionSink:
-    """Ray Data actor: writes complete work units; returns one summary row per unit written."""
+    """Ray Data actor: writes complete work units; returns one row (unit, rows) per unit
+    written. What a partition holds (flag counts included) is in its done marker."""
 
     def __init__(self, root: str, storage_options: dict | None, catalog_schema, order: int,
                  unit_counts: dict[int, int]):
@@ -32,7 +33,7 @@ class PartitionSink:
 
     def __call__(self, batch: dict) -> dict:
         units = np.asarray(batch[schema.WORK_UNIT])
-        written, rows, flagged = [], [], {f.name: [] for f in schema.Flag}
+        written, rows = [], []
         for unit in np.unique(units).tolist():
             part = {k: np.asarray(v)[units == unit] for k, v in batch.items()}
             self.pending.setdefault(unit, []).append(part)
@@ -41,17 +42,14 @@ class PartitionSink:
                 raise RuntimeError(f"work unit {unit}: {have} rows for {self.expected[unit]} "
                                    "objects (rows were duplicated upstream)")
             if have == self.expected[unit]:
-                flags = self._write(unit, self.pending.pop(unit))
+                self._write(unit, self.pending.pop(unit))
                 written.append(unit)
                 rows.append(have)
-                for flag in schema.Flag:
-                    flagged[flag.name].append(int(np.count_nonzero(flags & int(flag))))
         return {schema.WORK_UNIT: np.array(written, dtype=np.int64),
-                "rows": np.array(rows, dtype=np.int64),
-                **{f"flag_{name}": np.array(n, dtype=np.int64) for name, n in flagged.items()}}
+                "rows": np.array(rows, dtype=np.int64)}
 
-    def _write(self, unit: int, parts: list[dict]) -> np.ndarray:
-        """Write one work unit; returns the flags of its rows (for the job summary)."""
+    def _write(self, unit: int, parts: list[dict]) -> None:
+        """Write one work unit as one partition (with its done marker)."""
         from raycat.catalog import partition_table
 
         cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -60,4 +58,3 @@ class PartitionSink:
                                 dec=cat[schema.DEC], flags=cat[schema.FLAGS],
                                 pdf=cat[schema.PDF], extra=extra)
         self.writer.write_partition(unit, table)
-        return np.asarray(table[schema.FLAGS])

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -46,10 +47,15 @@ def store(s3_bucket):
                         "infer": {"model": f"{url}/model", "catalog": f"{url}/catalog"}})
     save_artifact(build_model(cfg.model, 9), cfg.infer.model, ArtifactMeta.from_config(cfg),
                   storage_options=opts)
+    _save_config(cfg, f"{url}/config.yaml", opts)
+    return url, opts, cfg
+
+
+def _save_config(cfg, url, opts):
     import fsspec
-    with fsspec.open(f"{url}/config.yaml", "w", **opts) as f:
+
+    with fsspec.open(url, "w", **opts) as f:
         yaml.safe_dump(cfg.model_dump(mode="json"), f)
-    return url, opts
 
 
 @pytest.fixture
@@ -81,18 +87,83 @@ def test_infer_job_submitted_to_a_cluster_writes_every_id_once_to_s3(store, clus
 
     from raycat.catalog_read import read_catalog_ids
 
-    url, opts = store
+    url, opts, _ = store
     env, address = cluster
     job = _ray(env, "job", "submit", "--address", address, "--working-dir", ".", "--",
                "python", "jobs/infer.py", "--config", f"{url}/config.yaml", timeout=600)
     output = job.stdout + job.stderr
     assert job.returncode == 0 and "succeeded" in output, output[-3000:]
 
-    truth = pd.read_parquet(f"{url}/sky/{schema.TRUTH_FILE}", storage_options=opts)
-    ids = read_catalog_ids(f"{url}/catalog", opts)
-    assert len(ids) == len(set(ids)) == len(truth) and set(ids) == set(truth[schema.ID])
+    _check_every_id_once(url, f"{url}/catalog", opts)
 
     fs = fsspec.filesystem("s3", **opts)
     written = [p for p in fs.find(url.removeprefix("s3://")) if "/sky/" not in p]
     assert SECRET not in output
     assert not [p for p in written if SECRET.encode() in fs.cat_file(p)]
+
+
+def _check_every_id_once(url, catalog, opts):
+    from raycat.catalog_read import read_catalog_ids
+
+    truth = pd.read_parquet(f"{url}/sky/{schema.TRUTH_FILE}", storage_options=opts)
+    ids = read_catalog_ids(catalog, opts)
+    assert len(ids) == len(set(ids)) == len(truth) and set(ids) == set(truth[schema.ID])
+
+
+def _partition_versions(fs, catalog: str) -> dict[str, str]:
+    """ETag of every partition file and done marker: a rewritten object gets a new one."""
+    root = catalog.removeprefix("s3://")
+    fs.invalidate_cache()
+    return {p: info["ETag"] + str(info["LastModified"])
+            for p, info in fs.find(root, detail=True).items()
+            if (p.endswith(".parquet") and "/dataset/Norder=" in p) or p.endswith(".done")}
+
+
+def test_killed_job_resubmitted_resumes_without_recomputing_finished_partitions(store, cluster):
+    """`ray job stop` after a few partitions, then the same job again: it skips what was
+    finished (those objects on S3 are untouched) and ends with every id exactly once."""
+    import fsspec
+
+    url, opts, cfg = store
+    env, address = cluster
+    cfg = cfg.model_copy(deep=True)  # slower inference, finer partitions: a job worth killing
+    cfg.cutouts.healpix_order = 13
+    cfg.infer.catalog = f"{url}/catalog-killed"
+    cfg.infer.batch_size, cfg.infer.attributions = 8, "bands"
+    cfg.infer.attribution_method, cfg.infer.attribution_permutations = "sampled", 64
+    _save_config(cfg, f"{url}/config-killed.yaml", opts)
+    submit = ("job", "submit", "--address", address, "--working-dir", ".")
+    command = ("--", "python", "jobs/infer.py", "--config", f"{url}/config-killed.yaml")
+    first = _ray(env, *submit, "--no-wait", "--submission-id", "raycat-killed", *command)
+    assert first.returncode == 0, first.stderr[-2000:]
+
+    fs = fsspec.filesystem("s3", **opts)
+    markers = f"{cfg.infer.catalog.removeprefix('s3://')}/{schema.DONE_DIR}"
+    deadline = time.monotonic() + 300
+    while not (fs.invalidate_cache() or fs.exists(markers)) or len(fs.ls(markers)) < 2:
+        assert time.monotonic() < deadline, "the first job wrote no partitions"
+        time.sleep(0.5)
+    stop = _ray(env, "job", "stop", "--address", address, "raycat-killed")
+    assert stop.returncode == 0, stop.stderr[-2000:]
+    finished = _partition_versions(fs, cfg.infer.catalog)
+    n_done = sum(p.endswith(".done") for p in finished)
+    total = len(_plan_units(cfg, opts))
+    assert 2 <= n_done < total, "the job must be stopped part way"
+
+    second = _ray(env, *submit, *command, timeout=600)
+    output = second.stdout + second.stderr
+    assert second.returncode == 0 and "succeeded" in output, output[-3000:]
+    assert f"({n_done} already done)" in output  # nothing finished was planned again
+    after = _partition_versions(fs, cfg.infer.catalog)
+    assert all(after[p] == v for p, v in finished.items())  # nor rewritten
+    _check_every_id_once(url, cfg.infer.catalog, opts)
+    assert SECRET not in output + first.stdout + first.stderr
+
+
+def _plan_units(cfg, opts) -> set[int]:
+    """Work units of the objects at the config's order (without Ray)."""
+    from raycat.manifest import spatial_index, work_units
+
+    truth = pd.read_parquet(f"{cfg.data.store}/{schema.TRUTH_FILE}", storage_options=opts)
+    cells = spatial_index(truth[schema.RA].to_numpy(), truth[schema.DEC].to_numpy())
+    return set(work_units(cells, cfg.cutouts.healpix_order).tolist())
