@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
-from raycat.surveys import SURVEYS, get_band
+from raycat.surveys import ALL_SURVEYS, get_band
 
 if TYPE_CHECKING:
     import torch
@@ -39,20 +39,20 @@ def players_for(bands: Sequence[str], kind: Literal["bands", "surveys"]
     """Player names and the input channels of each player, for ``bands`` in channel order.
 
     ``bands``: one player per band. ``surveys``: one player per survey with at least one
-    of the bands, in :data:`raycat.surveys.SURVEYS` order. Unknown bands raise RaycatError.
+    of the bands, in :data:`raycat.surveys.ALL_SURVEYS` order, then surveys defined in the
+    config in channel order. Unknown bands raise RaycatError.
     """
-    bands = [get_band(name).name for name in bands]
+    infos = [get_band(name) for name in bands]
     if kind == "bands":
-        return list(bands), [[i] for i in range(len(bands))]
+        return [b.name for b in infos], [[i] for i in range(len(infos))]
     if kind != "surveys":
         raise ValueError(f"unknown attribution players {kind!r}; use 'bands' or 'surveys'")
-    names, groups = [], []
-    for survey in SURVEYS.values():
-        channels = [i for i, name in enumerate(bands) if name in survey.bands]
-        if channels:
-            names.append(survey.name)
-            groups.append(channels)
-    return names, groups
+    groups: dict[str, list[int]] = {}
+    for channel, info in enumerate(infos):
+        groups.setdefault(info.survey, []).append(channel)
+    known = list(ALL_SURVEYS)
+    names = sorted(groups, key=lambda s: known.index(s) if s in known else len(known))
+    return names, [groups[name] for name in names]
 
 
 def absent_baseline(x: torch.Tensor, kind: Literal["zero", "noise"] = "zero",

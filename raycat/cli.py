@@ -248,7 +248,24 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_cmd_index)
 
 
-COMMANDS = [_add_simulate, _add_stages, _add_evaluate, _add_report, _add_demo, _add_index]
+def _cmd_crosscheck(args: argparse.Namespace) -> int:
+    from raycat.crosscheck import main as crosscheck
+
+    return crosscheck(args.arguments, prog="raycat crosscheck")
+
+
+def _add_crosscheck(sub: argparse._SubParsersAction) -> None:
+    # the check owns its options (raycat.crosscheck.build_parser); '+' as the only prefix
+    # hands every argument, --help included, to it unparsed
+    p = sub.add_parser("crosscheck", add_help=False, prefix_chars="+",
+                       help="cross-survey consistency check of one field: positions and AB "
+                       "fluxes of bright sources against a reference survey")
+    p.add_argument("arguments", nargs="*", help="see `raycat crosscheck --help`")
+    p.set_defaults(run=_cmd_crosscheck)
+
+
+COMMANDS = [_add_simulate, _add_stages, _add_evaluate, _add_report, _add_demo, _add_index,
+            _add_crosscheck]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -359,9 +359,9 @@ def _band_file(text: str) -> tuple[str, str]:
     return band, path
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m raycat.crosscheck") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m raycat.crosscheck",
+        prog=prog,
         description="Cross-survey consistency check of one field: detect bright sources in "
         "every image, match them to the reference survey's, and report the astrometric offset "
         "and colour-corrected flux ratio per band as JSON. Exit status 0 when every image "
@@ -384,9 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m raycat.crosscheck") -> int:
     """Run the field check and print the JSON report; see ``build_parser``."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     cfg = CrossCheckConfig(max_offset_arcsec=args.max_offset,
                            match_radius_arcsec=args.match_radius, min_matches=args.min_matches,
                            min_snr=args.min_snr, max_flux_deviation=None

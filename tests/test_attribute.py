@@ -80,6 +80,8 @@ def test_players_surveys_group_channels_in_input_order():
     assert groups == [[0, 1], [2, 3, 4, 5, 6], [7, 8]]
     names, groups = players_for(["unwise_w1", "ps1_g", "unwise_w2"], "surveys")
     assert names == ["ps1", "unwise"] and groups == [[1], [0, 2]]
+    names, groups = players_for(["sdss_r", "ps1_r", "sdss_g"], "surveys")  # real-data bands
+    assert names == ["ps1", "sdss"] and groups == [[1], [0, 2]]
 
 
 def test_players_reject_unknown_band_and_kind():
