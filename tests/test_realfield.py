@@ -28,33 +28,13 @@ pytestmark = pytest.mark.skipif(not (REALDATA / "ps1" / "PS1_r.fits").exists(),
 
 
 def index_row(band: str, uri: str) -> dict:
-    """A tile index row from the file's own header (footprint columns as the mock sky's)."""
-    import warnings
-
+    """A tile index row from the file's own header (as ``raycat index`` writes them)."""
     from astropy.io import fits
-    from astropy.utils.exceptions import AstropyWarning
-    from astropy.wcs import WCS
+
+    from raycat.footprint import index_row as footprint_row
 
     header = fits.getheader(REALDATA / uri)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AstropyWarning)
-        wcs = WCS(header, naxis=2)
-    nx, ny = header["NAXIS1"], header["NAXIS2"]
-    corners = wcs.pixel_to_world_values([-0.5, nx - 0.5, nx - 0.5, -0.5],
-                                        [-0.5, -0.5, ny - 0.5, ny - 0.5])
-    ra, dec = wcs.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2)
-    wcs_header = wcs.to_header()
-    wcs_header["NAXIS1"], wcs_header["NAXIS2"] = nx, ny
-    radius = np.max(np.hypot((corners[0] - ra) * np.cos(np.radians(dec)), corners[1] - dec))
-    north = wcs.pixel_to_world_values((nx - 1) / 2, ny - 1.0)
-    rotation = np.degrees(np.arctan2(-(north[0] - ra) * np.cos(np.radians(dec)), north[1] - dec))
-    return {schema.TILE_SURVEY: band.split("_")[0], schema.TILE_BAND: band,
-            schema.TILE_NAME: Path(uri).stem, schema.TILE_URI: uri,
-            schema.TILE_NAXIS1: nx, schema.TILE_NAXIS2: ny, schema.TILE_RA: float(ra),
-            schema.TILE_DEC: float(dec), schema.TILE_RADIUS: float(radius),
-            schema.TILE_CORNERS_RA: list(corners[0]), schema.TILE_CORNERS_DEC: list(corners[1]),
-            schema.TILE_ROTATION: float(rotation) % 360.0,
-            schema.TILE_WCS: wcs_header.tostring()}
+    return footprint_row(band.split("_")[0], band, Path(uri).stem, uri, header)
 
 
 @pytest.fixture(scope="module")
