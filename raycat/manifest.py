@@ -183,14 +183,17 @@ class Manifest:
     def rows(self, skip_units: set[int] | frozenset = frozenset()):
         """The object rows sorted by work unit, leaving out ``skip_units`` (finished ones).
 
-        The sort runs to completion here (the rows are small: ids, positions, tile names,
+        Sorting by ``_healpix_29`` sorts by work unit (a unit is a prefix of it) and also
+        orders each unit along the HEALPix curve: a batch then holds neighbours on a few
+        tiles, so the cutout actors' tile cache is hit instead of re-reading every tile of
+        the unit for every batch. The sort runs to completion here (the rows are small: ids, positions, tile names,
         spilled to disk by Ray when large) so that its whole-CPU shuffle tasks never wait
         behind the actor pools of the stages that follow.
         """
         ds = self.objects.map_batches(_with_work_unit, batch_format="pandas",
                                       fn_kwargs={"order": self.order,
                                                  "skip": sorted(skip_units)})
-        sorted_rows = ds.sort(schema.WORK_UNIT)
+        sorted_rows = ds.sort(schema.HEALPIX_29)
         return sorted_rows.repartition(target_num_rows_per_block=ROWS_PER_BLOCK).materialize()
 
 
