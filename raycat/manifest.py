@@ -27,6 +27,12 @@ HISTOGRAM_ORDER = 9  # 47 arcmin^2 pixels: fine enough to size units, coarse eno
 # Rows per block handed to the cutout stage. Ray Data streams block by block: a block the
 # size of the whole sort output would make each stage wait for the previous one to finish.
 ROWS_PER_BLOCK = 256
+# Object lists this small are planned in the driver: Ray Data's per-stage start-up (an
+# assigner actor importing astropy, a group-by shuffle for the duplicate check) costs
+# seconds, far more than planning a few hundred thousand rows in one process. Larger lists
+# stream through Ray Data and are never held in one process.
+DRIVER_PLAN_MAX_BYTES = 16 * 2**20  # object-list files, read whole into the driver
+DRIVER_PLAN_MAX_ROWS = 250_000  # ~100 MB of planned rows (positions and 9 tile names)
 
 
 # --- tile index ---------------------------------------------------------------------------
@@ -171,6 +177,7 @@ class Manifest:
     order: int  # HEALPix order of the work units (= catalog partitions)
     unit_counts: dict[int, int]  # objects per work unit
     bands: list[str]
+    frame: pd.DataFrame | None = None  # the same rows, when planned in the driver
 
     @property
     def n_objects(self) -> int:
@@ -186,10 +193,17 @@ class Manifest:
         Sorting by ``_healpix_29`` sorts by work unit (a unit is a prefix of it) and also
         orders each unit along the HEALPix curve: a batch then holds neighbours on a few
         tiles, so the cutout actors' tile cache is hit instead of re-reading every tile of
-        the unit for every batch. The sort runs to completion here (the rows are small: ids, positions, tile names,
-        spilled to disk by Ray when large) so that its whole-CPU shuffle tasks never wait
-        behind the actor pools of the stages that follow.
+        the unit for every batch. The sort runs to completion here (the rows are small:
+        ids, positions, tile names, spilled to disk by Ray when large) so that its whole-CPU
+        shuffle tasks never wait behind the actor pools of the stages that follow; a list
+        planned in the driver is sorted there (a shuffle's tasks take seconds to start).
         """
+        if self.frame is not None:
+            rows = _with_work_unit(self.frame.copy(), self.order, sorted(skip_units))
+            rows = rows.sort_values(schema.HEALPIX_29, kind="stable").reset_index(drop=True)
+            blocks = [rows.iloc[start:start + ROWS_PER_BLOCK]
+                      for start in range(0, len(rows), ROWS_PER_BLOCK)]
+            return _ray_data().from_pandas(blocks or [rows])
         ds = self.objects.map_batches(_with_work_unit, batch_format="pandas",
                                       fn_kwargs={"order": self.order,
                                                  "skip": sorted(skip_units)})
@@ -256,9 +270,14 @@ def _keep_one(group: pd.DataFrame) -> pd.DataFrame:
 
 def _histogram(ds, order: int) -> Counter:
     """Objects per HEALPix pixel at ``order``, aggregated on the driver pixel by pixel."""
+    batches = ds.select_columns([schema.HEALPIX_29]).iter_batches(batch_format="numpy")
+    return _count_pixels((batch[schema.HEALPIX_29] for batch in batches), order)
+
+
+def _count_pixels(healpix_29_batches, order: int) -> Counter:
     counts: Counter = Counter()
-    for batch in ds.select_columns([schema.HEALPIX_29]).iter_batches(batch_format="numpy"):
-        pixels, n = np.unique(work_units(batch[schema.HEALPIX_29], order), return_counts=True)
+    for healpix_29 in healpix_29_batches:
+        pixels, n = np.unique(work_units(healpix_29, order), return_counts=True)
         counts.update(dict(zip(pixels.tolist(), n.tolist())))
     return counts
 
@@ -268,27 +287,20 @@ def plan(cfg: RaycatConfig, assign_cpus: float = 0.25) -> Manifest:
 
     The object list is read once, given its tiles and materialised in Ray's object store
     (spilled to disk when large); the duplicate check and the density histogram that sizes
-    the work units then run on those rows without reading the files again.
+    the work units then run on those rows without reading the files again. A small list
+    (``DRIVER_PLAN_MAX_BYTES``, ``DRIVER_PLAN_MAX_ROWS``) is planned in the driver instead.
     """
-    import ray.data
-
-    from raycat.objects import read_objects
-
     bands = cfg.cutouts.bands
     index = load_tile_index(cfg.data, bands)
-    objects = read_objects(cfg.data).map_batches(
-        TileAssigner, fn_constructor_kwargs={"index": index, "bands": bands},
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1), num_cpus=assign_cpus,
-        batch_format="pandas").materialize()
-    repeated = duplicate_ids(objects)
-    if repeated and cfg.data.duplicate_ids == "error":
-        raise RaycatError(f"duplicate object ids: {', '.join(map(str, repeated))}"
-                          " (set data.duplicate_ids: keep_one to keep each once)")
-    if repeated:
-        objects = objects.groupby(schema.ID).map_groups(
-            _keep_one, batch_format="pandas").materialize()
     fine_order = max(HISTOGRAM_ORDER, cfg.cutouts.healpix_order or 0)
-    histogram = _histogram(objects, fine_order)
+    frame = _small_object_list(cfg.data)
+    if frame is not None:
+        frame = _plan_in_driver(frame, index, bands, cfg.data.duplicate_ids)
+        objects = _ray_data().from_pandas(frame)
+        histogram = _count_pixels([frame[schema.HEALPIX_29].to_numpy()], fine_order)
+    else:
+        objects = _plan_on_ray(cfg, index, bands, assign_cpus)
+        histogram = _histogram(objects, fine_order)
     if not histogram:
         raise RaycatError("the object list is empty")
     order = cfg.cutouts.healpix_order
@@ -297,4 +309,62 @@ def plan(cfg: RaycatConfig, assign_cpus: float = 0.25) -> Manifest:
     unit_counts: Counter = Counter()
     for pixel, count in histogram.items():
         unit_counts[pixel >> (2 * (fine_order - order))] += count
-    return Manifest(objects, order, dict(unit_counts), bands)
+    return Manifest(objects, order, dict(unit_counts), bands, frame)
+
+
+def _plan_on_ray(cfg: RaycatConfig, index: pd.DataFrame, bands: list[str], assign_cpus: float):
+    """Tiles and duplicate handling streamed through Ray Data (a materialised dataset)."""
+    import ray.data
+
+    from raycat.objects import read_objects
+
+    objects = read_objects(cfg.data).map_batches(
+        TileAssigner, fn_constructor_kwargs={"index": index, "bands": bands},
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1), num_cpus=assign_cpus,
+        batch_format="pandas").materialize()
+    repeated = duplicate_ids(objects)
+    if repeated and cfg.data.duplicate_ids == "error":
+        raise _duplicates_error(repeated)
+    if repeated:
+        objects = objects.groupby(schema.ID).map_groups(
+            _keep_one, batch_format="pandas").materialize()
+    return objects
+
+
+def _small_object_list(data: DataConfig) -> pd.DataFrame | None:
+    """The canonical object rows when the list is small enough to plan in the driver."""
+    from raycat.objects import objects_url, read_small_objects
+
+    fs, path = filesystem(objects_url(data), data.storage_options)
+    if not fs.exists(path) or fs.du(path) > DRIVER_PLAN_MAX_BYTES:
+        return None  # a missing list is reported by read_objects on the Ray path
+    frame = read_small_objects(data)
+    return frame if len(frame) <= DRIVER_PLAN_MAX_ROWS else None
+
+
+def _plan_in_driver(frame: pd.DataFrame, index: pd.DataFrame, bands: list[str],
+                    duplicates: str):
+    """The rows ``_plan_on_ray`` makes, for a small list held in the driver."""
+    frame = TileAssigner(index, bands)(frame.reset_index(drop=True))
+    ids = frame[schema.ID]
+    repeated = np.unique(ids[ids.duplicated()].to_numpy())
+    if len(repeated) and duplicates == "error":
+        raise _duplicates_error(repeated[:10].tolist())
+    if len(repeated):  # as _keep_one: the first by (ra, dec), flagged
+        dup = ids.duplicated(keep=False).to_numpy()
+        flag = np.where(dup, int(schema.Flag.DUPLICATE_ID), 0)
+        frame[schema.FLAGS] = (frame[schema.FLAGS].to_numpy() | flag).astype(np.int32)
+        frame = frame.sort_values([schema.ID, schema.RA, schema.DEC], kind="stable")
+        frame = frame.drop_duplicates(schema.ID, keep="first").reset_index(drop=True)
+    return frame
+
+
+def _ray_data():
+    import ray.data
+
+    return ray.data
+
+
+def _duplicates_error(repeated: list[int]) -> RaycatError:
+    return RaycatError(f"duplicate object ids: {', '.join(map(str, repeated))}"
+                       " (set data.duplicate_ids: keep_one to keep each once)")

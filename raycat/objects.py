@@ -55,6 +55,24 @@ def read_objects(data: DataConfig):
     return ds.map_batches(_canonical, fn_kwargs={"mapping": mapping}, batch_format="pandas")
 
 
+def read_small_objects(data: DataConfig) -> pd.DataFrame:
+    """The whole object list in this process, canonical columns: for lists small enough to
+    plan in the driver (Ray Data's read tasks would cost more to start than to read).
+    A Parquet file is read here directly; other forms go through ``read_objects``."""
+    import pyarrow.parquet as pq
+
+    url = objects_url(data)
+    fs, path = filesystem(url, data.storage_options)
+    if not url.lower().endswith(PARQUET_SUFFIXES) or not fs.isfile(path):
+        return read_objects(data).to_pandas()
+    mapping = column_map(data)
+    with fs.open(path, "rb") as f:
+        table = pq.ParquetFile(f)
+        _check_columns(table.schema_arrow.names, mapping, url)
+        frame = table.read(columns=list(mapping)).to_pandas()
+    return _canonical(frame, mapping)
+
+
 def _read_fits_table(url: str, storage_options: dict) -> pd.DataFrame:
     from astropy.table import Table
 

@@ -95,9 +95,19 @@ def _config(tmp_path, **data):
                          "cutouts": {"healpix_order": 13}})  # ~25" units: several here
 
 
+@pytest.fixture(params=["driver", "ray"])
+def planned_in(request, monkeypatch):
+    """Plan small lists in the driver (the default) or force the streaming Ray Data path."""
+    from raycat import manifest
+
+    if request.param == "ray":
+        monkeypatch.setattr(manifest, "DRIVER_PLAN_MAX_BYTES", -1)
+    return request.param
+
+
 @pytest.mark.slow
 def test_plan_gives_every_object_once_with_tiles_and_flags(tmp_path, index, ray_local,
-                                                          monkeypatch):
+                                                          monkeypatch, planned_in):
     from raycat import manifest, surveys
 
     monkeypatch.setattr(manifest, "load_tile_index", lambda data, bands: index)
@@ -119,7 +129,8 @@ def test_plan_gives_every_object_once_with_tiles_and_flags(tmp_path, index, ray_
 
 
 @pytest.mark.slow
-def test_duplicate_ids_are_named_or_kept_once(tmp_path, index, ray_local, monkeypatch):
+def test_duplicate_ids_are_named_or_kept_once(tmp_path, index, ray_local, monkeypatch,
+                                              planned_in):
     from raycat import manifest
 
     monkeypatch.setattr(manifest, "load_tile_index", lambda data, bands: index)
@@ -141,7 +152,7 @@ def test_object_lists_in_any_format_get_canonical_columns(tmp_path, ray_local, s
     from astropy.table import Table
 
     from raycat.config import DataConfig
-    from raycat.objects import read_objects
+    from raycat.objects import read_objects, read_small_objects
 
     table = Table({"OBJID": [5, 6, 7], "RAdeg": [10.0, 10.1, 10.2], "DEdeg": [-5.0, -5.1, -5.2],
                    "ZSPEC": [0.1, 0.2, 0.3]})
@@ -149,10 +160,14 @@ def test_object_lists_in_any_format_get_canonical_columns(tmp_path, ray_local, s
     table.write(path, format={"csv": "ascii.csv", "fits": "fits", "parquet": "parquet"}[suffix])
     data = DataConfig(store=str(tmp_path), objects=path.name, id_column="OBJID",
                       ra_column="RAdeg", dec_column="DEdeg", z_column="ZSPEC")
-    rows = read_objects(data).to_pandas().sort_values(schema.ID)
-    assert list(rows.columns) == [schema.ID, schema.RA, schema.DEC, schema.Z_SPEC]
-    assert rows[schema.ID].tolist() == [5, 6, 7] and rows[schema.Z_SPEC].tolist() == [0.1, 0.2, 0.3]
-    with pytest.raises(RaycatError, match="no column"):
-        read_objects(data.model_copy(update={"ra_column": "RA"}))
+    for reader in (lambda d: read_objects(d).to_pandas(), read_small_objects):
+        rows = reader(data).sort_values(schema.ID)
+        assert list(rows.columns) == [schema.ID, schema.RA, schema.DEC, schema.Z_SPEC]
+        assert rows[schema.ID].tolist() == [5, 6, 7]
+        assert rows[schema.Z_SPEC].tolist() == [0.1, 0.2, 0.3]
+        assert pd.api.types.is_integer_dtype(rows[schema.ID])
+        assert pd.api.types.is_float_dtype(rows[schema.RA])
+        with pytest.raises(RaycatError, match="no column"):
+            reader(data.model_copy(update={"ra_column": "RA"}))
     with pytest.raises(RaycatError, match="not found"):
         read_objects(data.model_copy(update={"objects": "missing.csv"}))
