@@ -40,6 +40,14 @@ def demo_like_config(root: Path, **sections) -> RaycatConfig:
     return parse_config(base)
 
 
+def save_random_model(cfg: RaycatConfig) -> None:
+    """A model artifact with random weights (speed does not depend on them)."""
+    from raycat.model import ArtifactMeta, build_model, save_artifact
+
+    model = build_model(cfg.model, len(cfg.cutouts.bands))
+    save_artifact(model, cfg.infer.model, ArtifactMeta.from_config(cfg))
+
+
 class PeakTreeRSS:
     """Samples the summed RSS of this process and all its descendants every 0.2 s."""
 

@@ -50,7 +50,8 @@ def _ensure_ray() -> None:
     from raycat.runtime import configure_data_context
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+        # address="local": always a fresh embedded Ray, even if another cluster runs here
+        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
         configure_data_context()
 
 
