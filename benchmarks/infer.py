@@ -18,14 +18,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ray_common import PeakTreeRSS, demo_like_config, sky_workspace  # noqa: E402
-
-
-def save_random_model(cfg) -> None:
-    from raycat.model import ArtifactMeta, build_model, save_artifact
-
-    model = build_model(cfg.model, len(cfg.cutouts.bands))
-    save_artifact(model, cfg.infer.model, ArtifactMeta.from_config(cfg))
+from ray_common import (PeakTreeRSS, demo_like_config, save_random_model,  # noqa: E402
+                        sky_workspace)
 
 
 def model_only_rate(cfg, n: int) -> float:
