@@ -8,7 +8,6 @@ that raycat's conventions make the two surveys agree, and that a broken WCS is c
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,8 @@ import pytest
 from raycat.crosscheck import (COLOUR_TERMS, CrossCheckConfig, SurveyImage, check_field,
                                check_pair, main, match_sources, read_image)
 from raycat.detect import DetectConfig, detect, forced_photometry, robust_stats
+from realdata import REALDATA
 
-REALDATA = Path(os.environ.get("RAYCAT_REALDATA",
-                               Path(__file__).resolve().parents[2] / "shared" / "realdata"))
 BANDS = "griz"
 
 

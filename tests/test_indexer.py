@@ -15,8 +15,9 @@ from raycat.cli import main
 from raycat.indexer import build_index, header_rows, list_files
 from raycat.mock_tiles import TileGeometry
 from raycat.store import open_store
+from realdata import REALDATA
 
-UNWISE = "/work/shared/realdata/unwise"
+UNWISE = str(REALDATA / "unwise")
 
 
 def _tile(name: str, ra: float, rotation: float = 0.0, n: int = 400) -> TileGeometry:

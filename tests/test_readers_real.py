@@ -18,8 +18,9 @@ from raycat.config import CutoutConfig
 from raycat.cutouts import cutout_batch, tile_info
 from raycat.store import open_store
 from raycat.surveys import ps1_asinh_to_linear
+from realdata import REALDATA
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "realdata"
+REAL = REALDATA
 SDSS_FRAME = "sdss/frame-r-001000-1-0100.fits.bz2"
 
 

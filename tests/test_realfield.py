@@ -8,7 +8,6 @@ SDSS r channels of bright objects look alike.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,8 @@ import pandas as pd
 import pytest
 
 from raycat import schema
+from realdata import REALDATA
 
-REALDATA = Path(os.environ.get("RAYCAT_REALDATA",
-                               Path(__file__).resolve().parents[2] / "shared" / "realdata"))
 FILES = {**{f"ps1_{b}": f"ps1/PS1_{b}.fits" for b in "griz"},
          **{f"sdss_{b}": f"sdss/SDSS_{b}_wcsfixed.fits" for b in "griz"}}
 SIZE_PX, SCALE = 32, 0.5  # cutouts of 16": objects within ~8" of the PS1 border hit its edge

@@ -10,8 +10,9 @@ from raycat import schema
 from raycat.errors import RaycatError
 from raycat.footprint import celestial_wcs
 from raycat.tiling import PS1Tiling, UnwiseTiling, index_rows
+from realdata import REALDATA
 
-REAL = "/work/shared/realdata"
+REAL = str(REALDATA)
 
 
 @pytest.fixture(scope="module")
