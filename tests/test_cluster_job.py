@@ -4,6 +4,7 @@ tiles, model and config in an S3 server on 127.0.0.1, the inference job sent wit
 AWS chain, endpoint included) and must appear in no log, config or catalog file."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -111,12 +112,33 @@ def _check_every_id_once(url, catalog, opts):
 
 
 def _partition_versions(fs, catalog: str) -> dict[str, str]:
-    """ETag of every partition file and done marker: a rewritten object gets a new one."""
+    """ETag of every finished partition (one with a done marker) and of its marker: a
+    rewritten object gets a new one. A partition without its marker is not finished."""
     root = catalog.removeprefix("s3://")
     fs.invalidate_cache()
-    return {p: info["ETag"] + str(info["LastModified"])
-            for p, info in fs.find(root, detail=True).items()
-            if (p.endswith(".parquet") and "/dataset/Norder=" in p) or p.endswith(".done")}
+    found = fs.find(root, detail=True)
+    done = {p.rsplit("/", 1)[1].removesuffix(".done") for p in found if p.endswith(".done")}
+
+    def finished(path: str) -> bool:
+        if path.endswith(".done"):
+            return True
+        order, npix = re.search(r"Norder=(\d+)/Dir=\d+/Npix=(\d+)\.parquet$", path).groups()
+        return f"Norder={order}_Npix={npix}" in done
+    return {p: info["ETag"] + str(info["LastModified"]) for p, info in found.items()
+            if (p.endswith(".parquet") and "/dataset/Norder=" in p or p.endswith(".done"))
+            and finished(p)}
+
+
+def _settled_versions(fs, catalog: str) -> dict[str, str]:
+    """The finished partitions once no more appear (a stopped job's actors die shortly after
+    its driver, and may finish a write in between)."""
+    versions = _partition_versions(fs, catalog)
+    while True:
+        time.sleep(2.0)
+        again = _partition_versions(fs, catalog)
+        if again == versions:
+            return versions
+        versions = again
 
 
 def test_killed_job_resubmitted_resumes_without_recomputing_finished_partitions(store, cluster):
@@ -126,11 +148,17 @@ def test_killed_job_resubmitted_resumes_without_recomputing_finished_partitions(
 
     url, opts, cfg = store
     env, address = cluster
-    cfg = cfg.model_copy(deep=True)  # slower inference, finer partitions: a job worth killing
-    cfg.cutouts.healpix_order = 13
-    cfg.infer.catalog = f"{url}/catalog-killed"
-    cfg.infer.batch_size, cfg.infer.attributions = 8, "bands"
-    cfg.infer.attribution_method, cfg.infer.attribution_permutations = "sampled", 64
+    from raycat.model import ArtifactMeta, build_model, save_artifact
+
+    # a job worth killing: the production ResNet50 with sampled band attributions (66
+    # forward passes per object), in small batches and fine partitions
+    cfg = cfg.model_copy(deep=True)
+    cfg.model.arch, cfg.cutouts.healpix_order = "resnet50", 13
+    cfg.infer.model, cfg.infer.catalog = f"{url}/model-resnet50", f"{url}/catalog-killed"
+    cfg.infer.batch_size, cfg.infer.attributions = 4, "bands"
+    cfg.infer.attribution_method, cfg.infer.attribution_permutations = "sampled", 8
+    save_artifact(build_model(cfg.model, 9), cfg.infer.model, ArtifactMeta.from_config(cfg),
+                  storage_options=opts)
     _save_config(cfg, f"{url}/config-killed.yaml", opts)
     submit = ("job", "submit", "--address", address, "--working-dir", ".")
     command = ("--", "python", "jobs/infer.py", "--config", f"{url}/config-killed.yaml")
@@ -140,15 +168,15 @@ def test_killed_job_resubmitted_resumes_without_recomputing_finished_partitions(
     fs = fsspec.filesystem("s3", **opts)
     markers = f"{cfg.infer.catalog.removeprefix('s3://')}/{schema.DONE_DIR}"
     deadline = time.monotonic() + 300
-    while not (fs.invalidate_cache() or fs.exists(markers)) or len(fs.ls(markers)) < 2:
+    while not (fs.invalidate_cache() or fs.exists(markers)) or len(fs.ls(markers)) < 1:
         assert time.monotonic() < deadline, "the first job wrote no partitions"
-        time.sleep(0.5)
+        time.sleep(0.1)
     stop = _ray(env, "job", "stop", "--address", address, "raycat-killed")
     assert stop.returncode == 0, stop.stderr[-2000:]
-    finished = _partition_versions(fs, cfg.infer.catalog)
+    finished = _settled_versions(fs, cfg.infer.catalog)
     n_done = sum(p.endswith(".done") for p in finished)
     total = len(_plan_units(cfg, opts))
-    assert 2 <= n_done < total, "the job must be stopped part way"
+    assert 1 <= n_done < total, "the job must be stopped part way"
 
     second = _ray(env, *submit, *command, timeout=600)
     output = second.stdout + second.stderr
