@@ -240,7 +240,8 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
                    "holds '/'; default '*.fits*')")
     p.add_argument("--band-from", default=None, metavar="KEYWORD|REGEX",
                    help="header keyword holding the band (FILTER), or a regex over the path "
-                   "whose group 'band' is the band (default: BAND, then FILTER keyword)")
+                   "whose group 'band' is the band (default: BAND, then FILTER keyword); write "
+                   "a regex that starts with '-' as --band-from=REGEX")
     p.add_argument("--survey", default=None, help="survey name for every row (default: the "
                    "band's prefix, as in ps1_g)")
     p.add_argument("--storage-options", default=None, metavar="JSON",

@@ -85,6 +85,8 @@ class SurveyConfig(StrictSection):
                                          "0 turns the limit off.")
     mask_bits: int | None = Field(None, ge=0, description="Pixels of the `mask` companion with "
                                   "any of these bits set are not data; 0 ignores the mask.")
+    invvar_nodata: bool | None = Field(None, description="Pixels whose `invvar` companion is "
+                                       "0 (no exposure) are not data.")
     companions: list[CompanionConfig] | None = Field(None, description="Companion files "
                                                      "(mask, inverse variance).")
     calibration: CalibrationConfig | None = Field(None, description="Calibration of every "
@@ -102,6 +104,8 @@ def _layout(cfg: SurveyConfig, base: ReadLayout) -> ReadLayout:
         changes["fov_radius_deg"] = cfg.fov_radius_deg or None
     if cfg.mask_bits is not None:
         changes["mask_bits"] = cfg.mask_bits
+    if cfg.invvar_nodata is not None:
+        changes["invvar_nodata"] = cfg.invvar_nodata
     if cfg.companions is not None:
         changes["companions"] = tuple(Companion(c.kind, c.pattern, c.replacement)
                                       for c in cfg.companions)

@@ -145,12 +145,16 @@ class ReadLayout:
     PS1 ext 1); an index forces one. ``fov_radius_deg``: pixels farther than this from the image
     centre are not data (GALEX's circular detector). ``mask_bits``: pixels of the "mask"
     companion with any of these bits set are not data (0: do not read the mask).
+    ``invvar_nodata``: pixels whose "invvar" companion is 0 (no exposure: unWISE's
+    inverse-variance maps) are not data. Both companions cost one more read per tile, so
+    they are off unless asked for.
     """
 
     image_hdu: int | None = None
     companions: tuple[Companion, ...] = ()
     fov_radius_deg: float | None = None
     mask_bits: int = 0
+    invvar_nodata: bool = False
 
     def companion(self, kind: str, image_uri: str) -> str | None:
         """URI of the ``kind`` companion of ``image_uri``; None when the survey has none."""

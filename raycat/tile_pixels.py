@@ -3,8 +3,9 @@
 The store reads bytes and decodes FITS; what the values *mean* is the band's business
 (``raycat.surveys.Band``): PS1 raw stacks must be decompressed from asinh values before any
 arithmetic, GALEX tiles are squares around a round detector (corners are not data), unWISE
-has a per-tile mask companion. Pixels that are not data become NaN, so the cutout engine flags
-them (NAN_PIXELS / EDGE) exactly as it does for NaNs in the file itself.
+has a per-tile mask and per-image inverse-variance companions. Pixels that are not data
+become NaN, so the cutout engine flags them (NAN_PIXELS / EDGE) exactly as it does for NaNs
+in the file itself.
 """
 
 from __future__ import annotations
@@ -32,14 +33,21 @@ def read_pixels(store, uri: str, band: Band, layout: TileLayout, native_scale: f
     else:
         pixels, _ = store.read_section(uri, *box, hdu=hdu)
     pixels = np.asarray(band.calibration.linearise(pixels, layout.header), dtype=np.float32)
-    if (band.layout.fov_radius_deg or band.layout.mask_bits) and not pixels.flags.writeable:
+    rules = band.layout
+    if (rules.fov_radius_deg or rules.mask_bits or rules.invvar_nodata) \
+            and not pixels.flags.writeable:
         pixels = pixels.copy()  # masks are applied in place; no copy on the common path
     origin = (0, 0) if box is None else (box[0], box[2])
-    if band.layout.fov_radius_deg:
-        radius_px = band.layout.fov_radius_deg * 3600.0 / native_scale
+    if rules.fov_radius_deg:
+        radius_px = rules.fov_radius_deg * 3600.0 / native_scale
         pixels[outside_circle(pixels.shape, origin, layout.shape, radius_px)] = np.nan
-    if band.layout.mask_bits:
-        _apply_mask_companion(pixels, store, uri, band, box)
+    if rules.mask_bits:
+        _apply_companion(pixels, store, uri, band, box, "mask",
+                         lambda mask: (np.nan_to_num(mask).astype(np.int64)
+                                       & rules.mask_bits) != 0)
+    if rules.invvar_nodata:
+        _apply_companion(pixels, store, uri, band, box, "invvar",
+                         lambda invvar: ~(np.nan_to_num(invvar) > 0))
     return pixels
 
 
@@ -53,23 +61,24 @@ def outside_circle(shape: tuple[int, int], origin: tuple[int, int],
     return y**2 + x**2 > radius_px**2
 
 
-def _apply_mask_companion(pixels: np.ndarray, store, uri: str, band: Band,
-                          box: Box | None) -> None:
-    """NaN the pixels the mask companion flags with ``mask_bits``; the mask is optional:
-    a tile without one (or an unreadable one) keeps its pixels, with a warning."""
+def _apply_companion(pixels: np.ndarray, store, uri: str, band: Band, box: Box | None,
+                     kind: str, not_data) -> None:
+    """NaN the pixels where ``not_data(companion pixels)`` holds, for the ``kind`` companion
+    (mask, inverse variance). Companions are optional: a tile without one (or with an
+    unreadable one) keeps its pixels, with a warning."""
     from raycat.store import StorePathError, TileReadError
 
-    mask_uri = band.layout.companion("mask", uri)
-    if mask_uri is None:
+    companion_uri = band.layout.companion(kind, uri)
+    if companion_uri is None:
         return
     try:
-        mask = store.read_full(mask_uri)[0] if box is None else \
-            store.read_section(mask_uri, *box)[0]
+        values = store.read_full(companion_uri)[0] if box is None else \
+            store.read_section(companion_uri, *box)[0]
     except (TileReadError, StorePathError, ValueError) as err:
-        log.warning("mask companion of %s not used: %s", uri, err)
+        log.warning("%s companion of %s not used: %s", kind, uri, err)
         return
-    if mask.shape != pixels.shape:
-        log.warning("mask companion %s has shape %s, image %s: not used", mask_uri,
-                    mask.shape, pixels.shape)
+    if values.shape != pixels.shape:
+        log.warning("%s companion %s has shape %s, image %s: not used", kind, companion_uri,
+                    values.shape, pixels.shape)
         return
-    pixels[(np.nan_to_num(mask).astype(np.int64) & band.layout.mask_bits) != 0] = np.nan
+    pixels[not_data(values)] = np.nan

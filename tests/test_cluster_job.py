@@ -5,9 +5,12 @@ AWS chain, endpoint included) and must appear in no log, config or catalog file.
 
 import os
 import re
+import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,22 +68,31 @@ def cluster(s3_server, tmp_path):
     import ray
 
     ray.shutdown()  # the in-process Ray of other tests; they start it again when needed
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "AWS_ENDPOINT_URL": s3_server,
+    # Ray 2.60 turns token auth on for `ray start --head`; a fresh machine has no
+    # ~/.ray/auth_token, so every ray command here shares a token made for this cluster.
+    token = tmp_path / "ray_auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+           "AWS_ENDPOINT_URL": s3_server,
            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": SECRET,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
     port, dashboard = _port(), _port()
+    logs = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))  # short: Ray's socket paths live here
     head = _ray(env, "start", "--head", f"--port={port}", "--num-cpus=1",
                 f"--dashboard-port={dashboard}", "--include-dashboard=true",
-                "--dashboard-host=127.0.0.1", "--node-ip-address=127.0.0.1")
+                "--dashboard-host=127.0.0.1", "--node-ip-address=127.0.0.1",
+                f"--temp-dir={logs}")
     try:
         assert head.returncode == 0, head.stderr[-2000:]
         node = _ray(env, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
                     "--node-ip-address=127.0.0.1")
         assert node.returncode == 0, node.stderr[-2000:]
-        yield env, f"http://127.0.0.1:{dashboard}"
+        yield env, f"http://127.0.0.1:{dashboard}", logs
     finally:
         _ray(env, "stop", "--force", timeout=120)
+        shutil.rmtree(logs, ignore_errors=True)
 
 
 def test_infer_job_submitted_to_a_cluster_writes_every_id_once_to_s3(store, cluster):
@@ -89,7 +101,7 @@ def test_infer_job_submitted_to_a_cluster_writes_every_id_once_to_s3(store, clus
     from raycat.catalog_read import read_catalog_ids
 
     url, opts, _ = store
-    env, address = cluster
+    env, address, ray_logs = cluster
     job = _ray(env, "job", "submit", "--address", address, "--working-dir", ".", "--",
                "python", "jobs/infer.py", "--config", f"{url}/config.yaml", timeout=600)
     output = job.stdout + job.stderr
@@ -101,6 +113,14 @@ def test_infer_job_submitted_to_a_cluster_writes_every_id_once_to_s3(store, clus
     written = [p for p in fs.find(url.removeprefix("s3://")) if "/sky/" not in p]
     assert SECRET not in output
     assert not [p for p in written if SECRET.encode() in fs.cat_file(p)]
+    _assert_no_secret_in_ray_logs(ray_logs)
+
+
+def _assert_no_secret_in_ray_logs(ray_logs: Path) -> None:
+    """Every file Ray wrote for the cluster (driver, raylet, worker and job logs)."""
+    logs = [p for p in ray_logs.glob("session_*/logs/**/*") if p.is_file()]
+    assert len(logs) > 10  # the scan really saw the cluster's logs
+    assert not [p for p in logs if SECRET.encode() in p.read_bytes()]
 
 
 def _check_every_id_once(url, catalog, opts):
@@ -147,7 +167,7 @@ def test_killed_job_resubmitted_resumes_without_recomputing_finished_partitions(
     import fsspec
 
     url, opts, cfg = store
-    env, address = cluster
+    env, address, ray_logs = cluster
     from raycat.model import ArtifactMeta, build_model, save_artifact
 
     # a job worth killing: the production ResNet50 with sampled band attributions (66
@@ -186,6 +206,9 @@ def test_killed_job_resubmitted_resumes_without_recomputing_finished_partitions(
     assert all(after[p] == v for p, v in finished.items())  # nor rewritten
     _check_every_id_once(url, cfg.infer.catalog, opts)
     assert SECRET not in output + first.stdout + first.stderr
+    written = [p for p in fs.find(url.removeprefix("s3://")) if "/sky/" not in p]
+    assert not [p for p in written if SECRET.encode() in fs.cat_file(p)]
+    _assert_no_secret_in_ray_logs(ray_logs)
 
 
 def _plan_units(cfg, opts) -> set[int]:

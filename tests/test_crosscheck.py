@@ -161,13 +161,8 @@ needs_realdata = pytest.mark.skipif(not (REALDATA / "ps1" / "PS1_r.fits").exists
 
 
 def sdss_image(band: str, suffix: str = "_wcsfixed") -> SurveyImage:
-    """An SDSS cutout; nanomaggies, so the generic calibration serves until surveys.py
-    defines the sdss bands."""
-    from raycat.surveys import BANDS as KNOWN, Calibration, NANOMAGGY_ZP
-
-    path = str(REALDATA / "sdss" / f"SDSS_{band}{suffix}.fits")
-    name = f"sdss_{band}"
-    return read_image(path, name, None if name in KNOWN else Calibration("fixed", NANOMAGGY_ZP))
+    """An SDSS cutout, read with the sdss band's own calibration (nanomaggies)."""
+    return read_image(str(REALDATA / "sdss" / f"SDSS_{band}{suffix}.fits"), f"sdss_{band}")
 
 
 @pytest.fixture(scope="module")

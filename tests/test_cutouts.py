@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import fsspec
 import numpy as np
@@ -232,6 +233,55 @@ def test_local_and_s3_agree(root, s3_bucket):
         np.testing.assert_array_equal(local[schema.FLAGS], remote[schema.FLAGS])
         np.testing.assert_array_equal(local[schema.CUBE], remote[schema.CUBE])
     assert remote[schema.FLAGS][2] & Flag.READ_ERROR
+
+
+def _behind_fault_proxy(root, s3_bucket, proxy) -> tuple[str, dict]:
+    """The test sky's tiles in a bucket, and storage options that reach it through ``proxy``
+    with botocore's own retries off (s3fs still tries a SlowDown call 5 times)."""
+    url, options = s3_bucket
+    fs, _ = fsspec.core.url_to_fs(url, **options)
+    fs.put(str(root / "tiles"), f"{url}/tiles", recursive=True)
+    return url, {"client_kwargs": {"endpoint_url": proxy.url},
+                 "config_kwargs": {"retries": {"total_max_attempts": 1}}}
+
+
+def test_s3_throttling_is_retried_over_http(root, s3_bucket, s3_server):
+    """503 SlowDown replies injected on the wire: more than the S3 client absorbs in one call,
+    so the read succeeds only through raycat's own retry, with the same pixels as a clean read."""
+    from fault_proxy import FaultProxy
+
+    batch = make_batch([sky(*SOURCES["a"]), sky(*SOURCES["b"])], [ALL, ALL])
+    clean = run(root, batch, "dense")
+    with FaultProxy(s3_server) as proxy:
+        url, options = _behind_fault_proxy(root, s3_bucket, proxy)
+        proxy.fail(uri("ps1_r"), 8)  # s3fs gives up after 5: raycat's second attempt wins
+        out = run(root, batch, "dense", store=open_store(url, options, read_attempts=3))
+    assert proxy.failed[uri("ps1_r")] == 8 and proxy.forwarded[uri("ps1_r")] >= 1
+    np.testing.assert_array_equal(out[schema.FLAGS], [0, 0])
+    np.testing.assert_array_equal(out[schema.CUBE], clean[schema.CUBE])
+
+
+def test_s3_tile_that_keeps_failing_is_flagged_not_hung(root, s3_bucket, s3_server):
+    import s3fs
+
+    from fault_proxy import FaultProxy
+
+    batch = make_batch([sky(*SOURCES["a"]), sky(*SOURCES["b"])], [ALL, ALL])
+    clean = run(root, batch, "dense")
+    with FaultProxy(s3_server) as proxy:
+        url, options = _behind_fault_proxy(root, s3_bucket, proxy)
+        proxy.fail(uri("ps1_r"), None)
+        started = time.perf_counter()
+        out = run(root, batch, "dense", store=open_store(url, options, read_attempts=2))
+        seconds = time.perf_counter() - started
+    np.testing.assert_array_equal(out[schema.FLAGS], [Flag.READ_ERROR] * 2)
+    band = BANDS.index("ps1_r")
+    assert (out[schema.CUBE][:, band] == 0).all()
+    keep = [i for i in range(len(BANDS)) if i != band]  # the other bands are still cut out
+    np.testing.assert_array_equal(out[schema.CUBE][:, keep], clean[schema.CUBE][:, keep])
+    # each raycat attempt is one s3fs call of s3fs.S3FileSystem.retries tries: bounded, then given up
+    assert proxy.failed[uri("ps1_r")] == 2 * s3fs.S3FileSystem.retries
+    assert proxy.forwarded[uri("ps1_r")] == 0 and seconds < 60
 
 
 @pytest.mark.parametrize("compression", ["gzip", "tile"])

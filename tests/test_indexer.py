@@ -48,6 +48,13 @@ def _write_store(put) -> dict[str, TileGeometry]:
     return tiles
 
 
+def _write_local(root):
+    def put(uri, data):
+        (root / uri).parent.mkdir(parents=True, exist_ok=True)
+        (root / uri).write_bytes(data)
+    return _write_store(put)
+
+
 def _check(index: pd.DataFrame, tiles: dict[str, TileGeometry]) -> None:
     assert sorted(index[schema.TILE_URI]) == sorted(tiles)
     for _, row in index.iterrows():
@@ -62,10 +69,7 @@ def _check(index: pd.DataFrame, tiles: dict[str, TileGeometry]) -> None:
 
 
 def test_index_local_store_reads_only_headers(tmp_path):
-    def put(uri, data):
-        (tmp_path / uri).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / uri).write_bytes(data)
-    tiles = _write_store(put)
+    tiles = _write_local(tmp_path)
     store = open_store(str(tmp_path))
     assert list_files(store) == sorted([*tiles, "b/nowcs.fits"])
     rows = header_rows(store, ["a/t1.ps1_g.fits"])
@@ -77,10 +81,7 @@ def test_index_local_store_reads_only_headers(tmp_path):
 
 
 def test_band_from_regex_and_cli_errors(tmp_path, capsys):
-    def put(uri, data):
-        (tmp_path / uri).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / uri).write_bytes(data)
-    _write_store(put)
+    _write_local(tmp_path)
     out = tmp_path / "other.parquet"
     build_index(str(tmp_path), str(out), pattern="t*.fits*", band_from=r"\.(?P<band>ps1_\w)\.",
                 use_ray=False, progress=None)  # the pattern leaves out the file without WCS
@@ -105,14 +106,32 @@ def test_index_s3_store(s3_bucket):
 
 
 @pytest.mark.slow
-def test_index_on_ray_real_unwise(tmp_path, ray_local):
+def test_index_cli_on_ray_reads_only_headers(tmp_path, ray_local, capsys):
+    import json
+
+    tiles = _write_local(tmp_path)
+    with pytest.warns(UserWarning, match="nowcs.fits"):
+        assert main(["index", "--store", str(tmp_path)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["files"], summary["rows"], summary["no_wcs"]) == (4, 3, 1)
+    raw = sum((tmp_path / u).stat().st_size for u in tiles if not u.endswith(".gz"))
+    gz = sum((tmp_path / u).stat().st_size for u in tiles if u.endswith(".gz"))
+    assert summary["bytes_read"] < gz + raw / 10  # gzip is read whole, the raw tiles are not
+    _check(pd.read_parquet(tmp_path / schema.TILE_INDEX_FILE), tiles)
+
+
+@pytest.mark.slow
+def test_index_on_ray_real_unwise(tmp_path, ray_local, capsys):
+    import json
+
     if not os.path.isdir(UNWISE):
         pytest.skip("real unWISE samples absent")
     out = tmp_path / "unwise.parquet"
-    summary = build_index(UNWISE, str(out), pattern="*-img-m.fits",
-                          band_from=r"-(?P<band>w\d)-img", survey="unwise", progress=None)
+    assert main(["index", "--store", UNWISE, "--out", str(out), "--pattern", "*-img-m.fits",
+                 r"--band-from=-(?P<band>w\d)-img", "--survey", "unwise"]) == 0
+    summary = json.loads(capsys.readouterr().out)
     index = pd.read_parquet(out)
-    assert summary.rows == 8 and summary.no_wcs == 0
+    assert summary["rows"] == 8 and summary["no_wcs"] == 0
     assert sorted(set(index[schema.TILE_BAND])) == ["w1", "w2", "w3", "w4"]
     row = index[index[schema.TILE_NAME] == "unwise-1866p257-w1-img-m"].iloc[0]
     assert (row[schema.TILE_NAXIS1], row[schema.TILE_NAXIS2]) == (25, 25)

@@ -51,25 +51,57 @@ def test_unwise_tiles_are_vega_nanomaggies_with_ab_offsets(real, tile, side, ban
     assert (REAL / layout.companion("mask", uri)).is_file()
 
 
-def test_unwise_mask_companion_is_optional_and_applied_when_asked(real, tmp_path):
-    uri = "unwise/1866p257/unwise-1866p257-w1-img-m.fits"
-    cfg = CutoutConfig(bands=["unwise_w1"], surveys={"unwise": {"mask_bits": 1}})
-    masked, _ = nanomaggies(real, uri, cfg.band("unwise_w1"))
-    assert np.isfinite(masked).all()  # this tile's mask is clean
+@pytest.mark.parametrize("setting, companion, not_data", [
+    ({"mask_bits": 1}, "unwise-x-msk.fits.gz", np.int32(1)),  # a flagged mask bit
+    ({"invvar_nodata": True}, "unwise-x-w1-invvar-m.fits.gz", np.float32(0.0)),  # no exposure
+])
+def test_unwise_companions_are_optional_and_applied_when_asked(real, tmp_path, setting,
+                                                               companion, not_data):
     from astropy.io import fits
+
+    uri = "unwise/1866p257/unwise-1866p257-w1-img-m.fits"
+    cfg = CutoutConfig(bands=["unwise_w1"], surveys={"unwise": setting})
+    masked, _ = nanomaggies(real, uri, cfg.band("unwise_w1"))
+    assert np.isfinite(masked).all()  # this tile's real mask and invvar mark every pixel data
 
     (tmp_path / "t").mkdir()
     data = fits.getdata(REAL / uri)
     fits.writeto(tmp_path / "t/unwise-x-w1-img-m.fits", data, fits.getheader(REAL / uri))
-    flagged = np.zeros(data.shape, np.int32)
-    flagged[:3] = 1
-    fits.writeto(tmp_path / "t/unwise-x-msk.fits.gz", flagged)
+    values = np.ones(data.shape, not_data.dtype) * (0.45 if not_data == 0 else 0)
+    values[:3] = not_data
+    fits.writeto(tmp_path / "t" / companion, values)
     own = open_store(str(tmp_path))
     image, _ = nanomaggies(own, "t/unwise-x-w1-img-m.fits", cfg.band("unwise_w1"))
     assert np.isnan(image[:3]).all() and np.isfinite(image[3:]).all()
-    (tmp_path / "t/unwise-x-msk.fits.gz").unlink()  # no mask: pixels kept
+    (tmp_path / "t" / companion).unlink()  # no companion: pixels kept
     assert np.isfinite(nanomaggies(open_store(str(tmp_path)), "t/unwise-x-w1-img-m.fits",
                                    cfg.band("unwise_w1"))[0]).all()
+
+
+def test_built_in_conventions_are_overridden_from_a_yaml_config(real, tmp_path):
+    """A YAML file replaces a built-in band's calibration (unWISE W1's Vega-to-AB offset) and
+    a survey's layout (GALEX's field of view); the real tile's fluxes follow the new numbers."""
+    from raycat.config import load_config
+
+    (tmp_path / "config.yaml").write_text("""
+cutouts:
+  bands: [unwise_w1, galex_nuv]
+  surveys:
+    unwise:
+      bands:
+        unwise_w1:
+          calibration: {kind: header, keyword: MAGZP, zero_point: 22.5, ab_offset: 2.5}
+    galex:
+      fov_radius_deg: 0.3
+""")
+    cfg = load_config(str(tmp_path / "config.yaml")).cutouts
+    uri = "unwise/1866p257/unwise-1866p257-w1-img-m.fits"
+    default, _ = nanomaggies(real, uri, "unwise_w1")
+    overridden, info = nanomaggies(real, uri, cfg.band("unwise_w1"))
+    assert info.nmgy_per_unit == pytest.approx(10 ** (-0.4 * 2.5))
+    np.testing.assert_allclose(overridden / default, 10 ** (-0.4 * (2.5 - 2.699)), rtol=1e-5)
+    assert cfg.band("galex_nuv").layout.fov_radius_deg == 0.3
+    assert cfg.band("unwise_w2").calibration.ab_offset == 3.339  # what it did not name stays
 
 
 def test_hsc_coadd_reads_extension_1_with_inherited_fluxmag0(real):
@@ -164,7 +196,23 @@ def test_ps1_fitscut_cutouts_have_a_wcs_and_exptime_zero_point(real, band):
     assert np.isfinite(image).mean() > 0.9
 
 
-def test_raw_ps1_stack_is_decompressed_from_asinh(tmp_path):
+def _compressed_stack(values: np.ndarray, header, encoding: str):
+    """A tile-compressed image HDU: lossless float GZIP_2, or RICE_1 over 16-bit integers
+    with BSCALE/BZERO as the real PS1 stacks store their asinh values."""
+    from astropy.io import fits
+
+    if encoding == "GZIP_2":
+        return fits.CompImageHDU(values, header, compression_type="GZIP_2", quantize_level=0)
+    bscale, bzero = 1e-3, float(np.round(values.mean()))
+    ints = np.round((values - bzero) / bscale).astype(np.int16)
+    hdu = fits.CompImageHDU(ints, header, compression_type="RICE_1")
+    hdu.header["BSCALE"], hdu.header["BZERO"] = bscale, bzero
+    return hdu
+
+
+@pytest.mark.parametrize("encoding, rtol, atol", [("GZIP_2", 1e-3, 1e-6),
+                                                  ("RICE_1", 2e-3, 2e-5)])
+def test_raw_ps1_stack_is_decompressed_from_asinh(tmp_path, encoding, rtol, atol):
     from astropy.io import fits
 
     linear = np.random.default_rng(1).normal(50.0, 20.0, (64, 64)).astype(np.float32)
@@ -176,14 +224,14 @@ def test_raw_ps1_stack_is_decompressed_from_asinh(tmp_path):
                           "CRVAL2": 0.26, "CRPIX1": 32.5, "CRPIX2": 32.5,
                           "CDELT1": -0.25 / 3600, "CDELT2": 0.25 / 3600})
     hdus = fits.HDUList([fits.PrimaryHDU(),
-                         fits.CompImageHDU(stored.astype(np.float32), header,
-                                           compression_type="GZIP_2", quantize_level=0)])
+                         _compressed_stack(stored.astype(np.float32), header, encoding)])
     hdus.writeto(tmp_path / "skycell.fits")
     np.testing.assert_allclose(ps1_asinh_to_linear(stored, boffset, bsoften), linear, rtol=1e-4)
     image, info = nanomaggies(open_store(str(tmp_path)), "skycell.fits", "ps1_r")
     assert info.layout.hdu_index == 1 and info.layout.kind == "compressed"
+    assert info.layout.header.get("BSCALE", 1.0) != 1.0 or encoding == "GZIP_2"
     expected = linear * 10 ** (-0.4 * (25 + 2.5 * math.log10(500.0) - 22.5))
-    np.testing.assert_allclose(image, expected, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(image, expected, rtol=rtol, atol=atol)
 
 
 def galex_tile(path: Path) -> None:

@@ -47,38 +47,66 @@ def objects() -> pd.DataFrame:
     return found.assign(id=np.arange(len(found), dtype=np.int64))
 
 
-def test_cutouts_of_the_real_field(objects, tmp_path):
+SOFTENING = {b: 0.05 for b in FILES}  # one softening: channels comparable across surveys
+
+
+@pytest.fixture(scope="module")
+def tile_index(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("realfield") / "tiles.parquet"
+    pd.DataFrame([index_row(b, uri) for b, uri in FILES.items()]).to_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def direct(objects, tile_index) -> dict:
+    """The cutout engine called directly on the field's objects (no Ray)."""
     from raycat.config import CutoutConfig, DataConfig
     from raycat.cutouts import cutout_batch
     from raycat.manifest import TileFinder, load_tile_index
     from raycat.store import open_store
-    from raycat.surveys import BANDS
 
-    missing = [b for b in FILES if b not in BANDS]
-    if missing:
-        pytest.skip(f"surveys.py lacks bands {missing}")
     bands = list(FILES)
-    pd.DataFrame([index_row(b, uri) for b, uri in FILES.items()]).to_parquet(
-        tmp_path / "tiles.parquet")
-    data = DataConfig.model_validate({"store": str(REALDATA), "objects": str(tmp_path / "o.pq"),
-                                      "tile_index": str(tmp_path / "tiles.parquet")})
+    data = DataConfig.model_validate({"store": str(REALDATA), "objects": "unused.parquet",
+                                      "tile_index": str(tile_index)})
     index = load_tile_index(data, bands)
     assert len(index) == len(bands)
-
     ra, dec = objects["ra"].to_numpy(), objects["dec"].to_numpy()
     tiles = TileFinder(index, bands).assign(ra, dec)
+    assert all((tiles[b] == FILES[b]).all() for b in bands)  # every object is on every tile
     batch = {schema.ID: objects["id"].to_numpy(), schema.RA: ra, schema.DEC: dec,
              **{schema.tile_column(b): tiles[b].astype(str) for b in bands}}
-    assert all((tiles[b] == FILES[b]).all() for b in bands)  # every object is on every tile
-    softening = {b: 0.05 for b in bands}  # one softening: channels comparable across surveys
-    cfg = CutoutConfig(bands=bands, size_px=SIZE_PX, pixel_scale=SCALE, softening=softening)
-    out = cutout_batch(batch, open_store(str(REALDATA)), cfg)
+    cfg = CutoutConfig(bands=bands, size_px=SIZE_PX, pixel_scale=SCALE, softening=SOFTENING)
+    return cutout_batch(batch, open_store(str(REALDATA)), cfg)
 
-    assert out[schema.CUBE].shape == (len(objects), len(bands), SIZE_PX, SIZE_PX)
-    np.testing.assert_array_equal(out[schema.ID], objects["id"])
-    assert np.isfinite(out[schema.CUBE]).all()
-    _check_edge_flags(objects, out[schema.FLAGS])
-    _check_r_channels_agree(objects, out[schema.CUBE], bands)
+
+def test_cutouts_of_the_real_field(objects, direct):
+    assert direct[schema.CUBE].shape == (len(objects), len(FILES), SIZE_PX, SIZE_PX)
+    np.testing.assert_array_equal(direct[schema.ID], objects["id"])
+    assert np.isfinite(direct[schema.CUBE]).all()
+    _check_edge_flags(objects, direct[schema.FLAGS])
+    _check_r_channels_agree(objects, direct[schema.CUBE], list(FILES))
+
+
+@pytest.mark.slow
+def test_cutout_stage_on_the_real_field_from_a_yaml_config(objects, direct, tile_index,
+                                                           tmp_path, ray_local):
+    """`raycat cutouts --config` (the Ray Data stage) with the PS1 + SDSS band set named in a
+    YAML file: one row per detected source, with the direct call's flags."""
+    import yaml
+
+    from raycat.cli import main
+
+    objects[["id", "ra", "dec"]].to_parquet(tmp_path / "objects.parquet")
+    config = {"data": {"store": str(REALDATA), "objects": str(tmp_path / "objects.parquet"),
+                       "tile_index": str(tile_index), "z_column": None},
+              "cutouts": {"bands": list(FILES), "size_px": SIZE_PX, "pixel_scale": SCALE,
+                          "softening": SOFTENING}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "cutouts"
+    assert main(["cutouts", "--config", str(tmp_path / "config.yaml"), "--out", str(out)]) == 0
+    rows = pd.read_parquet(out, columns=[schema.ID, schema.FLAGS]).sort_values(schema.ID)
+    np.testing.assert_array_equal(rows[schema.ID], objects["id"])  # each source exactly once
+    np.testing.assert_array_equal(rows[schema.FLAGS], direct[schema.FLAGS])
 
 
 def _check_edge_flags(objects: pd.DataFrame, flags: np.ndarray) -> None:

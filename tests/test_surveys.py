@@ -24,6 +24,7 @@ def test_filter_curves_exist_in_speclite():
 
 
 def test_zero_point_conventions():
+    assert get_band("galex_fuv").calibration.zero_point_ab({}) == pytest.approx(18.82)
     assert get_band("galex_nuv").calibration.zero_point_ab({}) == pytest.approx(20.08)
     ps1 = get_band("ps1_r").calibration
     assert ps1.zero_point_ab({"EXPTIME": 1000.0}) == pytest.approx(25 + 7.5)
@@ -31,6 +32,8 @@ def test_zero_point_conventions():
         ps1.zero_point_ab({})
     w1 = get_band("unwise_w1").calibration
     assert w1.zero_point_ab({"MAGZP": 22.5}) == pytest.approx(22.5 + 2.699)
+    w2 = get_band("unwise_w2").calibration
+    assert w2.zero_point_ab({"MAGZP": 22.5}) == pytest.approx(22.5 + 3.339)
 
 
 def test_to_nanomaggies_one_nanomaggy_is_ab_22_5():
