@@ -4,7 +4,7 @@ End to end: ``run_infer`` streams a mock sky's tiles through the manifest, the c
 actors, the Predictor actor and the catalog sink (planning included). Model only: the same
 Predictor on in-memory tensors, in a Ray task with the Predictor's CPU share (so the same
 torch threads on the same device). The network has random weights: speed does not depend
-on them. Prints objects/s for both, their ratio, and the peak memory of the Ray session.
+on them. Prints objects/s for both, their ratio, and the peak memory (PSS) of the Ray session.
 
 Usage: ``python benchmarks/infer.py [N_GALAXIES]`` (default 6000: about 4 minutes on 2 cores).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ray_common import (PeakTreeRSS, demo_like_config, save_random_model,  # noqa: E402
+from ray_common import (PeakTreeMemory, demo_like_config, save_random_model,  # noqa: E402
                         sky_workspace)
 
 
@@ -49,7 +49,7 @@ def main(n_galaxies: int) -> None:
         cfg = demo_like_config(root)
         save_random_model(cfg)
         with ray_session(cfg.ray):
-            with PeakTreeRSS() as memory:
+            with PeakTreeMemory() as memory:
                 started = time.perf_counter()
                 totals = run_infer(cfg)
                 end_to_end = totals["rows"] / (time.perf_counter() - started)
@@ -62,7 +62,8 @@ def main(n_galaxies: int) -> None:
           f"objects/s")
     print(f"model only (in-memory tensors, same CPU share):     {model_only:7.1f} objects/s")
     print(f"ratio end-to-end / model-only: {end_to_end / model_only:.2f} (target >= 0.8)")
-    print(f"peak RSS of the Ray session (driver + raylet + workers): {memory.mib:.0f} MiB")
+    print(f"peak memory (PSS) of the Ray session (driver + raylet + workers): "
+          f"{memory.mib:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Shared by the Ray benchmarks: a mock sky, a demo-like config, and peak memory of a Ray
-session (the driver plus every process it started: raylet, GCS, workers)."""
+session (the driver plus every process it started: raylet, GCS, workers), as PSS."""
 
 from __future__ import annotations
 
@@ -48,8 +48,13 @@ def save_random_model(cfg: RaycatConfig) -> None:
     save_artifact(model, cfg.infer.model, ArtifactMeta.from_config(cfg))
 
 
-class PeakTreeRSS:
-    """Samples the summed RSS of this process and all its descendants every 0.2 s."""
+class PeakTreeMemory:
+    """Samples the summed PSS of this process and all its descendants every 0.2 s.
+
+    PSS (proportional set size) splits each shared page between the processes that map it,
+    so Ray's shared-memory object store is counted once, not once per worker that reads it
+    (a sum of RSS counts it again in every process: several GiB too much here).
+    """
 
     def __enter__(self):
         import psutil
@@ -62,7 +67,7 @@ class PeakTreeRSS:
                 total = 0
                 for proc in [me, *me.children(recursive=True)]:
                     try:
-                        total += proc.memory_info().rss
+                        total += proc.memory_full_info().pss
                     except psutil.Error:
                         pass
                 self.peak = max(self.peak, total)

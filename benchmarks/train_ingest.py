@@ -4,7 +4,7 @@ Ray Data: ``fit`` on the materialised cutouts of a mock sky (Parquet -> split ->
 Train worker, augmentation on the device), images/s of the last epoch as the loop reports it.
 In memory: the same model, batch size, augmentation and optimiser step on tensors already in
 memory, in a Ray task with the training worker's CPU share (so the same torch threads).
-Prints both rates, their ratio and the peak memory of the Ray session.
+Prints both rates, their ratio and the peak memory (PSS) of the Ray session.
 
 Usage: ``python benchmarks/train_ingest.py [N_GALAXIES]`` (default 2000: about 3 minutes).
 """
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ray_common import PeakTreeRSS, demo_like_config, sky_workspace  # noqa: E402
+from ray_common import PeakTreeMemory, demo_like_config, sky_workspace  # noqa: E402
 
 EPOCHS = 2  # the first epoch warms up; the rate of the last one is reported
 
@@ -62,7 +62,7 @@ def main(n_galaxies: int) -> None:
                                train={"epochs": EPOCHS})
         with ray_session(cfg.ray):
             materialise_cutouts(cfg, cfg.cutouts.output)
-            with PeakTreeRSS() as memory:
+            with PeakTreeMemory() as memory:
                 metrics = fit(cfg, read_materialised(cfg, cfg.cutouts.output)[1]())
             memory_only = in_memory_rate(cfg, metrics["train_objects"])
     ingest = metrics["images_per_s"]
@@ -70,7 +70,7 @@ def main(n_galaxies: int) -> None:
           f"(epoch {EPOCHS}, {metrics['train_objects']} training images)")
     print(f"in-memory tensors (same step, 1 CPU):           {memory_only:7.1f} images/s")
     print(f"ratio ingest / in-memory: {ingest / memory_only:.2f} (target >= 0.9)")
-    print(f"peak RSS of the Ray session during training: {memory.mib:.0f} MiB")
+    print(f"peak memory (PSS) of the Ray session during training: {memory.mib:.0f} MiB")
 
 
 if __name__ == "__main__":
