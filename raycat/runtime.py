@@ -27,8 +27,8 @@ def ray_session(cfg: RayConfig | None = None):
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(num_cpus=cfg.num_cpus, log_to_driver=True,
+    else:  # "local": a fresh embedded Ray, even when `ray start` left a cluster running here
+        ray.init(address="local", num_cpus=cfg.num_cpus, log_to_driver=True,
                  configure_logging=False)
     configure_data_context()
     try:

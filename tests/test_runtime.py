@@ -1,0 +1,37 @@
+"""Starting Ray: the embedded local Ray is always a fresh one."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+SCRIPT = """
+import ray
+from raycat.config import RayConfig
+from raycat.runtime import ray_session
+with ray_session(RayConfig(num_cpus=1)):
+    print("CPUS", ray.cluster_resources()["CPU"])
+"""
+
+
+@pytest.mark.slow
+def test_embedded_ray_ignores_the_address_a_stopped_cluster_left_behind():
+    """`ray start` records its cluster in <tmp>/ray/ray_current_cluster and a plain ray.init()
+    joins it; a cluster killed without `ray stop` leaves the file behind. The demo must still
+    start its own Ray (it used to fail with "When connecting to an existing cluster, num_cpus
+    and num_gpus must not be provided")."""
+    tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths live here
+    try:
+        os.makedirs(f"{tmp}/ray")
+        with open(f"{tmp}/ray/ray_current_cluster", "w") as f:
+            f.write("127.0.0.1:1")  # nothing listens there
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        run = subprocess.run([sys.executable, "-c", SCRIPT], env={**env, "RAY_TMPDIR": tmp},
+                             capture_output=True, text=True, timeout=180)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert "CPUS 1.0" in run.stdout
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
