@@ -27,6 +27,7 @@ from fsspec.implementations.local import LocalFileSystem
 from raycat import __version__, fsutil
 from raycat import schema as S
 from raycat.errors import RaycatError
+from raycat.healpix import healpix29
 from raycat.catalog_read import existing_schema, partition_pixels
 from raycat.pdf import point_estimates
 
@@ -105,13 +106,6 @@ class CatalogInfo:
 
 
 # --- rows -------------------------------------------------------------------------------------
-
-def healpix29(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    """HATS spatial index: nested HEALPix pixel at order 29 (hats' own helper, cdshealpix)."""
-    from hats.pixel_math import compute_spatial_index
-
-    return compute_spatial_index(np.asarray(ra, np.float64), np.asarray(dec, np.float64))
-
 
 def _float_column(values: np.ndarray, type_: pa.DataType) -> pa.Array:
     values = np.asarray(values, dtype=np.float64)

@@ -22,6 +22,7 @@ from raycat import schema
 from raycat.config import DataConfig, RaycatConfig
 from raycat.errors import RaycatError
 from raycat.fsutil import filesystem, has_scheme, join
+from raycat.healpix import healpix29
 
 HISTOGRAM_ORDER = 9  # 47 arcmin^2 pixels: fine enough to size units, coarse enough to count
 # Rows per block handed to the cutout stage. Ray Data streams block by block: a block the
@@ -160,24 +161,28 @@ def work_units(healpix_29: np.ndarray, order: int) -> np.ndarray:
 
 def spatial_index(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     """HATS _healpix_29 of each position; a clear error for impossible coordinates."""
-    from hats.pixel_math.spatial_index import compute_spatial_index
-
     ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
     bad = ~np.isfinite(ra) | ~np.isfinite(dec) | (np.abs(dec) > 90)
     if bad.any():
         raise RaycatError(f"{bad.sum()} objects have invalid ra/dec (NaN or |dec| > 90)")
-    return compute_spatial_index(ra % 360.0, dec)
+    return healpix29(ra, dec)
 
 
 @dataclass
 class Manifest:
     """The planned work: object rows with their tiles, and the work units they fall in."""
 
-    objects: object  # materialised ray.data.Dataset: object rows with tile_<band> columns
+    objects: object  # materialised ray.data.Dataset of object rows with tile_<band> columns,
+    # or a pandas DataFrame of them when the list was small enough to plan in the driver
     order: int  # HEALPix order of the work units (= catalog partitions)
     unit_counts: dict[int, int]  # objects per work unit
     bands: list[str]
-    frame: pd.DataFrame | None = None  # the same rows, when planned in the driver
+
+    @property
+    def columns(self) -> list[str]:
+        if isinstance(self.objects, pd.DataFrame):
+            return list(self.objects.columns)
+        return self.objects.schema().names
 
     @property
     def n_objects(self) -> int:
@@ -198,12 +203,14 @@ class Manifest:
         shuffle tasks never wait behind the actor pools of the stages that follow; a list
         planned in the driver is sorted there (a shuffle's tasks take seconds to start).
         """
-        if self.frame is not None:
-            rows = _with_work_unit(self.frame.copy(), self.order, sorted(skip_units))
+        if isinstance(self.objects, pd.DataFrame):
+            from raycat.frame_source import FrameBlocks
+            from raycat.runtime import READ_ARGS
+
+            rows = _with_work_unit(self.objects.copy(), self.order, sorted(skip_units))
             rows = rows.sort_values(schema.HEALPIX_29, kind="stable").reset_index(drop=True)
-            blocks = [rows.iloc[start:start + ROWS_PER_BLOCK]
-                      for start in range(0, len(rows), ROWS_PER_BLOCK)]
-            return _ray_data().from_pandas(blocks or [rows])
+            return _ray_data().read_datasource(FrameBlocks(rows, ROWS_PER_BLOCK), concurrency=1,
+                                               **READ_ARGS)
         ds = self.objects.map_batches(_with_work_unit, batch_format="pandas",
                                       fn_kwargs={"order": self.order,
                                                  "skip": sorted(skip_units)})
@@ -295,9 +302,8 @@ def plan(cfg: RaycatConfig, assign_cpus: float = 0.25) -> Manifest:
     fine_order = max(HISTOGRAM_ORDER, cfg.cutouts.healpix_order or 0)
     frame = _small_object_list(cfg.data)
     if frame is not None:
-        frame = _plan_in_driver(frame, index, bands, cfg.data.duplicate_ids)
-        objects = _ray_data().from_pandas(frame)
-        histogram = _count_pixels([frame[schema.HEALPIX_29].to_numpy()], fine_order)
+        objects = _plan_in_driver(frame, index, bands, cfg.data.duplicate_ids)
+        histogram = _count_pixels([objects[schema.HEALPIX_29].to_numpy()], fine_order)
     else:
         objects = _plan_on_ray(cfg, index, bands, assign_cpus)
         histogram = _histogram(objects, fine_order)
@@ -309,7 +315,7 @@ def plan(cfg: RaycatConfig, assign_cpus: float = 0.25) -> Manifest:
     unit_counts: Counter = Counter()
     for pixel, count in histogram.items():
         unit_counts[pixel >> (2 * (fine_order - order))] += count
-    return Manifest(objects, order, dict(unit_counts), bands, frame)
+    return Manifest(objects, order, dict(unit_counts), bands)
 
 
 def _plan_on_ray(cfg: RaycatConfig, index: pd.DataFrame, bands: list[str], assign_cpus: float):

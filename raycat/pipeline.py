@@ -6,8 +6,10 @@ the `ray job submit` entry points in jobs/ all call these.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -61,7 +63,7 @@ def plan_and_cut(cfg: RaycatConfig):
     from raycat.manifest import plan
 
     manifest = plan(cfg)
-    has_z = schema.Z_SPEC in manifest.objects.schema().names
+    has_z = schema.Z_SPEC in manifest.columns
     summary = PlanSummary(manifest.order, manifest.unit_counts, manifest.bands, has_z)
     log(f"planned {manifest.n_objects} objects in {len(manifest.units)} work units "
         f"(HEALPix order {manifest.order})")
@@ -176,6 +178,8 @@ def run_infer(cfg: RaycatConfig) -> dict:
             summary, make = cutout_source(cfg)
         try:
             for row in _predict_pass(cfg, make(done), todo, cat_schema, extras, summary.order):
+                if reported == len(skipped):
+                    _import_in_background("hats")  # for finalize; the driver idles meanwhile
                 reported += 1
                 log(f"partition {row[schema.WORK_UNIT]} written ({row['rows']} rows) "
                     f"[{reported}/{len(summary.unit_counts)}]")
@@ -197,6 +201,11 @@ def run_infer(cfg: RaycatConfig) -> dict:
             + ", ".join(f"{name} {n}" for name, n in flagged.items()))
     return {"partitions_written": len(finished - skipped), "partitions_skipped": len(skipped),
             "passes": passes, "seconds": elapsed, "flagged": flagged, **totals}
+
+
+def _import_in_background(module: str) -> None:
+    """Start importing ``module`` on a thread (hats takes about a second to import)."""
+    threading.Thread(target=importlib.import_module, args=(module,), daemon=True).start()
 
 
 def _catalog_schema(cfg: RaycatConfig, meta, summary: PlanSummary):

@@ -13,6 +13,7 @@ from raycat import catalog as C
 from raycat import catalog_read as R
 from raycat import schema as S
 from raycat.errors import RaycatError
+from raycat.healpix import healpix29
 from raycat.pdf import bin_centres, bin_edges
 
 EDGES = bin_edges(0.0, 1.6, 32)
@@ -34,7 +35,7 @@ def objects() -> dict[str, np.ndarray]:
     pdf /= pdf.sum(axis=1, keepdims=True)
     pdf[::25] = np.nan  # no prediction for these
     ra, dec = rng.uniform(150, 154, n), rng.uniform(1, 5, n)
-    pixel = C.healpix29(ra, dec) >> (2 * (29 - ORDER))
+    pixel = healpix29(ra, dec) >> (2 * (29 - ORDER))
     return {"id": rng.permutation(10 * n)[:n].astype(np.int64), "ra": ra, "dec": dec, "z": z,
             "pdf": pdf, "pixel": pixel}
 

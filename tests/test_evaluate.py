@@ -13,6 +13,7 @@ from raycat import catalog as C
 from raycat import schema as S
 from raycat.errors import RaycatError
 from raycat.evaluate import PLOT_PIT, PLOT_SCATTER, PLOT_VS_Z, evaluate_catalog, metrics_in_z_bins
+from raycat.healpix import healpix29
 from raycat.pdf import bin_centres, bin_edges
 
 EDGES = bin_edges(0.0, 2.0, 100)
@@ -35,7 +36,7 @@ def sky(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     schema = C.catalog_schema(EDGES, ["g"], model_id="m", config_hash="c", has_z_spec=True)
     writer = C.CatalogWriter(str(root / "cat"), schema, ORDER, mode="new")
-    pixel = C.healpix29(ra, dec) >> (2 * (29 - ORDER))
+    pixel = healpix29(ra, dec) >> (2 * (29 - ORDER))
     for p in np.unique(pixel):
         rows = pixel == p
         writer.write_partition(int(p), C.partition_table(

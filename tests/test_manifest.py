@@ -171,3 +171,16 @@ def test_object_lists_in_any_format_get_canonical_columns(tmp_path, ray_local, s
             reader(data.model_copy(update={"ra_column": "RA"}))
     with pytest.raises(RaycatError, match="not found"):
         read_objects(data.model_copy(update={"objects": "missing.csv"}))
+
+
+def test_frame_blocks_hand_out_every_row_once_in_small_ordered_blocks():
+    from raycat.frame_source import FrameBlocks
+
+    frame = pd.DataFrame({"id": np.arange(1000), "x": np.linspace(0, 1, 1000)})
+    tasks = FrameBlocks(frame, 256).get_read_tasks(parallelism=1)
+    blocks = [block for task in tasks for block in task()]
+    assert [len(b) for b in blocks] == [256, 256, 256, 232]
+    assert [t.metadata.num_rows for t in tasks] == [256, 256, 256, 232]
+    pd.testing.assert_frame_equal(pd.concat(blocks), frame)
+    empty = FrameBlocks(frame.iloc[:0], 256).get_read_tasks(parallelism=4)
+    assert sum(len(b) for t in empty for b in t()) == 0

@@ -18,7 +18,7 @@ N_BANDS, SIZE, N_BINS = 9, 32, 40
 
 
 def tiny_cfg(**changes) -> ModelConfig:
-    return ModelConfig(arch="tiny", n_bins=N_BINS, z_max=2.0, **changes)
+    return ModelConfig(**{"arch": "tiny", "n_bins": N_BINS, "z_max": 2.0, **changes})
 
 
 def make_meta(cfg: ModelConfig) -> ArtifactMeta:
@@ -58,8 +58,9 @@ def test_tiny_twin_has_the_same_interface_and_dropout_before_head():
     out.sum().backward()  # trainable end to end
 
 
-def test_artifact_round_trip_gives_identical_outputs(tmp_path, monkeypatch):
-    cfg = tiny_cfg()
+@pytest.mark.parametrize("arch", ["tiny", "resnet50"])
+def test_artifact_round_trip_gives_identical_outputs(tmp_path, monkeypatch, arch):
+    cfg = tiny_cfg(arch=arch)
     model = build_model(cfg, N_BANDS).eval()
     saved = save_artifact(model, str(tmp_path / "m"), make_meta(cfg))
     assert len(saved.model_id) == 16 and saved.model == cfg
@@ -70,6 +71,8 @@ def test_artifact_round_trip_gives_identical_outputs(tmp_path, monkeypatch):
     loaded, meta = load_artifact(str(tmp_path / "m"))
     assert calls and all(k.get("weights_only") is True for k in calls)
     assert not loaded.training
+    # built on the meta device: every tensor must have been replaced by a loaded one
+    assert not any(t.is_meta for t in [*loaded.parameters(), *loaded.buffers()])
     assert meta == saved and meta.train_median_z == 0.6
     np.testing.assert_allclose(meta.bin_edges, np.linspace(0, 2.0, N_BINS + 1))
     x = torch.randn(3, N_BANDS, SIZE, SIZE)
