@@ -8,7 +8,10 @@ Rerunning with the same ``run_name`` and ``storage_path`` resumes from the last 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 import tempfile
 import time
 
@@ -81,6 +84,7 @@ def train_loop_per_worker(config: dict) -> None:
     from raycat.model import build_model
 
     cfg = RaycatConfig.model_validate(config["cfg"])
+    _quiet_report_lines()
     device = ray.train.torch.get_device()
     edges = torch.tensor(config["edges"], dtype=torch.float32, device=device)
     centres = (edges[1:] + edges[:-1]) / 2
@@ -116,6 +120,30 @@ def train_loop_per_worker(config: dict) -> None:
                    "images_per_s": seen / (time.perf_counter() - started),
                    **_validate(model, cfg, device, centres)}
         _report(model, optimiser, epoch, metrics)
+        if ray.train.get_context().get_world_rank() == 0:
+            # not print(): Ray Train patches it and, with the worker's redirected streams,
+            # every printed line reaches the driver twice
+            sys.stderr.write(_epoch_line(metrics, cfg.train.epochs) + "\n")
+            sys.stderr.flush()
+
+
+def _quiet_report_lines() -> None:
+    """Ray Train 2.60 logs every report (the metrics dict and checkpoint path) at INFO on a
+    logger named after its file path, which the run's LoggingConfig does not reach."""
+    with contextlib.suppress(ImportError):  # a private module: gone in a later Ray is fine
+        from ray.train.v2._internal.execution import context
+
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+def _epoch_line(metrics: dict, epochs: int) -> str:
+    """One progress line per epoch (Ray Train's own report lines are turned off)."""
+    line = (f"raycat: epoch {metrics['epoch'] + 1}/{epochs}: train loss "
+            f"{metrics['train_loss']:.3f}, {metrics['images_per_s']:.0f} images/s")
+    if "val_nmad" in metrics:
+        line += (f", validation NMAD {metrics['val_nmad']:.4f}, outliers "
+                 f"{metrics['val_outliers_015']:.1%} ({metrics['val_objects']} objects)")
+    return line
 
 
 def _batches(split: str, cfg: RaycatConfig, device):
@@ -233,6 +261,9 @@ def fit(cfg: RaycatConfig, cutouts) -> dict:
         run_config=ray.train.RunConfig(
             name=cfg.train.run_name, storage_path=storage_path(cfg.train.storage_path),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            # Ray Train logs every report (the whole metrics dict and the checkpoint path)
+            # at INFO: the loop prints one line per epoch instead
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures)))
     result = trainer.fit()
     metrics = dict(result.metrics or {})

@@ -79,3 +79,14 @@ def test_cosine_lr_decays_from_peak_to_a_floor():
     rates = [cosine_lr(1e-3, e, 10) for e in range(10)]
     assert rates[0] == pytest.approx(1e-3) and all(a > b for a, b in zip(rates, rates[1:]))
     assert rates[-1] > 0.05e-3
+
+
+def test_epoch_progress_line_names_the_epoch_and_validation_metrics():
+    from raycat.train import _epoch_line
+
+    metrics = {"epoch": 2, "train_loss": 3.21, "images_per_s": 151.4, "val_nmad": 0.0812,
+               "val_outliers_015": 0.123, "val_objects": 300}
+    assert _epoch_line(metrics, 15) == ("raycat: epoch 3/15: train loss 3.210, 151 images/s, "
+                                        "validation NMAD 0.0812, outliers 12.3% (300 objects)")
+    no_val = {k: metrics[k] for k in ("epoch", "train_loss", "images_per_s")}
+    assert _epoch_line(no_val, 15) == "raycat: epoch 3/15: train loss 3.210, 151 images/s"
