@@ -5,6 +5,8 @@ actors, the Predictor actor and the catalog sink (planning included). Model only
 Predictor on in-memory tensors, in a Ray task with the Predictor's CPU share (so the same
 torch threads on the same device). The network has random weights: speed does not depend
 on them. Prints objects/s for both, their ratio, and the peak memory (PSS) of the Ray session.
+Ray Data's cluster-lifetime helper actors are started before the timer (see
+``ray_common.warm_ray_data``); their one-off cost is printed beside the figures.
 
 Usage: ``python benchmarks/infer.py [N_GALAXIES]`` (default 6000: about 4 minutes on 2 cores).
 """
