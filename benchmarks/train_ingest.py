@@ -68,6 +68,8 @@ def main(n_galaxies: int) -> None:
     ingest = metrics["images_per_s"]
     print(f"Ray Data ingest (Parquet cutouts -> Ray Train): {ingest:7.1f} images/s "
           f"(epoch {EPOCHS}, {metrics['train_objects']} training images)")
+    print(f"  of which waiting for the epoch's first batch (pipeline start-up): "
+          f"{metrics['first_batch_s']:.2f} s of about {metrics['train_objects'] / ingest:.1f} s")
     print(f"in-memory tensors (same step, 1 CPU):           {memory_only:7.1f} images/s")
     print(f"ratio ingest / in-memory: {ingest / memory_only:.2f} (target >= 0.9)")
     print(f"peak memory (PSS) of the Ray session during training: {memory.mib:.0f} MiB")

@@ -102,8 +102,9 @@ def train_loop_per_worker(config: dict) -> None:
         for group in optimiser.param_groups:  # cosine decay, a function of the epoch alone
             group["lr"] = cosine_lr(cfg.train.lr, epoch, cfg.train.epochs)
         model.train()
-        started, seen, total_loss = time.perf_counter(), 0, 0.0
+        started, seen, total_loss, first_batch_s = time.perf_counter(), 0, 0.0, None
         for batch in _batches("train", cfg, device):
+            first_batch_s = first_batch_s or time.perf_counter() - started  # ingest start-up
             x = dihedral_augment(batch[schema.CUBE])
             x = x.to(memory_format=torch.channels_last) if gpu else x
             target = torch.bucketize(batch[schema.Z_SPEC].clamp(edges[0], edges[-1]),
@@ -118,6 +119,7 @@ def train_loop_per_worker(config: dict) -> None:
         metrics = {"epoch": epoch, "start_epoch": start_epoch,
                    "train_loss": total_loss / max(seen, 1),
                    "images_per_s": seen / (time.perf_counter() - started),
+                   "first_batch_s": first_batch_s or 0.0,
                    **_validate(model, cfg, device, centres)}
         _report(model, optimiser, epoch, metrics)
         if ray.train.get_context().get_world_rank() == 0:
