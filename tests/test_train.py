@@ -90,3 +90,28 @@ def test_epoch_progress_line_names_the_epoch_and_validation_metrics():
                                         "validation NMAD 0.0812, outliers 12.3% (300 objects)")
     no_val = {k: metrics[k] for k in ("epoch", "train_loss", "images_per_s")}
     assert _epoch_line(no_val, 15) == "raycat: epoch 3/15: train loss 3.210, 151 images/s"
+
+
+def test_training_batches_are_shuffled_per_epoch_and_validation_is_not(monkeypatch):
+    """Cutouts arrive in HEALPix order (neighbours share tiles): training mixes a bounded
+    buffer of rows, reseeded each epoch; validation reads in order."""
+    import ray.train
+
+    from raycat import train
+
+    calls = []
+
+    class Shard:
+        def iter_torch_batches(self, **kwargs):
+            calls.append(kwargs)
+            return iter(())
+    monkeypatch.setattr(ray.train, "get_dataset_shard", lambda split: Shard())
+    cfg = parse_config({"train": {"batch_size": 32, "seed": 5}})
+    for epoch in (0, 1):
+        train._batches("train", cfg, "cpu", epoch)
+    train._batches("val", cfg, "cpu")
+    first, second, val = calls
+    assert first["local_shuffle_buffer_size"] == train.SHUFFLE_BATCHES * 32
+    assert (first["local_shuffle_seed"], second["local_shuffle_seed"]) == (5, 6)
+    assert first["drop_last"] and not val["drop_last"]
+    assert "local_shuffle_buffer_size" not in val
