@@ -1,8 +1,8 @@
 """The HATS spatial index (``_healpix_29``): nested HEALPix pixel at order 29.
 
 Computed with cdshealpix, exactly as ``hats.pixel_math.compute_spatial_index`` does, without
-importing hats: its import costs about a second, which the planner and every sink actor
-would otherwise pay before their first row (hats is still used to write the metadata).
+importing hats: its import costs about a second, which the planner would otherwise pay
+before the first cutout (hats still sets the Parquet options and writes the metadata).
 """
 
 from __future__ import annotations
