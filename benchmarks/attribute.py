@@ -22,12 +22,12 @@ import time
 
 import torch
 
-from raycat.attribute import (absent_baseline, pdf_fn, players_for, shapley_exact,
+from raycat.photoz.attribute import (absent_baseline, pdf_fn, players_for, shapley_exact,
                               shapley_sampled, z_mean_fn)
 from raycat.config import ModelConfig
-from raycat.model import build_model
-from raycat.pdf import bin_centres, bin_edges
-from raycat.surveys import BAND_NAMES
+from raycat.photoz.model import build_model
+from raycat.photoz.pdf import bin_centres, bin_edges
+from raycat.surveys.bands import BAND_NAMES
 
 SIZE, N_BINS, MAX_BATCH = 32, 100, 256
 BANDS = list(BAND_NAMES)

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raycat import schema  # noqa: E402
 from raycat.config import CutoutConfig  # noqa: E402
-from raycat.cutouts import CutoutActor  # noqa: E402
-from raycat.surveys import BAND_NAMES, NANOMAGGY_ZP, SURVEYS, get_band, sigma_pixel  # noqa: E402
+from raycat.cutouts.actor import CutoutActor  # noqa: E402
+from raycat.surveys.bands import BAND_NAMES, NANOMAGGY_ZP, SURVEYS, get_band, sigma_pixel  # noqa: E402
 
 RA0, DEC0 = 150.0, 2.0
 GRID_OFFSET = 0.055  # deg: tile centres at +-this in ra and dec (tiles overlap in the middle)

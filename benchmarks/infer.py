@@ -30,7 +30,7 @@ def model_only_rate(cfg, n: int) -> float:
 
     @ray.remote(num_cpus=cfg.infer.cpus_per_actor)
     def run() -> float:
-        from raycat.infer import Predictor
+        from raycat.photoz.infer import Predictor
 
         predictor = Predictor(cfg.infer.model)
         size, bands = cfg.cutouts.size_px, len(cfg.cutouts.bands)

@@ -15,7 +15,7 @@ from raycat.config import RaycatConfig, parse_config
 @contextlib.contextmanager
 def sky_workspace(n_galaxies: int):
     """A temporary directory holding a fresh mock sky under ``sky/``; yields its path."""
-    from raycat.simulate import simulate_sky
+    from raycat.sky.simulate import simulate_sky
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -64,7 +64,7 @@ def warm_ray_data() -> float:
 
 def save_random_model(cfg: RaycatConfig) -> None:
     """A model artifact with random weights (speed does not depend on them)."""
-    from raycat.model import ArtifactMeta, build_model, save_artifact
+    from raycat.photoz.model import ArtifactMeta, build_model, save_artifact
 
     model = build_model(cfg.model, len(cfg.cutouts.bands))
     save_artifact(model, cfg.infer.model, ArtifactMeta.from_config(cfg))

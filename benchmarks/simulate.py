@@ -26,7 +26,7 @@ import numpy as np
 
 def _run_sky(n_galaxies: int) -> dict:
     """Simulate one sky in this (fresh) process; report time, size and peak memory."""
-    from raycat.simulate import simulate_sky
+    from raycat.sky.simulate import simulate_sky
 
     with tempfile.TemporaryDirectory() as out:
         cpu = time.process_time()
@@ -57,14 +57,14 @@ def _timed(fn, *args) -> float:
 
 
 def bench_magnitudes() -> None:
-    from raycat import sed
-    from raycat.mock_population import BULGE_TEMPLATE, draw_targets
+    from raycat.sky import sed
+    from raycat.sky.population import BULGE_TEMPLATE, draw_targets
 
     grid = sed.colour_grid()
     targets = draw_targets(np.random.default_rng(0), 2000, grid)
     z, types = targets["z"].to_numpy(), targets["sed"].to_numpy()
     bulge_frac = targets["bulge_frac"].to_numpy()
-    from raycat.mock_population import component_kflux
+    from raycat.sky.population import component_kflux
 
     def cached():
         component_kflux(grid, types, bulge_frac, z)
@@ -89,12 +89,12 @@ def _tile_inputs(survey: str, n_galaxies: int = 2000):
     """The sources and first tile of ``survey`` of a default sky, as simulate_sky makes them."""
     import math
 
-    from raycat import simulate as sim
-    from raycat.mock_draw import MAX_STAMP_HALF_PX, sources_on_tile
-    from raycat.mock_population import Field, draw_sources
-    from raycat.mock_tiles import covering_field, layout_survey
-    from raycat.sed import colour_grid
-    from raycat.surveys import SURVEYS
+    from raycat.sky import simulate as sim
+    from raycat.sky.draw import MAX_STAMP_HALF_PX, sources_on_tile
+    from raycat.sky.population import Field, draw_sources
+    from raycat.sky.tiles import covering_field, layout_survey
+    from raycat.sky.sed import colour_grid
+    from raycat.surveys.bands import SURVEYS
 
     field = Field(*sim.FIELD_CENTRE, math.sqrt(n_galaxies / sim.TARGET_DENSITY_DEG2))
     tiles = {s: layout_survey(SURVEYS[s], field, np.random.default_rng(i))
@@ -108,7 +108,7 @@ def _tile_inputs(survey: str, n_galaxies: int = 2000):
 
 
 def bench_unresolved_shortcut() -> None:
-    from raycat import mock_draw
+    from raycat.sky import draw as mock_draw
 
     tile, sources, x, y = _tile_inputs("unwise")
     fast = _timed(mock_draw.draw_band, tile, "unwise_w1", sources, x, y, 25.2)
@@ -123,7 +123,7 @@ def bench_unresolved_shortcut() -> None:
 
 
 def bench_stamps(n_sources: int = 40) -> None:
-    from raycat import mock_draw
+    from raycat.sky import draw as mock_draw
 
     tile, sources, x, y = _tile_inputs("ps1")
     inside = (x > 0) & (x < tile.naxis - 1) & (y > 0) & (y < tile.naxis - 1)

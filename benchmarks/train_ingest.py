@@ -30,8 +30,8 @@ def in_memory_rate(cfg, n_images: int) -> float:
         import torch
         import torch.nn.functional as F
 
-        from raycat.model import build_model
-        from raycat.train import dihedral_augment
+        from raycat.photoz.model import build_model
+        from raycat.photoz.train import dihedral_augment
 
         bands, size, batch = len(cfg.cutouts.bands), cfg.cutouts.size_px, cfg.train.batch_size
         model = build_model(cfg.model, bands).train()
@@ -55,7 +55,7 @@ def in_memory_rate(cfg, n_images: int) -> float:
 def main(n_galaxies: int) -> None:
     from raycat.pipeline import materialise_cutouts, read_materialised
     from raycat.runtime import ray_session
-    from raycat.train import fit
+    from raycat.photoz.train import fit
 
     with sky_workspace(n_galaxies) as root:
         cfg = demo_like_config(root, cutouts={"output": str(root / "cutouts")},

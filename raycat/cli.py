@@ -28,7 +28,7 @@ def _positive_float(text: str) -> float:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from raycat.simulate import simulate_sky
+    from raycat.sky.simulate import simulate_sky
 
     summary = simulate_sky(args.out, n_galaxies=args.n_galaxies, seed=args.seed,
                            area_deg2=args.area_deg2)
@@ -112,7 +112,7 @@ def _add_stages(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from raycat.evaluate import evaluate_catalog
+    from raycat.quality.evaluate import evaluate_catalog
 
     metrics = evaluate_catalog(args.catalog, args.truth, args.out, id_column=args.id_column,
                                z_column=args.z_column)
@@ -135,8 +135,8 @@ def _model_and_cutouts(args: argparse.Namespace):
 
 
 def _stability(args: argparse.Namespace) -> dict:
-    from raycat.model import load_artifact
-    from raycat.report import (PLOT_STABILITY, STABILITY_OBJECTS, sample_cutouts, save_figures,
+    from raycat.photoz.model import load_artifact
+    from raycat.quality.report import (PLOT_STABILITY, STABILITY_OBJECTS, sample_cutouts, save_figures,
                                stability, stability_figure)
     from raycat.runtime import ray_session
 
@@ -150,7 +150,7 @@ def _stability(args: argparse.Namespace) -> dict:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from raycat.report import build_report
+    from raycat.quality.report import build_report
     from raycat.runtime import ray_session
 
     if not args.config:
@@ -217,7 +217,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _cmd_index(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from raycat.indexer import build_index
+    from raycat.surveys.indexer import build_index
 
     try:
         options = json.loads(args.storage_options) if args.storage_options else {}
@@ -250,13 +250,13 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_crosscheck(args: argparse.Namespace) -> int:
-    from raycat.crosscheck import main as crosscheck
+    from raycat.quality.crosscheck import main as crosscheck
 
     return crosscheck(args.arguments, prog="raycat crosscheck")
 
 
 def _add_crosscheck(sub: argparse._SubParsersAction) -> None:
-    # the check owns its options (raycat.crosscheck.build_parser); '+' as the only prefix
+    # the check owns its options (raycat.quality.crosscheck.build_parser); '+' as the only prefix
     # hands every argument, --help included, to it unparsed
     p = sub.add_parser("crosscheck", add_help=False, prefix_chars="+",
                        help="cross-survey consistency check of one field: positions and AB "

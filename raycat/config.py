@@ -14,9 +14,11 @@ from pydantic import (Field, PrivateAttr, ValidationError, ValidationInfo, field
                       model_validator)
 
 from raycat.errors import RaycatError
-from raycat.survey_config import (BandConfig, CalibrationConfig, CompanionConfig,
-                                  StrictSection, SurveyConfig, config_bands)
-from raycat.surveys import BAND_NAMES, Band, get_band
+from raycat.runtime import RayConfig
+from raycat.section import StrictSection
+from raycat.surveys.config import (BandConfig, CalibrationConfig, CompanionConfig, SurveyConfig,
+                                   config_bands)
+from raycat.surveys.bands import BAND_NAMES, Band, get_band
 
 
 class ConfigError(RaycatError, ValueError):
@@ -57,7 +59,7 @@ class CutoutConfig(_Section):
 
     surveys: dict[str, SurveyConfig] = Field(
         default_factory=dict, description="Surveys added to or overriding the built-in ones "
-        "(raycat/surveys.py), by name: see the `surveys` entries below and docs/real_data.md.")
+        "(raycat/surveys/bands.py), by name: see the `surveys` entries below and docs/real_data.md.")
     bands: list[str] = Field(default_factory=lambda: list(BAND_NAMES),
                              description="Bands, in channel order.")
     size_px: int = Field(32, ge=8, le=512, description="Cutout side in output pixels.")
@@ -180,14 +182,6 @@ class InferConfig(_Section):
     attribution_baseline: Literal["zero", "noise"] = Field(
         "zero", description="An absent player's pixels: zero (the sky after normalisation) "
         "or unit-variance noise (the sky noise, since the softening is ~1 sigma).")
-
-
-class RayConfig(_Section):
-    """How to reach Ray."""
-
-    address: str | None = Field(None, description="Cluster address; null starts an embedded "
-                                "local Ray.")
-    num_cpus: int | None = Field(None, ge=1, description="CPUs for an embedded local Ray.")
 
 
 class RaycatConfig(_Section):

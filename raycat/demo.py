@@ -37,7 +37,7 @@ def held_out_truth(cfg: RaycatConfig, out: Path) -> Path:
     """The truth rows of the validation objects: the only ones the metrics may score."""
     import pandas as pd
 
-    from raycat.train import is_validation
+    from raycat.photoz.train import is_validation
 
     truth = pd.read_parquet(Path(cfg.data.store) / schema.TRUTH_FILE)
     held = truth[is_validation(truth[schema.ID].to_numpy(), cfg.train.val_fraction,
@@ -49,10 +49,10 @@ def held_out_truth(cfg: RaycatConfig, out: Path) -> Path:
 def photometry_baseline(cfg: RaycatConfig) -> dict:
     """Catalog-photometry photo-z (aperture fluxes -> gradient boosting) on the same cutouts,
     trained on the CNN's training objects and scored on the same held-out ones."""
-    from raycat.baseline import baseline_metrics_from_features, features_from_batches
-    from raycat.cutouts import softenings
+    from raycat.quality.baseline import baseline_metrics_from_features, features_from_batches
+    from raycat.cutouts.actor import softenings
     from raycat.pipeline import read_materialised
-    from raycat.train import usable_for_training
+    from raycat.photoz.train import usable_for_training
 
     _, make = read_materialised(cfg, cfg.cutouts.output)
     rows = make().select_columns([schema.ID, schema.CUBE, schema.Z_SPEC, schema.FLAGS])
@@ -66,9 +66,9 @@ def photometry_baseline(cfg: RaycatConfig) -> dict:
 def run_demo(workdir: str, n_galaxies: int = 2000, epochs: int = 15, seed: int = 0) -> dict:
     """Run the whole chain into ``workdir``; returns the held-out metrics."""
     from raycat.pipeline import materialise_cutouts, read_materialised, run_infer, run_train
-    from raycat.report import build_report
+    from raycat.quality.report import build_report
     from raycat.runtime import ray_session
-    from raycat.simulate import simulate_sky
+    from raycat.sky.simulate import simulate_sky
 
     started = time.perf_counter()
     root = Path(workdir).resolve()

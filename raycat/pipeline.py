@@ -19,7 +19,7 @@ from raycat import schema
 from raycat.config import RaycatConfig
 from raycat.errors import RaycatError
 from raycat.fsutil import arrow_filesystem, filesystem, join
-from raycat.manifest import drop_units
+from raycat.plan.manifest import drop_units
 from raycat.runtime import READ_ARGS
 
 CUTOUT_BATCH = 128  # objects per cutout call: 9 x 32 x 32 float32 cubes, ~5 MB
@@ -46,7 +46,7 @@ def cutout_rows(cfg: RaycatConfig, rows):
     """Cutout cubes for manifest rows, by an autoscaling pool of CutoutActors."""
     import ray.data
 
-    from raycat.cutouts import CutoutActor
+    from raycat.cutouts.actor import CutoutActor
 
     return rows.map_batches(
         CutoutActor, batch_size=CUTOUT_BATCH, batch_format="numpy",
@@ -60,7 +60,7 @@ def cutout_rows(cfg: RaycatConfig, rows):
 
 def plan_and_cut(cfg: RaycatConfig):
     """(PlanSummary, lazy dataset factory) for streaming cutouts straight from the tiles."""
-    from raycat.manifest import plan
+    from raycat.plan.manifest import plan
 
     manifest = plan(cfg)
     has_z = schema.Z_SPEC in manifest.columns
@@ -125,7 +125,7 @@ def _plan_file(url: str, cfg: RaycatConfig):
 
 def run_train(cfg: RaycatConfig) -> dict:
     """Train on the cutouts (materialised or streamed); writes the model artifact."""
-    from raycat.train import fit
+    from raycat.photoz.train import fit
 
     _, make = cutout_source(cfg)
     started = time.perf_counter()
@@ -153,8 +153,8 @@ def run_infer(cfg: RaycatConfig) -> dict:
     with it (or the plan's blocks), so the partitions it left unwritten are redone by the next
     pass, planned afresh. A bug in raycat's own code is not retried.
     """
-    from raycat.catalog import CatalogWriter
-    from raycat.model import read_artifact_meta
+    from raycat.catalog.write import CatalogWriter
+    from raycat.photoz.model import read_artifact_meta
 
     meta = read_artifact_meta(cfg.infer.model, cfg.data.storage_options)
     _check_artifact_matches(cfg, meta)
@@ -210,8 +210,8 @@ def _import_in_background(module: str) -> None:
 
 def _catalog_schema(cfg: RaycatConfig, meta, summary: PlanSummary):
     """(inference extras, catalog Arrow schema) for this model and plan."""
-    from raycat.catalog import schema_for_artifact
-    from raycat.infer import Extras
+    from raycat.catalog.info import schema_for_artifact
+    from raycat.photoz.infer import Extras
 
     extras = Extras(**cfg.infer.model_dump(include=set(Extras.__dataclass_fields__)))
     cat_schema = schema_for_artifact(meta, config_hash=cfg.config_hash(),
@@ -226,8 +226,8 @@ def _predict_pass(cfg: RaycatConfig, cutouts, todo: dict[int, int], cat_schema, 
     """One streaming pass: Predictor pool -> PartitionSink; yields a row per unit written."""
     import ray.data
 
-    from raycat.infer import Predictor
-    from raycat.sink import PartitionSink
+    from raycat.photoz.infer import Predictor
+    from raycat.catalog.sink import PartitionSink
 
     opts, gpu = cfg.data.storage_options, cfg.infer.use_gpu
     predicted = cutouts.map_batches(

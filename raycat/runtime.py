@@ -5,13 +5,23 @@ from __future__ import annotations
 import contextlib
 import os
 
-from raycat.config import RayConfig
+from pydantic import Field
+
+from raycat.section import StrictSection
 
 # I/O-bound reads take a quarter CPU: actor pools hold their CPUs for a whole job, and on a
 # 2-core machine whole-CPU read tasks beside them would never be scheduled (a silent hang).
 # Ray Data's file listing still takes one whole CPU, so the actor pools of one job must
 # leave a CPU free on a 2-core machine: hence the fractional actor defaults in the config.
 READ_ARGS = {"num_cpus": 0.25}
+
+
+class RayConfig(StrictSection):
+    """How to reach Ray."""
+
+    address: str | None = Field(None, description="Cluster address; null starts an embedded "
+                                "local Ray.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for an embedded local Ray.")
 
 
 @contextlib.contextmanager

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import posixpath
+import re
 from enum import IntFlag
+
+from raycat.errors import StorePathError
 
 # --- mock sky / tile store layout -------------------------------------------------------
 TRUTH_FILE = "truth.parquet"  # the target galaxies (the object list, with spectroscopic z)
@@ -16,7 +20,27 @@ def tile_relpath(survey: str, tile: str, band: str) -> str:
     return f"{TILES_DIR}/{survey}/{tile}/{tile}.{band}.fits"
 
 
-# Computed real tilings (raycat/tiling.py): default URI templates, relative to a store that
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def relative_tile_uri(uri: str) -> str:
+    """The normalised form of a tile URI from an index; raises StorePathError unless it stays
+    inside its store: non-empty, relative, no scheme, no backslash or ``~``, no '..' escape.
+
+    The one rule for every index row and every read, so a manifest cannot make a store read
+    elsewhere.
+    """
+    if not isinstance(uri, str) or not uri.strip():
+        raise StorePathError(f"tile uri must be a non-empty relative path, got {uri!r}")
+    if uri.startswith(("/", "~")) or "\\" in uri or _URL_SCHEME.match(uri):
+        raise StorePathError(f"tile uri {uri!r} escapes its store: index URIs must be relative")
+    normal = posixpath.normpath(uri)
+    if normal in (".", "..") or normal.startswith("../"):
+        raise StorePathError(f"tile uri {uri!r} escapes its store root")
+    return normal
+
+
+# Computed real tilings (raycat/surveys/tiling.py): default URI templates, relative to a store that
 # mirrors the archive layout. Fields: {tile} (tile name), {filter} (band name without the
 # survey prefix: "w1", "g"), and per tiling {projcell} {skycell} (PS1).
 UNWISE_URI_TEMPLATE = "{tile:.3}/{tile}/unwise-{tile}-{filter}-img-m.fits"
@@ -37,7 +61,7 @@ TRUTH_Z = "z"
 TRUTH_SED = "sed"  # SED type of the galaxy (E, Sbc, Scd, Im) or "star"
 TRUTH_KIND = "kind"  # "galaxy", "star" or "neighbour"
 TRUTH_HLR = "hlr_arcsec"  # half-light radius
-# mock-sky extras (raycat/mock_population.py documents the model behind them)
+# mock-sky extras (raycat/sky/population.py documents the model behind them)
 TRUTH_POPULATION = "population"  # "bright", "lrg", "elg", "neighbour" or "star"
 TRUTH_ABS_MAG_R = "abs_mag_r"  # rest-frame PS1 r absolute AB magnitude
 TRUTH_BULGE_FRAC = "bulge_frac"  # bulge share of the rest-frame r light

@@ -41,8 +41,8 @@ def _ray(env, *args, timeout=300):
 @pytest.fixture
 def store(s3_bucket):
     """A tiny sky, a tiny model and a config on S3; the config holds no endpoint or keys."""
-    from raycat.model import ArtifactMeta, build_model, save_artifact
-    from raycat.simulate import simulate_sky
+    from raycat.photoz.model import ArtifactMeta, build_model, save_artifact
+    from raycat.sky.simulate import simulate_sky
 
     url, opts = s3_bucket
     simulate_sky(f"{url}/sky", n_galaxies=80, seed=11, storage_options=opts, progress=False)
@@ -98,7 +98,7 @@ def cluster(s3_server, tmp_path):
 def test_infer_job_submitted_to_a_cluster_writes_every_id_once_to_s3(store, cluster):
     import fsspec
 
-    from raycat.catalog_read import read_catalog_ids
+    from raycat.catalog.read import read_catalog_ids
 
     url, opts, _ = store
     env, address, ray_logs = cluster
@@ -124,7 +124,7 @@ def _assert_no_secret_in_ray_logs(ray_logs: Path) -> None:
 
 
 def _check_every_id_once(url, catalog, opts):
-    from raycat.catalog_read import read_catalog_ids
+    from raycat.catalog.read import read_catalog_ids
 
     truth = pd.read_parquet(f"{url}/sky/{schema.TRUTH_FILE}", storage_options=opts)
     ids = read_catalog_ids(catalog, opts)
@@ -168,7 +168,7 @@ def test_killed_job_resubmitted_resumes_without_recomputing_finished_partitions(
 
     url, opts, cfg = store
     env, address, ray_logs = cluster
-    from raycat.model import ArtifactMeta, build_model, save_artifact
+    from raycat.photoz.model import ArtifactMeta, build_model, save_artifact
 
     # a job worth killing: the production ResNet50 with sampled band attributions (66
     # forward passes per object), in small batches and fine partitions
@@ -213,7 +213,7 @@ def test_killed_job_resubmitted_resumes_without_recomputing_finished_partitions(
 
 def _plan_units(cfg, opts) -> set[int]:
     """Work units of the objects at the config's order (without Ray)."""
-    from raycat.manifest import spatial_index, work_units
+    from raycat.plan.manifest import spatial_index, work_units
 
     truth = pd.read_parquet(f"{cfg.data.store}/{schema.TRUTH_FILE}", storage_options=opts)
     cells = spatial_index(truth[schema.RA].to_numpy(), truth[schema.DEC].to_numpy())

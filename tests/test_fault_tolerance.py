@@ -33,8 +33,8 @@ def test_lost_infrastructure_is_retried_but_bugs_are_not():
 def _sky(root, n_galaxies=400):
     """A small sky, a tiny model, and a config whose inference is slow enough (sampled
     band attributions: 66 passes per object) to be interrupted between partitions."""
-    from raycat.model import ArtifactMeta, build_model, save_artifact
-    from raycat.simulate import simulate_sky
+    from raycat.photoz.model import ArtifactMeta, build_model, save_artifact
+    from raycat.sky.simulate import simulate_sky
 
     simulate_sky(str(root / "sky"), n_galaxies=n_galaxies, seed=3, progress=False)
     cfg = parse_config({
@@ -78,7 +78,7 @@ def _done_markers(cfg) -> int:
 
 
 def _check_every_id_once(cfg):
-    from raycat.catalog_read import read_catalog_ids
+    from raycat.catalog.read import read_catalog_ids
 
     truth = pd.read_parquet(f"{cfg.data.store}/{schema.TRUTH_FILE}")
     ids = read_catalog_ids(cfg.infer.catalog)
@@ -133,7 +133,7 @@ def test_node_removed_mid_inference_still_gives_every_id_once(sky, tmp_path):
 def test_sink_killed_with_rows_in_flight_next_pass_writes_the_rest(sky, tmp_path, ray_local):
     """The sink buffers a unit's rows until the unit is whole; killed, it restarts empty, the
     units it held cannot complete in that pass, and the next pass redoes just those."""
-    from raycat.catalog_read import read_catalog_ids
+    from raycat.catalog.read import read_catalog_ids
     from raycat.pipeline import run_infer
 
     cfg = sky.model_copy(deep=True)
@@ -163,7 +163,7 @@ def _cutouts(n=512, size=16):
 
 @pytest.mark.slow
 def test_training_worker_killed_resumes_from_the_last_checkpoint(tmp_path, ray_local):
-    from raycat.train import fit
+    from raycat.photoz.train import fit
 
     epochs = 6
     cfg = parse_config({

@@ -16,7 +16,7 @@ OFF_SKY_ID = 10**9  # an input object 2 degrees away from every tile
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, ray_module):
     from raycat.pipeline import materialise_cutouts, run_infer, run_train
-    from raycat.simulate import simulate_sky
+    from raycat.sky.simulate import simulate_sky
 
     root = tmp_path_factory.mktemp("chain")
     simulate_sky(str(root / "sky"), n_galaxies=120, seed=5, progress=False)
@@ -39,7 +39,7 @@ def chain(tmp_path_factory, ray_module):
 
 
 def _catalog_ids(cfg):
-    from raycat.catalog_read import read_catalog_ids
+    from raycat.catalog.read import read_catalog_ids
 
     return read_catalog_ids(cfg.infer.catalog)
 
@@ -122,7 +122,7 @@ def test_report_page_has_every_section(chain):
     import re
 
     from raycat.pipeline import read_materialised, run_infer
-    from raycat.report import build_report
+    from raycat.quality.report import build_report
 
     cfg, root, _, _ = chain
     cfg = cfg.model_copy(deep=True)

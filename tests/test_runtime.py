@@ -10,7 +10,7 @@ import pytest
 
 SCRIPT = """
 import ray
-from raycat.config import RayConfig
+from raycat.runtime import RayConfig
 from raycat.runtime import ray_session
 with ray_session(RayConfig(num_cpus=1)):
     print("CPUS", ray.cluster_resources()["CPU"])

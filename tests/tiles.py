@@ -20,7 +20,7 @@ from astropy.io import fits
 from astropy.wcs import WCS, Sip
 from scipy.special import erf
 
-from raycat.surveys import NANOMAGGY_ZP, get_band
+from raycat.surveys.bands import NANOMAGGY_ZP, get_band
 
 Compression = Literal["none", "gzip", "tile"]
 

@@ -1,0 +1,74 @@
+"""Reading a raycat catalog partition by partition: ids, PDFs and its raycat metadata.
+
+Nothing here loads a whole catalog: callers stream partitions and read only the columns
+they need.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raycat import fsutil
+from raycat import schema as S
+from raycat.catalog.info import CatalogInfo
+from raycat.errors import RaycatError
+
+
+
+def partition_pixels(fs, root: str) -> Iterator[int]:
+    for path in partition_paths(fs, root):
+        yield int(re.search(r"Npix=(\d+)\.parquet$", path).group(1))
+
+
+def partition_paths(fs, root: str) -> list[str]:
+    fs.invalidate_cache()
+    pattern = f"{root}/{S.CATALOG_DATASET_DIR}/Norder=*/Dir=*/Npix=*.parquet"
+    return sorted(fs.glob(pattern))
+
+
+def existing_schema(fs, root: str) -> pa.Schema | None:
+    common = f"{root}/{S.CATALOG_DATASET_DIR}/_common_metadata"
+    paths = [common] if fs.exists(common) else partition_paths(fs, root)[:1]
+    return pq.read_schema(paths[0], filesystem=fs) if paths else None
+
+
+def read_catalog_info(root: str, storage_options: dict | None = None) -> CatalogInfo:
+    """Bin edges, bands, model id, config hash and version of a catalog."""
+    fs, path = fsutil.filesystem(root, storage_options)
+
+    schema = existing_schema(fs, path.rstrip("/"))
+    if schema is None:
+        raise RaycatError(f"catalog not found (no partitions): {root}")
+    return CatalogInfo.from_schema(schema)
+
+
+def iter_partitions(root: str, columns: Sequence[str] | None = None,
+                    storage_options: dict | None = None) -> Iterator[pa.Table]:
+    """Yield the catalog one partition at a time, reading only ``columns``."""
+    fs, path = fsutil.filesystem(root, storage_options)
+    paths = partition_paths(fs, path.rstrip("/"))
+    if not paths:
+        raise RaycatError(f"catalog not found (no partitions): {root}")
+    for partition in paths:
+        yield pq.read_table(partition, columns=list(columns) if columns else None, filesystem=fs)
+
+
+def pdf_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The ``pdf`` column as a float64 array ``[n, n_bins]``; null PDFs become NaN rows."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n_bins = array.type.list_size
+    values = array.values.slice(array.offset * n_bins, len(array) * n_bins)
+    matrix = np.asarray(values.to_numpy(zero_copy_only=False), np.float64).reshape(-1, n_bins)
+    matrix[np.asarray(array.is_null())] = np.nan
+    return matrix
+
+
+def read_catalog_ids(root: str, storage_options: dict | None = None) -> np.ndarray:
+    """Every object id in the catalog (in partition order), reading only the id column."""
+    parts = [t[S.ID].to_numpy() for t in iter_partitions(root, [S.ID], storage_options)]
+    return np.concatenate(parts)

@@ -1,0 +1,60 @@
+"""The catalog stage on Ray Data: gather predicted rows by work unit, write each unit whole.
+
+Rows of one work unit can arrive in several batches (and in any order). The sink knows how
+many objects each unit holds, keeps a unit's rows until the last one arrives and then writes
+the unit as one catalog partition with its done marker. One sink actor sees every row, so a
+unit is never split between writers; it holds only the units still in flight.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from raycat import schema
+
+EXTRA_COLUMNS = (schema.Z_SPEC, schema.Z_STD_EPISTEMIC)
+
+
+class PartitionSink:
+    """Ray Data actor: writes complete work units; returns one row (unit, rows) per unit
+    written. What a partition holds (flag counts included) is in its done marker."""
+
+    def __init__(self, root: str, storage_options: dict | None, catalog_schema, order: int,
+                 unit_counts: dict[int, int]):
+        from raycat.catalog.write import CatalogWriter
+
+        self.writer = CatalogWriter(root, catalog_schema, order, mode=None,
+                                    storage_options=storage_options)
+        self.expected = {int(k): int(v) for k, v in unit_counts.items()}
+        self.pending: dict[int, list[dict]] = {}
+        # columns the Predictor passes through as they are (z_spec, attributions, ...)
+        self.extra = [n for n in catalog_schema.names if n in EXTRA_COLUMNS or
+                      n.startswith(schema.attr_column(""))]
+
+    def __call__(self, batch: dict) -> dict:
+        units = np.asarray(batch[schema.WORK_UNIT])
+        written, rows = [], []
+        for unit in np.unique(units).tolist():
+            part = {k: np.asarray(v)[units == unit] for k, v in batch.items()}
+            self.pending.setdefault(unit, []).append(part)
+            have = sum(len(p[schema.ID]) for p in self.pending[unit])
+            if have > self.expected[unit]:
+                raise RuntimeError(f"work unit {unit}: {have} rows for {self.expected[unit]} "
+                                   "objects (rows were duplicated upstream)")
+            if have == self.expected[unit]:
+                self._write(unit, self.pending.pop(unit))
+                written.append(unit)
+                rows.append(have)
+        return {schema.WORK_UNIT: np.array(written, dtype=np.int64),
+                "rows": np.array(rows, dtype=np.int64)}
+
+    def _write(self, unit: int, parts: list[dict]) -> None:
+        """Write one work unit as one partition (with its done marker)."""
+        from raycat.catalog.write import partition_table
+
+        cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        extra = {name: cat[name] for name in self.extra}
+        table = partition_table(self.writer.schema, ids=cat[schema.ID], ra=cat[schema.RA],
+                                dec=cat[schema.DEC], flags=cat[schema.FLAGS],
+                                pdf=cat[schema.PDF], extra=extra)
+        self.writer.write_partition(unit, table)

@@ -1,0 +1,297 @@
+"""Training on Ray Train: cross-entropy over redshift bins, flattened n(z), dihedral augmentation.
+
+``train_loop_per_worker`` is the whole loop, short enough to read in one sitting. ``fit`` builds
+the datasets (training objects only: the validation split is chosen by a hash of the id, so
+held-out objects are never trained on), runs the TorchTrainer and writes the model artifact.
+Rerunning with the same ``run_name`` and ``storage_path`` resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from raycat import schema
+from raycat.config import RaycatConfig
+from raycat.fsutil import has_scheme
+
+CHECKPOINT_FILE = "state.pt"
+UNUSABLE = int(schema.Flag.OFF_FOOTPRINT | schema.Flag.READ_ERROR)
+SHUFFLE_BATCHES = 16  # rows mixed before batching, in batches: 37 MB of 9x32x32 cutouts at 64
+
+
+# --- pure helpers -------------------------------------------------------------------------
+
+def is_validation(ids: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """Deterministic split by a hash of the id: the same objects are held out on every run."""
+    mixed = (np.asarray(ids, dtype=np.uint64) + np.uint64(seed)) * np.uint64(0x9E3779B97F4A7C15)
+    return (mixed >> np.uint64(40)).astype(np.float64) / float(1 << 24) < fraction
+
+
+def class_weights(z: np.ndarray, edges: np.ndarray, cap: float) -> np.ndarray:
+    """Inverse-frequency weight per bin, capped and normalised to a mean of 1 per object.
+
+    This flattens n(z) so the rare high-redshift objects are not drowned by the common ones.
+    """
+    counts = np.histogram(np.clip(z, edges[0], edges[-1]), bins=edges)[0].astype(float)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(counts), 0.0)
+    weights = np.minimum(weights, cap * np.median(weights[counts > 0]))
+    return weights / (weights * counts).sum() * counts.sum()
+
+
+def dihedral_augment(x, generator=None):
+    """A random flip and 90-degree rotation per image, on the tensor's own device.
+
+    Galaxies have no preferred orientation, so the 8 dihedral transforms are free data.
+    """
+    import torch
+
+    n = x.shape[0]
+    flip = torch.rand(n, device=x.device, generator=generator) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    turns = torch.randint(0, 4, (n,), device=x.device, generator=generator)
+    out = x.clone()
+    for k in (1, 2, 3):
+        chosen = turns == k
+        out[chosen] = torch.rot90(x[chosen], k, dims=(-2, -1))
+    return out
+
+
+def cosine_lr(peak: float, epoch: int, epochs: int) -> float:
+    """Learning rate of ``epoch``: cosine from ``peak`` to 5% of it; resumes need no state."""
+    return float(peak * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * epoch / max(epochs, 1)))))
+
+
+def usable_for_training(batch: dict) -> np.ndarray:
+    """Rows with pixels and a finite spectroscopic redshift."""
+    z = np.asarray(batch[schema.Z_SPEC], dtype=float)
+    return np.isfinite(z) & ((np.asarray(batch[schema.FLAGS]) & UNUSABLE) == 0)
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    import torch
+    import torch.nn.functional as F
+
+    from raycat.photoz.model import build_model
+
+    cfg = RaycatConfig.model_validate(config["cfg"])
+    _quiet_report_lines()
+    device = ray.train.torch.get_device()
+    edges = torch.tensor(config["edges"], dtype=torch.float32, device=device)
+    centres = (edges[1:] + edges[:-1]) / 2
+    weights = torch.tensor(config["class_weights"], dtype=torch.float32, device=device)
+    model = build_model(cfg.model, len(cfg.cutouts.bands))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
+                                  weight_decay=cfg.train.weight_decay)
+    start_epoch = _restore(model, optimiser)
+    model = ray.train.torch.prepare_model(model)
+    gpu = device.type == "cuda"
+    if gpu:
+        model = model.to(memory_format=torch.channels_last)
+
+    for epoch in range(start_epoch, cfg.train.epochs):
+        for group in optimiser.param_groups:  # cosine decay, a function of the epoch alone
+            group["lr"] = cosine_lr(cfg.train.lr, epoch, cfg.train.epochs)
+        model.train()
+        started, seen, total_loss, first_batch_s = time.perf_counter(), 0, 0.0, None
+        for batch in _batches("train", cfg, device, epoch):
+            first_batch_s = first_batch_s or time.perf_counter() - started  # ingest start-up
+            x = dihedral_augment(batch[schema.CUBE])
+            x = x.to(memory_format=torch.channels_last) if gpu else x
+            target = torch.bucketize(batch[schema.Z_SPEC].clamp(edges[0], edges[-1]),
+                                     edges[1:-1])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
+                loss = F.cross_entropy(model(x).float(), target, weight=weights)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            seen += len(target)
+            total_loss += loss.item() * len(target)
+        metrics = {"epoch": epoch, "start_epoch": start_epoch,
+                   "train_loss": total_loss / max(seen, 1),
+                   "images_per_s": seen / (time.perf_counter() - started),
+                   "first_batch_s": first_batch_s or 0.0,
+                   **_validate(model, cfg, device, centres)}
+        _report(model, optimiser, epoch, metrics)
+        if ray.train.get_context().get_world_rank() == 0:
+            # not print(): Ray Train patches it and, with the worker's redirected streams,
+            # every printed line reaches the driver twice
+            sys.stderr.write(_epoch_line(metrics, cfg.train.epochs) + "\n")
+            sys.stderr.flush()
+
+
+def _quiet_report_lines() -> None:
+    """Ray Train 2.60 logs every report (the metrics dict and checkpoint path) at INFO on a
+    logger named after its file path, which the run's LoggingConfig does not reach."""
+    with contextlib.suppress(ImportError):  # a private module: gone in a later Ray is fine
+        from ray.train.v2._internal.execution import context
+
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+def _epoch_line(metrics: dict, epochs: int) -> str:
+    """One progress line per epoch (Ray Train's own report lines are turned off)."""
+    line = (f"raycat: epoch {metrics['epoch'] + 1}/{epochs}: train loss "
+            f"{metrics['train_loss']:.3f}, {metrics['images_per_s']:.0f} images/s")
+    if "val_nmad" in metrics:
+        line += (f", validation NMAD {metrics['val_nmad']:.4f}, outliers "
+                 f"{metrics['val_outliers_015']:.1%} ({metrics['val_objects']} objects)")
+    return line
+
+
+def _batches(split: str, cfg: RaycatConfig, device, epoch: int = 0):
+    import ray.train
+    import torch
+
+    shard = ray.train.get_dataset_shard(split)
+    train = split == "train"
+    # The cutouts arrive in HEALPix order: a batch would hold neighbours from a few tiles
+    # (shared depth and PSF), skewing BatchNorm's batch statistics, and the same batches
+    # every epoch. A bounded buffer mixes SHUFFLE_BATCHES batches' worth of rows, with a
+    # seed per epoch so a rerun trains on the same batches.
+    shuffle = {"local_shuffle_buffer_size": SHUFFLE_BATCHES * cfg.train.batch_size,
+               "local_shuffle_seed": cfg.train.seed + epoch} if train else {}
+    # Training drops a last partial batch: BatchNorm cannot train on a batch of one.
+    return shard.iter_torch_batches(
+        batch_size=cfg.train.batch_size, device=device, drop_last=train,
+        prefetch_batches=4,  # keep the next batches decoding while the step runs
+        dtypes={schema.CUBE: torch.float32, schema.Z_SPEC: torch.float32}, **shuffle)
+
+
+def _validate(model, cfg: RaycatConfig, device, centres) -> dict:
+    import torch
+
+    from raycat.photoz.pdf import nmad, outlier_fraction
+
+    model.eval()
+    z_mean, z_spec = [], []
+    with torch.no_grad():
+        for batch in _batches("val", cfg, device):
+            pdf = torch.softmax(model(batch[schema.CUBE]).float(), dim=1)
+            z_mean.append((pdf @ centres).cpu().numpy())
+            z_spec.append(batch[schema.Z_SPEC].cpu().numpy())
+    if not z_mean:
+        return {}
+    z_mean, z_spec = np.concatenate(z_mean), np.concatenate(z_spec)
+    return {"val_nmad": float(nmad(z_mean, z_spec)),
+            "val_outliers_015": float(outlier_fraction(z_mean, z_spec, 0.15)),
+            "val_objects": int(len(z_spec))}
+
+
+def _restore(model, optimiser) -> int:
+    """Load the last checkpoint if this run has one; the epoch to start from."""
+    import ray.train
+    import torch
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as path:
+        state = torch.load(os.path.join(path, CHECKPOINT_FILE), weights_only=True,
+                           map_location="cpu")
+    model.load_state_dict(state["model"])
+    optimiser.load_state_dict(state["optimiser"])
+    return int(state["epoch"]) + 1
+
+
+def _report(model, optimiser, epoch: int, metrics: dict) -> None:
+    import ray.train
+    import torch
+
+    with tempfile.TemporaryDirectory() as path:
+        checkpoint = None
+        if ray.train.get_context().get_world_rank() == 0:
+            plain = getattr(model, "module", model)  # unwrap DDP
+            torch.save({"model": plain.state_dict(), "optimiser": optimiser.state_dict(),
+                        "epoch": epoch}, os.path.join(path, CHECKPOINT_FILE))
+            checkpoint = ray.train.Checkpoint.from_directory(path)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+# --- driver side --------------------------------------------------------------------------
+
+def _keep_split(batch: dict, validation: bool, fraction: float, seed: int) -> dict:
+    keep = usable_for_training(batch)
+    keep &= is_validation(batch[schema.ID], fraction, seed) == validation
+    return {k: batch[k][keep] for k in (schema.CUBE, schema.Z_SPEC)}
+
+
+def split_datasets(cutouts, cfg: RaycatConfig) -> dict:
+    """Training and validation datasets from cutout rows (streamed, never collected)."""
+    columns = [schema.ID, schema.CUBE, schema.Z_SPEC, schema.FLAGS]
+    rows = cutouts.select_columns(columns)
+    return {name: rows.map_batches(_keep_split, batch_format="numpy",
+                                   fn_kwargs={"validation": name == "val",
+                                              "fraction": cfg.train.val_fraction,
+                                              "seed": cfg.train.seed})
+            for name in ("train", "val")}
+
+
+def training_redshifts(train_ds) -> np.ndarray:
+    """The training set's redshifts (one float per object, for the n(z) weights)."""
+    return np.concatenate([b[schema.Z_SPEC] for b in
+                           train_ds.select_columns([schema.Z_SPEC]).iter_batches(
+                               batch_format="numpy")] or [np.empty(0)])
+
+
+def storage_path(path: str) -> str:
+    """Ray Train wants an absolute local path or a URL."""
+    return path if has_scheme(path) else os.path.abspath(path)
+
+
+def fit(cfg: RaycatConfig, cutouts) -> dict:
+    """Train on the cutout dataset, write the model artifact, return the final metrics."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from raycat.errors import RaycatError
+    from raycat.photoz.pdf import bin_edges
+
+    datasets = split_datasets(cutouts, cfg)
+    z = training_redshifts(datasets["train"])
+    if len(z) == 0:
+        raise RaycatError("no usable training objects (need z_spec and pixels)")
+    edges = bin_edges(cfg.model.z_min, cfg.model.z_max, cfg.model.n_bins)
+    loop_config = {"cfg": cfg.model_dump(mode="json"), "edges": edges.tolist(),
+                   "class_weights": class_weights(z, edges, cfg.train.max_class_weight).tolist()}
+    trainer = TorchTrainer(
+        train_loop_per_worker, train_loop_config=loop_config, datasets=datasets,
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.num_workers,
+                                               use_gpu=cfg.train.use_gpu),
+        run_config=ray.train.RunConfig(
+            name=cfg.train.run_name, storage_path=storage_path(cfg.train.storage_path),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            # Ray Train logs every report (the whole metrics dict and the checkpoint path)
+            # at INFO: the loop prints one line per epoch instead
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures)))
+    result = trainer.fit()
+    metrics = dict(result.metrics or {})
+    metrics["train_objects"] = int(len(z))
+    metrics["train_median_z"] = float(np.median(z))
+    _write_artifact(cfg, result.checkpoint, metrics)
+    return metrics
+
+
+def _write_artifact(cfg: RaycatConfig, checkpoint, metrics: dict) -> None:
+    import torch
+
+    from raycat.photoz.model import ArtifactMeta, build_model, save_artifact
+
+    model = build_model(cfg.model, len(cfg.cutouts.bands))
+    with checkpoint.as_directory() as path:
+        state = torch.load(os.path.join(path, CHECKPOINT_FILE), weights_only=True,
+                           map_location="cpu")
+    model.load_state_dict(state["model"])
+    save_artifact(model, cfg.train.model_out, ArtifactMeta.from_config(cfg, metrics=metrics),
+                  storage_options=cfg.data.storage_options)

@@ -1,0 +1,189 @@
+"""Scoring a catalog against true redshifts: metrics and diagnostic plots.
+
+The catalog is read one partition at a time and only the columns needed (id, z_mean,
+pdf); each partition's PDFs are reduced to per-object PIT and CRPS at once, so memory
+holds a few numbers per object, never all PDFs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from raycat import fsutil
+from raycat import schema as S
+from raycat.catalog.read import iter_partitions, pdf_matrix, read_catalog_info
+from raycat.errors import RaycatError
+from raycat.photoz.pdf import crps_per_object, nmad, outlier_fraction, pit, summary_metrics
+
+METRICS_FILE = "metrics.json"
+PLOT_SCATTER, PLOT_PIT, PLOT_VS_Z = "photoz_vs_specz.png", "pit_hist.png", "metrics_vs_z.png"
+MIN_OBJECTS_PER_Z_BIN = 10  # fewer make the NMAD of a redshift bin noise
+
+
+@dataclass
+class Scores:
+    """Per-object numbers gathered from the catalog, aligned with each other."""
+
+    z_phot: np.ndarray
+    z_true: np.ndarray
+    pit: np.ndarray
+    crps: np.ndarray
+
+
+class _TruthLookup:
+    """True redshift by object id, via a sorted id array (no hash table of objects)."""
+
+    def __init__(self, ids: np.ndarray, z: np.ndarray):
+        order = np.argsort(ids, kind="stable")
+        self.ids, self.z = ids[order], z[order]
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        """True redshifts of ``ids``; NaN for ids the truth table lacks."""
+        position = np.clip(np.searchsorted(self.ids, ids), 0, len(self.ids) - 1)
+        return np.where(self.ids[position] == ids, self.z[position], np.nan)
+
+
+def _read_truth(url: str, id_column: str, z_column: str,
+                storage_options: dict | None) -> _TruthLookup:
+    fs, path = fsutil.filesystem(url, storage_options)
+    try:
+        table = pq.read_table(path, columns=[id_column, z_column], filesystem=fs)
+    except FileNotFoundError:
+        raise RaycatError(f"truth table not found: {url}") from None
+    except (KeyError, ValueError) as err:  # pyarrow: a column that does not exist
+        raise RaycatError(f"truth table {url}: needs columns {id_column!r} and {z_column!r} "
+                          f"({str(err).splitlines()[0]})") from None
+    if table.num_rows == 0:
+        raise RaycatError(f"truth table {url} is empty")
+    ids = table[id_column].to_numpy()
+    z = np.asarray(table[z_column].to_numpy(zero_copy_only=False), dtype=np.float64)
+    return _TruthLookup(ids, z)
+
+
+def collect_scores(catalog_url: str, truth: _TruthLookup | None,
+                   storage_options: dict | None = None) -> Scores:
+    """Stream the catalog; without ``truth``, its own ``z_spec`` column is the truth."""
+    edges = read_catalog_info(catalog_url, storage_options).bin_edges
+    columns = [S.ID, S.Z_MEAN, S.PDF] + ([] if truth else [S.Z_SPEC])
+    parts: list[tuple[np.ndarray, ...]] = []
+    try:
+        for table in iter_partitions(catalog_url, columns, storage_options):
+            z_phot = np.asarray(table[S.Z_MEAN].to_numpy(zero_copy_only=False), np.float64)
+            if truth:
+                z_true = truth(table[S.ID].to_numpy())
+            else:
+                z_true = np.asarray(table[S.Z_SPEC].to_numpy(zero_copy_only=False), np.float64)
+            pdf = pdf_matrix(table[S.PDF])
+            parts.append((z_phot, z_true, pit(pdf, edges, z_true),
+                          crps_per_object(pdf, edges, z_true)))
+    except (KeyError, ValueError) as err:
+        raise RaycatError(f"catalog {catalog_url}: missing column ({err}); give a truth "
+                          "table when the catalog has no z_spec") from None
+    return Scores(*(np.concatenate(column) for column in zip(*parts)))
+
+
+def evaluate_catalog(catalog_url: str, truth_url: str | None, out_dir: str, *,
+                     storage_options: dict | None = None, id_column: str = "id",
+                     z_column: str = "z", train_median_z: float | None = None) -> dict:
+    """Metrics of a catalog against true redshifts, plus PNG plots and ``metrics.json``.
+
+    Objects are joined on ``id_column``; ``truth_url`` None uses the catalog's ``z_spec``.
+    With ``train_median_z`` the metrics also give the NMAD and outlier rate of always
+    predicting that redshift: the floor any model must beat. Returns the metrics with
+    ``plots`` (name -> path) and ``metrics_file``.
+    """
+    truth = _read_truth(truth_url, id_column, z_column, storage_options) if truth_url else None
+    scores = collect_scores(catalog_url, truth, storage_options)
+    metrics: dict = summary_metrics(scores.z_phot, scores.z_true, pit_values=scores.pit,
+                                    crps_values=scores.crps)
+    if train_median_z is not None:
+        metrics.update(_baseline(scores, train_median_z))
+    fs, out = fsutil.filesystem(out_dir, storage_options)
+    fs.makedirs(out, exist_ok=True)
+    plots = {name: fsutil.join(out_dir, name) for name in (PLOT_SCATTER, PLOT_PIT, PLOT_VS_Z)}
+    for name, figure in _figures(scores, metrics, train_median_z).items():
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110)
+        fs.pipe_file(f"{out.rstrip('/')}/{name}", buffer.getvalue())
+    metrics["plots"] = plots
+    metrics["metrics_file"] = fsutil.join(out_dir, METRICS_FILE)
+    fs.pipe_file(f"{out.rstrip('/')}/{METRICS_FILE}", json.dumps(metrics, indent=2).encode())
+    return metrics
+
+
+def _baseline(scores: Scores, median_z: float) -> dict[str, float]:
+    used = np.isfinite(scores.z_true) & np.isfinite(scores.z_phot)
+    constant = np.full(int(used.sum()), float(median_z))
+    return {"baseline_median_z": float(median_z),
+            "baseline_nmad": nmad(constant, scores.z_true[used]),
+            "baseline_outlier_frac_0.15": outlier_fraction(constant, scores.z_true[used], 0.15)}
+
+
+# --- plots ------------------------------------------------------------------------------------
+
+def metrics_in_z_bins(z_phot: np.ndarray, z_true: np.ndarray,
+                      n_bins: int = 10) -> dict[str, np.ndarray]:
+    """NMAD and outlier fraction (0.15) in bins of true redshift (NaN for sparse bins)."""
+    used = np.isfinite(z_phot) & np.isfinite(z_true)
+    z_phot, z_true = z_phot[used], z_true[used]
+    edges = np.linspace(z_true.min(), z_true.max(), n_bins + 1) if z_true.size else np.zeros(2)
+    index = np.clip(np.searchsorted(edges, z_true, side="right") - 1, 0, n_bins - 1)
+    result = {"z": 0.5 * (edges[:-1] + edges[1:]), "nmad": np.full(n_bins, np.nan),
+              "outlier_frac": np.full(n_bins, np.nan), "count": np.zeros(n_bins, int)}
+    for b in range(n_bins if z_true.size else 0):
+        inside = index == b
+        result["count"][b] = int(inside.sum())
+        if inside.sum() >= MIN_OBJECTS_PER_Z_BIN:
+            result["nmad"][b] = nmad(z_phot[inside], z_true[inside])
+            result["outlier_frac"][b] = outlier_fraction(z_phot[inside], z_true[inside])
+    return result
+
+
+def _figures(scores: Scores, metrics: dict, median_z: float | None) -> dict:
+    # matplotlib's object API needs no pyplot and no global backend: safe in any process.
+    from matplotlib.figure import Figure
+
+    used = np.isfinite(scores.z_true) & np.isfinite(scores.z_phot)
+    z_true, z_phot = scores.z_true[used], scores.z_phot[used]
+    figures = {}
+
+    fig = Figure(figsize=(5, 5), layout="constrained")
+    ax = fig.subplots()
+    if z_true.size:
+        top = float(max(z_true.max(), z_phot.max()))
+        ax.hist2d(z_true, z_phot, bins=60, range=[[0, top], [0, top]], cmin=1, cmap="viridis")
+        line = np.linspace(0, top, 2)
+        ax.plot(line, line, "w-", lw=0.8)
+        for sign in (-1, 1):
+            ax.plot(line, line + sign * 0.15 * (1 + line), "w--", lw=0.6)
+    ax.set(xlabel="true redshift", ylabel="photo-z (PDF mean)",
+           title=f"NMAD {metrics['nmad']:.4f}, outliers {metrics['outlier_frac_0.15']:.1%}")
+    figures[PLOT_SCATTER] = fig
+
+    fig = Figure(figsize=(5, 4), layout="constrained")
+    ax = fig.subplots()
+    pit_values = scores.pit[used & np.isfinite(scores.pit)]
+    ax.hist(pit_values, bins=20, range=(0, 1), density=True, color="tab:blue")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set(xlabel="PIT", ylabel="density", title=f"PIT (KS {metrics.get('pit_ks', np.nan):.3f})")
+    figures[PLOT_PIT] = fig
+
+    binned = metrics_in_z_bins(z_phot, z_true)
+    fig = Figure(figsize=(6, 6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.plot(binned["z"], binned["nmad"], "o-", label="model")
+    bottom.plot(binned["z"], binned["outlier_frac"], "o-", label="model")
+    if median_z is not None:
+        top.axhline(metrics["baseline_nmad"], color="gray", ls="--", label="median baseline")
+        bottom.axhline(metrics["baseline_outlier_frac_0.15"], color="gray", ls="--",
+                       label="median baseline")
+    top.set(ylabel="NMAD")
+    bottom.set(xlabel="true redshift", ylabel="outlier fraction (>0.15)")
+    top.legend()
+    figures[PLOT_VS_Z] = fig
+    return figures

@@ -1,0 +1,213 @@
+"""`raycat index`: build the tile index of an existing store from the FITS headers alone.
+
+A store of real survey products has no tiles.parquet. Listing it (one fsspec glob) and
+reading only each file's header (``TileStore.read_header``: one ranged read of a few KiB,
+even for multi-GB images) gives every column the planner needs: band, footprint and WCS.
+The header reads are I/O bound, so they run as Ray Data tasks of a quarter CPU each
+(a 2-core machine keeps CPU for the listing and the driver). Files whose header has no
+celestial WCS, or that cannot be read at all, are counted and reported, never dropped
+silently.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import re
+import sys
+import warnings
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from raycat import schema
+from raycat.errors import RaycatError
+
+BATCH_FILES = 32  # header reads per Ray task: amortises task start-up against stragglers
+REPORT_LIMIT = 10  # file names listed in warnings and in the summary
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".gz", ".bz2")
+_KEYWORD = re.compile(r"^[A-Z0-9_-]{1,8}$")
+_BYTES = "_bytes_read"  # per-row bytes read, summed into the summary (not written)
+_PROBLEM = "_problem"  # "" for a good row, else why the file has no row
+
+
+@dataclass
+class IndexSummary:
+    """What `raycat index` did: counts, the files it could not index, bytes read."""
+
+    out: str
+    files: int
+    rows: int
+    bytes_read: int
+    no_wcs: int = 0
+    unreadable: int = 0
+    problems: list[str] = field(default_factory=list)  # first few "uri: reason"
+
+
+def band_rule(band_from: str | None):
+    """A function (relative uri, header) -> band for ``--band-from``.
+
+    A FITS keyword (``FILTER``, ``BAND``) reads the header; anything else is a regex over the
+    relative path whose group ``band`` (or first group, or whole match) is the band. Without
+    a rule, the BAND keyword, then FILTER, then "".
+    """
+    if not band_from:
+        return lambda uri, header: str(header.get("BAND", header.get("FILTER", ""))).strip()
+    if _KEYWORD.match(band_from):
+        return lambda uri, header: str(header.get(band_from, "")).strip()
+    try:
+        pattern = re.compile(band_from)
+    except re.error as err:
+        raise RaycatError(f"--band-from {band_from!r} is neither a FITS keyword nor a "
+                          f"regex: {err}") from None
+
+    def from_path(uri: str, header) -> str:
+        match = pattern.search(uri)
+        if match is None:
+            return ""
+        if "band" in pattern.groupindex:
+            return match.group("band")
+        return match.group(1) if pattern.groups else match.group(0)
+    return from_path
+
+
+def tile_name(uri: str) -> str:
+    """Tile name from a file name: the base name without its FITS/compression suffixes."""
+    name = posixpath.basename(uri)
+    while name.lower().endswith(FITS_SUFFIXES):
+        name = name[: name.rfind(".")]
+    return name
+
+
+def list_files(store, pattern: str = schema.INDEX_FILE_PATTERN) -> list[str]:
+    """Relative URIs of the store's files matching ``pattern`` (base name, or path if it
+    holds a '/'), sorted; the tile index itself and hidden files are skipped."""
+    root = store.root.rstrip("/")
+    uris = []
+    for path in store.fs.find(root):
+        uri = path[len(root):].lstrip("/") if path.startswith(root) else path
+        target = uri if "/" in pattern else posixpath.basename(uri)
+        if fnmatch.fnmatch(target, pattern) and not posixpath.basename(uri).startswith("."):
+            uris.append(uri)
+    return sorted(uris)
+
+
+def header_rows(store, uris: list[str], band_from: str | None = None,
+                survey: str | None = None) -> list[dict]:
+    """One row per file: index columns, or ``_problem`` saying why it has none (pure, no Ray).
+
+    Each row carries the bytes its header read took (``_bytes_read``), so the caller can
+    show that only headers were fetched.
+    """
+    from raycat.surveys.footprint import index_row
+    from raycat.surveys.store import TileReadError
+
+    band_of = band_rule(band_from)
+    rows = []
+    for uri in uris:
+        before = store.bytes_read
+        try:
+            header = store.read_header(uri)
+            band = band_of(uri, header)
+            row = index_row(survey or _survey_of(band), band, tile_name(uri), uri, header)
+            row[_PROBLEM] = ""
+        except TileReadError as err:
+            row = {_PROBLEM: f"{uri}: unreadable: {err}"}
+        except ValueError as err:  # no celestial WCS
+            row = {_PROBLEM: f"{uri}: {err}"}
+        row[_BYTES] = store.bytes_read - before
+        rows.append(row)
+    return rows
+
+
+def _survey_of(band: str) -> str:
+    """The survey prefix of a raycat band name ("ps1_g" -> "ps1"), else ""."""
+    return band.split("_", 1)[0] if "_" in band else ""
+
+
+def _read_batch(batch: dict, store_url: str, storage_options: dict, band_from, survey):
+    """Ray Data task: the header rows of one batch of URIs (opens its own store)."""
+    from raycat.surveys.store import open_store
+
+    store = open_store(store_url, storage_options)
+    rows = header_rows(store, list(batch["uri"]), band_from, survey)
+    return pd.DataFrame(rows)
+
+
+def build_index(store_url: str, out: str | None = None, pattern: str = schema.INDEX_FILE_PATTERN,
+                band_from: str | None = None, survey: str | None = None,
+                storage_options: dict | None = None, use_ray: bool = True,
+                progress=sys.stderr) -> IndexSummary:
+    """List the store, read every matching file's header, write the tile index to ``out``
+    (default: tiles.parquet at the store root) and say what was done."""
+    from raycat.fsutil import join
+    from raycat.surveys.store import open_store
+
+    store = open_store(store_url, storage_options)
+    out = out or join(store_url, schema.TILE_INDEX_FILE)
+    uris = [u for u in list_files(store, pattern) if u != schema.TILE_INDEX_FILE]
+    if not uris:
+        raise RaycatError(f"no files matching {pattern!r} under {store_url}")
+    _say(progress, f"indexing {len(uris)} files under {store_url}")
+    if use_ray:
+        rows = _rows_on_ray(uris, store_url, storage_options or {}, band_from, survey, progress)
+    else:
+        rows = header_rows(store, uris, band_from, survey)
+    return _finish(pd.DataFrame(rows), out, storage_options, len(uris))
+
+
+def _rows_on_ray(uris, store_url, storage_options, band_from, survey, progress) -> list[dict]:
+    import ray.data
+
+    from raycat.runtime import READ_ARGS, ray_session
+
+    kwargs = {"store_url": store_url, "storage_options": storage_options,
+              "band_from": band_from, "survey": survey}
+    with ray_session():  # joins a running Ray (or the cluster) as it is
+        ds = ray.data.from_items([{"uri": u} for u in uris]).map_batches(
+            _read_batch, batch_size=BATCH_FILES, batch_format="numpy", fn_kwargs=kwargs,
+            **READ_ARGS)
+        return _collect(ds, len(uris), progress)
+
+
+def _collect(ds, n_files: int, progress) -> list[dict]:
+    """The rows of the header dataset, with about 20 progress lines however large."""
+    rows: list[dict] = []
+    step, reported = max(1, n_files // 20), 0
+    for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
+        rows.extend(batch.to_dict("records"))
+        if len(rows) - reported >= step or len(rows) == n_files:
+            reported = len(rows)
+            _say(progress, f"  headers read: {len(rows)}/{n_files}")
+    return rows
+
+
+def _finish(frame: pd.DataFrame, out: str, storage_options, n_files: int) -> IndexSummary:
+    """Write the good rows, warn about the rest, and summarise."""
+    from raycat.fsutil import filesystem
+
+    bad = frame[frame[_PROBLEM] != ""]
+    good = frame[frame[_PROBLEM] == ""].drop(columns=[_PROBLEM, _BYTES])
+    problems = sorted(bad[_PROBLEM])
+    unreadable = sum(": unreadable: " in p for p in problems)
+    if problems:
+        warnings.warn(f"{len(problems)} of {n_files} files not indexed ({unreadable} "
+                      f"unreadable, {len(problems) - unreadable} without a celestial WCS): "
+                      + "; ".join(problems[:REPORT_LIMIT]), stacklevel=2)
+    if good.empty:
+        raise RaycatError(f"none of the {n_files} files has a usable celestial WCS")
+    columns = [schema.TILE_SURVEY, schema.TILE_BAND, schema.TILE_NAME, schema.TILE_URI,
+               schema.TILE_NAXIS1, schema.TILE_NAXIS2, schema.TILE_RA, schema.TILE_DEC,
+               schema.TILE_RADIUS, schema.TILE_CORNERS_RA, schema.TILE_CORNERS_DEC,
+               schema.TILE_ROTATION, schema.TILE_WCS]
+    good = good[columns].sort_values([schema.TILE_NAME, schema.TILE_BAND]).reset_index(drop=True)
+    fs, path = filesystem(out, storage_options)
+    with fs.open(path, "wb") as f:
+        good.to_parquet(f, index=False)
+    return IndexSummary(out, n_files, len(good), int(frame[_BYTES].sum()),
+                        len(problems) - unreadable, unreadable, problems[:REPORT_LIMIT])
+
+
+def _say(stream, line: str) -> None:
+    if stream is not None:
+        print(line, file=stream, flush=True)

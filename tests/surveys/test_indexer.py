@@ -1,0 +1,138 @@
+"""`raycat index`: tile index rows from headers only, local, gzip, S3 and real unWISE."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+
+from raycat import schema
+from raycat.cli import main
+from raycat.surveys.indexer import build_index, header_rows, list_files
+from raycat.sky.tiles import TileGeometry
+from raycat.surveys.store import open_store
+from realdata import REALDATA
+
+UNWISE = str(REALDATA / "unwise")
+
+
+def _tile(name: str, ra: float, rotation: float = 0.0, n: int = 400) -> TileGeometry:
+    return TileGeometry("ps1", name, 0, ra, 5.0, rotation, n, 0.25)
+
+
+def _fits_bytes(header: fits.Header, n: int) -> bytes:
+    hdu = fits.PrimaryHDU(np.zeros((n, n), np.float32), header=header)
+    import io
+    buf = io.BytesIO()
+    hdu.writeto(buf)
+    return buf.getvalue()
+
+
+def _write_store(put) -> dict[str, TileGeometry]:
+    """Two plain tiles, one rotated gzip tile and one file without WCS, via ``put``."""
+    tiles = {"a/t1.ps1_g.fits": _tile("t1", 150.0), "a/t2.ps1_r.fits": _tile("t2", 150.1),
+             "b/t3.ps1_g.fits.gz": _tile("t3", 150.2, rotation=30.0)}
+    for uri, tile in tiles.items():
+        header = tile.wcs_header.copy()
+        header["BAND"] = uri.split(".")[1]
+        data = _fits_bytes(header, tile.naxis)
+        put(uri, gzip.compress(data) if uri.endswith(".gz") else data)
+    bare = fits.Header()
+    bare["FILTER"] = "g"
+    put("b/nowcs.fits", _fits_bytes(bare, 50))
+    put("notes.txt", b"not a tile")
+    return tiles
+
+
+def _write_local(root):
+    def put(uri, data):
+        (root / uri).parent.mkdir(parents=True, exist_ok=True)
+        (root / uri).write_bytes(data)
+    return _write_store(put)
+
+
+def _check(index: pd.DataFrame, tiles: dict[str, TileGeometry]) -> None:
+    assert sorted(index[schema.TILE_URI]) == sorted(tiles)
+    for _, row in index.iterrows():
+        expected = tiles[row[schema.TILE_URI]].index_row(row[schema.TILE_BAND])
+        for column in (schema.TILE_NAXIS1, schema.TILE_RA, schema.TILE_DEC, schema.TILE_RADIUS,
+                       schema.TILE_ROTATION):
+            assert row[column] == pytest.approx(expected[column], abs=1e-9), column
+        assert np.allclose(list(row[schema.TILE_CORNERS_RA]), expected[schema.TILE_CORNERS_RA])
+        assert row[schema.TILE_SURVEY] == "ps1"
+    assert dict(zip(index[schema.TILE_NAME], index[schema.TILE_BAND])) == \
+        {"t1.ps1_g": "ps1_g", "t2.ps1_r": "ps1_r", "t3.ps1_g": "ps1_g"}  # file name stems
+
+
+def test_index_local_store_reads_only_headers(tmp_path):
+    tiles = _write_local(tmp_path)
+    store = open_store(str(tmp_path))
+    assert list_files(store) == sorted([*tiles, "b/nowcs.fits"])
+    rows = header_rows(store, ["a/t1.ps1_g.fits"])
+    assert rows[0]["_bytes_read"] < os.path.getsize(tmp_path / "a/t1.ps1_g.fits") / 10
+    with pytest.warns(UserWarning, match="1 of 4 files not indexed.*nowcs.fits"):
+        summary = build_index(str(tmp_path), use_ray=False, progress=None)
+    assert (summary.files, summary.rows, summary.no_wcs, summary.unreadable) == (4, 3, 1, 0)
+    _check(pd.read_parquet(tmp_path / schema.TILE_INDEX_FILE), tiles)
+
+
+def test_band_from_regex_and_cli_errors(tmp_path, capsys):
+    _write_local(tmp_path)
+    out = tmp_path / "other.parquet"
+    build_index(str(tmp_path), str(out), pattern="t*.fits*", band_from=r"\.(?P<band>ps1_\w)\.",
+                use_ray=False, progress=None)  # the pattern leaves out the file without WCS
+    assert sorted(pd.read_parquet(out)[schema.TILE_BAND]) == ["ps1_g", "ps1_g", "ps1_r"]
+    assert main(["index", "--store", str(tmp_path / "missing")]) == 2
+    assert "no files matching" in capsys.readouterr().err
+    assert main(["index", "--store", str(tmp_path), "--storage-options", "{bad"]) == 2
+
+
+def test_index_s3_store(s3_bucket):
+    import s3fs
+
+    url, options = s3_bucket
+    fs = s3fs.S3FileSystem(**options)
+    tiles = _write_store(lambda uri, data: fs.pipe(f"{url}/sky/{uri}", data))
+    with pytest.warns(UserWarning):
+        summary = build_index(f"{url}/sky", storage_options=options, use_ray=False, progress=None)
+    sizes = sum(fs.size(f"{url}/sky/{u}") for u in tiles if not u.endswith(".gz"))
+    assert summary.rows == 3 and summary.bytes_read < sizes  # gzip is read whole, raw not
+    with fs.open(f"{url}/sky/{schema.TILE_INDEX_FILE}", "rb") as f:
+        _check(pd.read_parquet(f), tiles)
+
+
+@pytest.mark.slow
+def test_index_cli_on_ray_reads_only_headers(tmp_path, ray_local, capsys):
+    import json
+
+    tiles = _write_local(tmp_path)
+    with pytest.warns(UserWarning, match="nowcs.fits"):
+        assert main(["index", "--store", str(tmp_path)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["files"], summary["rows"], summary["no_wcs"]) == (4, 3, 1)
+    raw = sum((tmp_path / u).stat().st_size for u in tiles if not u.endswith(".gz"))
+    gz = sum((tmp_path / u).stat().st_size for u in tiles if u.endswith(".gz"))
+    assert summary["bytes_read"] < gz + raw / 10  # gzip is read whole, the raw tiles are not
+    _check(pd.read_parquet(tmp_path / schema.TILE_INDEX_FILE), tiles)
+
+
+@pytest.mark.slow
+def test_index_on_ray_real_unwise(tmp_path, ray_local, capsys):
+    import json
+
+    if not os.path.isdir(UNWISE):
+        pytest.skip("real unWISE samples absent")
+    out = tmp_path / "unwise.parquet"
+    assert main(["index", "--store", UNWISE, "--out", str(out), "--pattern", "*-img-m.fits",
+                 r"--band-from=-(?P<band>w\d)-img", "--survey", "unwise"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    index = pd.read_parquet(out)
+    assert summary["rows"] == 8 and summary["no_wcs"] == 0
+    assert sorted(set(index[schema.TILE_BAND])) == ["w1", "w2", "w3", "w4"]
+    row = index[index[schema.TILE_NAME] == "unwise-1866p257-w1-img-m"].iloc[0]
+    assert (row[schema.TILE_NAXIS1], row[schema.TILE_NAXIS2]) == (25, 25)
+    assert row[schema.TILE_URI] == "1866p257/unwise-1866p257-w1-img-m.fits"
