@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.raycat-installed
 WORKDIR ?= demo-data
 
-.PHONY: demo test bench docs install clean
+.PHONY: demo test check bench docs install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,8 +23,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/raycat demo --workdir $(WORKDIR)
 
-test: $(STAMP)
+# Lint, format and types first (seconds), then the suite.
+test: $(STAMP) check
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+check: $(STAMP)
+	$(BIN)/ruff check raycat tests jobs benchmarks
+	$(BIN)/ruff format --check raycat tests jobs benchmarks
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

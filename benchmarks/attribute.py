@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from raycat.photoz.attribute import (absent_baseline, pdf_fn, players_for, shapley_exact,
-                              shapley_sampled, z_mean_fn)
 from raycat.config import ModelConfig
+from raycat.photoz.attribute import absent_baseline, players_for, shapley_exact, shapley_sampled
+from raycat.photoz.forward import pdf_fn, z_mean_fn
 from raycat.photoz.model import build_model
 from raycat.photoz.pdf import bin_centres, bin_edges
 from raycat.surveys.bands import BAND_NAMES

@@ -32,7 +32,7 @@ def model_only_rate(cfg, n: int) -> float:
     def run() -> float:
         from raycat.photoz.infer import Predictor
 
-        predictor = Predictor(cfg.infer.model)
+        predictor = Predictor(cfg.infer)
         size, bands = cfg.cutouts.size_px, len(cfg.cutouts.bands)
         cubes = np.random.default_rng(0).normal(size=(n, bands, size, size)).astype(np.float32)
         predictor.predict(cubes[: cfg.infer.batch_size])  # warm up

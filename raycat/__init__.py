@@ -3,7 +3,7 @@
 Rooms by concern, in data-flow order; imports run one way, from each line to the ones above:
 
 - contracts and plumbing: ``errors``, ``schema`` (every column, flag and on-disk name),
-  ``fsutil``, ``healpix``, ``section``, ``runtime``
+  ``fsutil``, ``healpix``, ``stats`` (robust scatter), ``section``, ``runtime``
 - ``surveys``: bands, tile stores, FITS conventions, tilings
 - ``config``: the YAML config, composed of each room's section
 - ``sky``: the mock sky

@@ -8,9 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING, Any
 
 from raycat import schema
 from raycat.errors import RaycatError
+
+if TYPE_CHECKING:
+    from raycat.config import RaycatConfig
+
+OVERRIDE = "set_"  # argparse dest of a config override: set_<section>__<field>
 
 
 def _positive_int(text: str) -> int:
@@ -55,16 +61,44 @@ def _with_config(run):
         from raycat.config import load_config
         from raycat.runtime import ray_session
 
-        cfg = load_config(args.config)
-        for key, value in vars(args).items():  # command-line overrides of config fields
-            if key.startswith("set_") and value is not None:
-                section, field = key[4:].split("__")
-                setattr(getattr(cfg, section), field, value)
+        cfg = with_overrides(load_config(args.config), overrides(args))
         with ray_session(cfg.ray):
             result = run(cfg)
         print(json.dumps(result, indent=2, default=str))
         return 0
     return command
+
+
+def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The config values given on the command line, by section: ``{"infer": {"mode": ...}}``."""
+    changes: dict[str, dict[str, Any]] = {}
+    for key, value in vars(args).items():
+        if key.startswith(OVERRIDE) and value is not None:
+            section, field = key.removeprefix(OVERRIDE).split("__")
+            changes.setdefault(section, {})[field] = value
+    return changes
+
+
+def with_overrides(cfg: RaycatConfig, changes: dict[str, dict[str, Any]]) -> RaycatConfig:
+    """``cfg`` with ``changes`` applied, each changed section validated again.
+
+    ``model_copy(update=...)`` alone does not validate, so a bad value would reach a stage;
+    here it is a one-line ConfigError naming the field, as in a config file.
+    """
+    from pydantic import ValidationError
+
+    from raycat.config import ConfigError
+
+    sections = {}
+    for name, values in changes.items():
+        section = getattr(cfg, name)
+        try:
+            sections[name] = type(section).model_validate({**section.model_dump(), **values})
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in (name, *first["loc"]))
+            raise ConfigError(f"command line: {where}: {first['msg']}") from None
+    return cfg.model_copy(update=sections)
 
 
 def _config_parser(sub, name: str, help_text: str, run) -> argparse.ArgumentParser:
@@ -102,13 +136,17 @@ def _infer(cfg):
 def _add_stages(sub: argparse._SubParsersAction) -> None:
     p = _config_parser(sub, "cutouts", "cut every object into a Parquet dataset of "
                        "9-band cubes (reused across training epochs)", _cutouts)
-    p.add_argument("--out", dest="set_cutouts__output", metavar="URL", help="override cutouts.output")
+    p.add_argument("--out", dest=f"{OVERRIDE}cutouts__output", metavar="URL",
+                   help="override cutouts.output")
     _config_parser(sub, "train", "train the redshift network on Ray Train", _train)
     p = _config_parser(sub, "infer", "predict every object and write the HATS catalog", _infer)
-    p.add_argument("--model", dest="set_infer__model", metavar="PATH", help="override infer.model")
-    p.add_argument("--catalog", dest="set_infer__catalog", metavar="URL", help="override infer.catalog")
-    p.add_argument("--mode", dest="set_infer__mode", choices=["resume", "overwrite", "new"],
-                   help="override infer.mode")
+    p.add_argument("--model", dest=f"{OVERRIDE}infer__model", metavar="PATH",
+                   help="override infer.model")
+    p.add_argument("--catalog", dest=f"{OVERRIDE}infer__catalog", metavar="URL",
+                   help="override infer.catalog")
+    # checked by the config (one rule, one message), not by argparse
+    p.add_argument("--mode", dest=f"{OVERRIDE}infer__mode", metavar="MODE",
+                   help="override infer.mode: resume, overwrite or new")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

@@ -49,10 +49,10 @@ def held_out_truth(cfg: RaycatConfig, out: Path) -> Path:
 def photometry_baseline(cfg: RaycatConfig) -> dict:
     """Catalog-photometry photo-z (aperture fluxes -> gradient boosting) on the same cutouts,
     trained on the CNN's training objects and scored on the same held-out ones."""
-    from raycat.quality.baseline import baseline_metrics_from_features, features_from_batches
-    from raycat.cutouts.actor import softenings
-    from raycat.pipeline import read_materialised
     from raycat.photoz.train import usable_for_training
+    from raycat.pipeline import read_materialised
+    from raycat.quality.baseline import baseline_metrics_from_features, features_from_batches
+    from raycat.surveys.bands import softenings
 
     _, make = read_materialised(cfg, cfg.cutouts.output)
     rows = make().select_columns([schema.ID, schema.CUBE, schema.Z_SPEC, schema.FLAGS])

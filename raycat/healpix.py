@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-ORDER = 29
+ORDER = 29  # the order of the HATS spatial index: the one place raycat writes it
 
 
 def healpix29(ra, dec) -> np.ndarray:
@@ -20,3 +20,13 @@ def healpix29(ra, dec) -> np.ndarray:
     ra = Longitude(np.asarray(ra, dtype=np.float64) % 360.0, unit="deg")
     dec = Latitude(np.asarray(dec, dtype=np.float64), unit="deg")
     return lonlat_to_healpix(ra, dec, ORDER).astype(np.int64)
+
+
+def pixel_at_order(healpix_29, order: int) -> np.ndarray:
+    """Nested HEALPix pixel at ``order`` of each ``_healpix_29`` value.
+
+    A nested pixel's index is the prefix of its children's, so the pixel is the index with
+    its last 2 * (29 - order) bits dropped: no trigonometry, and the same rule for planning
+    work units and for checking that a catalog partition holds only its own rows.
+    """
+    return np.asarray(healpix_29, dtype=np.int64) >> (2 * (ORDER - order))

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,10 @@ from raycat.errors import RaycatError
 from raycat.fsutil import arrow_filesystem, filesystem, join
 from raycat.plan.manifest import drop_units
 from raycat.runtime import READ_ARGS
+
+if TYPE_CHECKING:
+    from raycat.photoz.attribute import Players
+    from raycat.photoz.model import ArtifactMeta
 
 CUTOUT_BATCH = 128  # objects per cutout call: 9 x 32 x 32 float32 cubes, ~5 MB
 CUTOUTS_PLAN_FILE = "_plan.json"  # beside a materialised cutout dataset: order, unit counts
@@ -52,7 +57,7 @@ def cutout_rows(cfg: RaycatConfig, rows):
         CutoutActor, batch_size=CUTOUT_BATCH, batch_format="numpy",
         fn_constructor_kwargs={"store": cfg.data.store,
                                "storage_options": cfg.data.storage_options,
-                               "cutout_cfg": cfg.cutouts.model_dump(),
+                               "cutout_cfg": cfg.cutouts,
                                "read_attempts": cfg.data.read_attempts},
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.cutouts.actors),
         num_cpus=cfg.cutouts.cpus_per_actor)
@@ -159,7 +164,8 @@ def run_infer(cfg: RaycatConfig) -> dict:
     meta = read_artifact_meta(cfg.infer.model, cfg.data.storage_options)
     _check_artifact_matches(cfg, meta)
     summary, make = cutout_source(cfg)
-    extras, cat_schema = _catalog_schema(cfg, meta, summary)
+    players = meta.players(cfg.infer.attributions)  # once: for the schema and the Predictor
+    cat_schema = _catalog_schema(cfg, meta, summary, players)
     writer = CatalogWriter(cfg.infer.catalog, cat_schema, summary.order, mode=cfg.infer.mode,
                            storage_options=cfg.data.storage_options)
     skipped = writer.done_pixels() & set(summary.unit_counts)
@@ -177,7 +183,7 @@ def run_infer(cfg: RaycatConfig) -> dict:
             log(f"pass {passes}: {len(todo)} partitions left unwritten; planning them again")
             summary, make = cutout_source(cfg)
         try:
-            for row in _predict_pass(cfg, make(done), todo, cat_schema, extras, summary.order):
+            for row in _predict_pass(cfg, make(done), todo, cat_schema, players, summary.order):
                 if reported == len(skipped):
                     _import_in_background("hats")  # for finalize; the driver idles meanwhile
                 reported += 1
@@ -208,33 +214,31 @@ def _import_in_background(module: str) -> None:
     threading.Thread(target=importlib.import_module, args=(module,), daemon=True).start()
 
 
-def _catalog_schema(cfg: RaycatConfig, meta, summary: PlanSummary):
-    """(inference extras, catalog Arrow schema) for this model and plan."""
+def _catalog_schema(cfg: RaycatConfig, meta: ArtifactMeta, summary: PlanSummary,
+                    players: Players):
+    """The catalog's Arrow schema for this model, plan and attribution players: every column
+    the sink writes."""
     from raycat.catalog.info import schema_for_artifact
-    from raycat.photoz.infer import Extras
 
-    extras = Extras(**cfg.infer.model_dump(include=set(Extras.__dataclass_fields__)))
-    cat_schema = schema_for_artifact(meta, config_hash=cfg.config_hash(),
-                                     pdf_dtype=cfg.infer.pdf_dtype, has_z_spec=summary.has_z_spec,
-                                     attr_players=extras.players(meta.bands),
-                                     has_epistemic=extras.mc_dropout_passes > 1)
-    return extras, cat_schema
+    return schema_for_artifact(meta, config_hash=cfg.config_hash(),
+                               pdf_dtype=cfg.infer.pdf_dtype, has_z_spec=summary.has_z_spec,
+                               attr_players=players.names,
+                               has_epistemic=cfg.infer.mc_dropout_passes > 1)
 
 
-def _predict_pass(cfg: RaycatConfig, cutouts, todo: dict[int, int], cat_schema, extras,
-                  order: int):
+def _predict_pass(cfg: RaycatConfig, cutouts, todo: dict[int, int], cat_schema,
+                  players: Players, order: int):
     """One streaming pass: Predictor pool -> PartitionSink; yields a row per unit written."""
     import ray.data
 
-    from raycat.photoz.infer import Predictor
     from raycat.catalog.sink import PartitionSink
+    from raycat.photoz.infer import Predictor
 
     opts, gpu = cfg.data.storage_options, cfg.infer.use_gpu
     predicted = cutouts.map_batches(
         Predictor, batch_size=cfg.infer.batch_size, batch_format="numpy",
-        fn_constructor_kwargs={"model": cfg.infer.model, "storage_options": opts,
-                               "use_gpu": gpu, "pdf_dtype": cfg.infer.pdf_dtype,
-                               "extras": asdict(extras)},
+        fn_constructor_kwargs={"infer": cfg.infer, "storage_options": opts,
+                               "players": players},
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.infer.actors),
         num_gpus=1 if gpu else 0, num_cpus=0.25 if gpu else cfg.infer.cpus_per_actor)
     partitions = predicted.map_batches(

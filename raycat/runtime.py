@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import Any
 
 from pydantic import Field
 
@@ -13,7 +14,7 @@ from raycat.section import StrictSection
 # 2-core machine whole-CPU read tasks beside them would never be scheduled (a silent hang).
 # Ray Data's file listing still takes one whole CPU, so the actor pools of one job must
 # leave a CPU free on a 2-core machine: hence the fractional actor defaults in the config.
-READ_ARGS = {"num_cpus": 0.25}
+READ_ARGS: dict[str, Any] = {"num_cpus": 0.25}
 
 
 class RayConfig(StrictSection):

@@ -47,6 +47,8 @@ UNWISE_URI_TEMPLATE = "{tile:.3}/{tile}/unwise-{tile}-{filter}-img-m.fits"
 PS1_URI_TEMPLATE = ("rings.v3.skycell/{projcell:04d}/{skycell:03d}/"
                     "rings.v3.skycell.{projcell:04d}.{skycell:03d}.stk.{filter}.unconv.fits")
 INDEX_FILE_PATTERN = "*.fits*"  # what `raycat index` lists by default (.fits, .fits.gz, .fits.fz)
+# Endings of a FITS file name, compression included: stripped (repeatedly) to name a tile.
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".gz", ".bz2")
 
 
 # --- object table -------------------------------------------------------------------------
@@ -54,7 +56,7 @@ ID = "id"
 RA = "ra"
 DEC = "dec"
 Z_SPEC = "z_spec"
-HEALPIX_29 = "_healpix_29"  # HATS spatial index column (nested, order 29)
+HEALPIX_29 = "_healpix_29"  # HATS spatial index column (nested, order raycat.healpix.ORDER)
 
 # --- truth table (mock sky) ---------------------------------------------------------------
 TRUTH_Z = "z"
@@ -131,6 +133,15 @@ def attr_column(player: str) -> str:
     return f"attr_{player}"
 
 
+# --- columns handed between stages (cutouts -> predictor -> sink -> catalog) --------------
+# An object's own columns ride through the cutout actor and the predictor unchanged, beside
+# the columns each one makes (cutouts: flags, cube; predictor: flags, pdf and its extras).
+PASS_THROUGH = (ID, RA, DEC, Z_SPEC, WORK_UNIT, HEALPIX_29)
+# Catalog columns the writer derives from id, ra, dec, flags and pdf. The sink copies every
+# other column of the catalog schema (z_spec, z_std_epistemic, attr_*) from the predictor.
+CATALOG_DERIVED = (ID, RA, DEC, HEALPIX_29, *POINT_ESTIMATES, PDF, FLAGS)
+
+
 # Parquet schema metadata keys (bytes, as Arrow stores them)
 META_BIN_EDGES = b"raycat.bin_edges"
 META_BANDS = b"raycat.bands"
@@ -138,9 +149,24 @@ META_MODEL_ID = b"raycat.model_id"
 META_CONFIG_HASH = b"raycat.config_hash"
 META_VERSION = b"raycat.version"
 
-# Catalog layout (HATS)
+# Catalog layout (HATS). Paths are relative to the catalog root; the writer makes them, the
+# readers and a resumed writer find them again, so each name and pattern is written once here.
 CATALOG_DATASET_DIR = "dataset"
 DONE_DIR = "_raycat_done"  # one small JSON marker (rows, model_id) per finished partition
+PARTITION_INFO_FILE = "partition_info.csv"
+PROPERTIES_FILES = ("hats.properties", "properties")  # hats' name, and its older one
+METADATA_RELPATH = f"{CATALOG_DATASET_DIR}/_metadata"
+COMMON_METADATA_RELPATH = f"{CATALOG_DATASET_DIR}/_common_metadata"
+# What makes a catalog root "existing", and every entry overwrite removes (never the root
+# itself: a mistyped root must not delete a user's directory).
+CATALOG_MARKS = (CATALOG_DATASET_DIR, DONE_DIR, *PROPERTIES_FILES)
+CATALOG_ENTRIES = (*CATALOG_MARKS, PARTITION_INFO_FILE, "point_map.fits", "skymap.fits",
+                   "data_thumbnail.parquet")
+PARTITION_GLOB = f"{CATALOG_DATASET_DIR}/Norder=*/Dir=*/Npix=*.parquet"
+PARTITION_RE = re.compile(r"Norder=(\d+)/Dir=(\d+)/Npix=(\d+)\.parquet$")
+DONE_MARKER_RE = re.compile(r"Norder=(\d+)_Npix=(\d+)\.done$")
+TEMP_SUFFIX = ".tmp"  # a partition being written: ".<name>.<random><TEMP_SUFFIX>", beside it
+PARTITION_TEMP_GLOB = f"{CATALOG_DATASET_DIR}/Norder=*/Dir=*/.*{TEMP_SUFFIX}"
 
 
 def partition_relpath(order: int, pixel: int) -> str:
@@ -149,8 +175,23 @@ def partition_relpath(order: int, pixel: int) -> str:
     return f"{CATALOG_DATASET_DIR}/Norder={order}/Dir={directory}/Npix={pixel}.parquet"
 
 
+def partition_of(path: str) -> tuple[int, int] | None:
+    """(order, pixel) of a partition path (absolute or relative), None if it is not one:
+    the inverse of :func:`partition_relpath`, so listing a catalog needs no other rule."""
+    match = PARTITION_RE.search(path)
+    return (int(match.group(1)), int(match.group(3))) if match else None
+
+
 def done_marker_relpath(order: int, pixel: int) -> str:
+    """Path of a partition's done marker, relative to the catalog root."""
     return f"{DONE_DIR}/Norder={order}_Npix={pixel}.done"
+
+
+def done_marker_of(path: str) -> tuple[int, int] | None:
+    """(order, pixel) of a done marker path, None if it is not one: the inverse of
+    :func:`done_marker_relpath`, so a resumed writer finds exactly what it marked."""
+    match = DONE_MARKER_RE.search(path)
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 # Model artifact

@@ -51,3 +51,25 @@ def test_missing_config_file_is_one_line(tmp_path):
 def test_stability_without_config_is_one_line(tmp_path):
     out = _raycat("evaluate", "--catalog", str(tmp_path), "--stability")
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_bad_override_is_one_line_naming_the_field(tmp_path):
+    """Command-line overrides are validated like the config file, not set as they come."""
+    config = tmp_path / "ok.yaml"
+    config.write_text("infer:\n  mode: resume\n")
+    out = _raycat("infer", "--config", str(config), "--mode", "sideways")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "infer.mode" in lines[0] and "Traceback" not in out.stderr
+
+
+def test_overrides_make_a_validated_copy():
+    from raycat.cli import build_parser, overrides, with_overrides
+    from raycat.config import parse_config
+
+    cfg = parse_config({})
+    args = build_parser().parse_args(["infer", "--config", "x.yaml", "--mode", "new",
+                                      "--catalog", "elsewhere"])
+    changed = with_overrides(cfg, overrides(args))
+    assert (changed.infer.mode, changed.infer.catalog) == ("new", "elsewhere")
+    assert cfg.infer.mode == "resume" and changed.cutouts == cfg.cutouts

@@ -28,3 +28,20 @@ def test_planning_and_partition_rows_do_not_import_hats():
             "print('hats' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_parent_pixels_are_the_spatial_index_at_lower_orders():
+    """Dropping bits of _healpix_29 gives the nested pixel at each order: the rule work units
+    and catalog partitions both follow."""
+    from astropy.coordinates import Latitude, Longitude
+    from cdshealpix.nested import lonlat_to_healpix
+
+    from raycat.healpix import ORDER, pixel_at_order
+
+    rng = np.random.default_rng(4)
+    ra, dec = rng.uniform(0, 360, 2000), np.degrees(np.arcsin(rng.uniform(-1, 1, 2000)))
+    index = healpix29(ra, dec)
+    assert ORDER == 29
+    for order in (0, 5, 12, 29):
+        want = lonlat_to_healpix(Longitude(ra, unit="deg"), Latitude(dec, unit="deg"), order)
+        np.testing.assert_array_equal(pixel_at_order(index, order), want)

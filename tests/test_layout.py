@@ -18,7 +18,7 @@ import raycat
 # Rooms in data-flow order; a module may import from its own room and the rooms before it.
 LAYERS = [
     {"raycat", "raycat.errors", "raycat.schema", "raycat.fsutil", "raycat.healpix",
-     "raycat.section", "raycat.runtime"},
+     "raycat.section", "raycat.runtime", "raycat.stats"},
     {"raycat.surveys"},
     {"raycat.config"},
     {"raycat.sky"},

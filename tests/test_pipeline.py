@@ -141,3 +141,38 @@ def test_report_page_has_every_section(chain):
     assert all((root / "report" / name).stat().st_size > 1000 for name in images)
     assert "photometry baseline" in text
     assert metrics["stability_n_objects"] > 50 and np.isfinite(metrics["stability_p95"])
+
+
+def test_a_band_defined_only_in_the_config_gets_its_survey_attribution(tmp_path, ray_module):
+    """A config-only band (survey ``ps1like``, ``like: ps1``, over the mock PS1 r tiles) with
+    survey attributions, end to end: plan, cutouts, Predictor, sink, catalog. The artifact
+    records the band's survey, so inference needs no band registry entry for it."""
+    from raycat.photoz.model import ArtifactMeta, build_model, read_artifact_meta, save_artifact
+    from raycat.pipeline import run_infer
+    from raycat.sky.simulate import simulate_sky
+
+    simulate_sky(str(tmp_path / "sky"), n_galaxies=40, seed=3, progress=False)
+    index = pd.read_parquet(tmp_path / "sky" / schema.TILE_INDEX_FILE)
+    like = index[index[schema.TILE_BAND] == "ps1_r"].assign(
+        **{schema.TILE_BAND: "ps1like_r", schema.TILE_SURVEY: "ps1like"})
+    pd.concat([index, like]).to_parquet(tmp_path / "tiles.parquet")
+    cfg = parse_config({
+        "data": {"store": str(tmp_path / "sky"), "tile_index": str(tmp_path / "tiles.parquet")},
+        "cutouts": {"bands": ["ps1_g", "ps1like_r", "unwise_w1"],
+                    "surveys": {"ps1like": {"like": "ps1",
+                                            "bands": {"ps1like_r": {"like": "ps1_r"}}}}},
+        "model": {"arch": "tiny", "n_bins": 20},
+        "infer": {"model": str(tmp_path / "model"), "catalog": str(tmp_path / "catalog"),
+                  "attributions": "surveys"}})
+    save_artifact(build_model(cfg.model, 3), cfg.infer.model, ArtifactMeta.from_config(cfg))
+    assert read_artifact_meta(cfg.infer.model).band_surveys["ps1like_r"] == "ps1like"
+
+    run_infer(cfg)
+    frame = pd.concat(pd.read_parquet(p) for p in
+                      sorted((tmp_path / "catalog").glob("dataset/Norder=*/Dir=*/*.parquet")))
+    players = [schema.attr_column(s) for s in ("ps1", "unwise", "ps1like")]
+    assert set(players) <= set(frame.columns)
+    predicted = frame[schema.PDF].notna()
+    assert predicted.any() and frame.loc[predicted, schema.attr_column("ps1like")].notna().all()
+    total = frame[schema.ATTR_BASELINE] + frame[players].sum(axis=1)
+    assert np.allclose(total[predicted], frame.loc[predicted, schema.Z_MEAN], atol=2e-3)

@@ -6,7 +6,6 @@ they need.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -19,20 +18,21 @@ from raycat.catalog.info import CatalogInfo
 from raycat.errors import RaycatError
 
 
-
 def partition_pixels(fs, root: str) -> Iterator[int]:
+    """HEALPix pixel of each partition file under ``root``, in path order."""
     for path in partition_paths(fs, root):
-        yield int(re.search(r"Npix=(\d+)\.parquet$", path).group(1))
+        yield S.partition_of(path)[1]
 
 
 def partition_paths(fs, root: str) -> list[str]:
+    """Every partition file under ``root``, sorted (the listing is not cached: writers add)."""
     fs.invalidate_cache()
-    pattern = f"{root}/{S.CATALOG_DATASET_DIR}/Norder=*/Dir=*/Npix=*.parquet"
-    return sorted(fs.glob(pattern))
+    return sorted(fs.glob(f"{root}/{S.PARTITION_GLOB}"))
 
 
 def existing_schema(fs, root: str) -> pa.Schema | None:
-    common = f"{root}/{S.CATALOG_DATASET_DIR}/_common_metadata"
+    """The catalog's schema, from _common_metadata or else its first partition; None if empty."""
+    common = f"{root}/{S.COMMON_METADATA_RELPATH}"
     paths = [common] if fs.exists(common) else partition_paths(fs, root)[:1]
     return pq.read_schema(paths[0], filesystem=fs) if paths else None
 

@@ -12,8 +12,6 @@ import numpy as np
 
 from raycat import schema
 
-EXTRA_COLUMNS = (schema.Z_SPEC, schema.Z_STD_EPISTEMIC)
-
 
 class PartitionSink:
     """Ray Data actor: writes complete work units; returns one row (unit, rows) per unit
@@ -27,9 +25,9 @@ class PartitionSink:
                                     storage_options=storage_options)
         self.expected = {int(k): int(v) for k, v in unit_counts.items()}
         self.pending: dict[int, list[dict]] = {}
-        # columns the Predictor passes through as they are (z_spec, attributions, ...)
-        self.extra = [n for n in catalog_schema.names if n in EXTRA_COLUMNS or
-                      n.startswith(schema.attr_column(""))]
+        # the catalog schema names every column; what the writer does not derive, the
+        # Predictor's rows carry as they are (z_spec, attributions, ...)
+        self.extra = [n for n in catalog_schema.names if n not in schema.CATALOG_DERIVED]
 
     def __call__(self, batch: dict) -> dict:
         units = np.asarray(batch[schema.WORK_UNIT])

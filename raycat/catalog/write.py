@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from fsspec.implementations.local import LocalFileSystem
 from raycat import __version__, fsutil
 from raycat import schema as S
 from raycat.errors import RaycatError
-from raycat.healpix import healpix29
+from raycat.healpix import ORDER as HEALPIX_ORDER, healpix29, pixel_at_order
 from raycat.catalog.info import CatalogInfo
 from raycat.catalog.read import existing_schema, partition_pixels
 from raycat.photoz.pdf import point_estimates
@@ -35,16 +34,7 @@ from raycat.photoz.pdf import point_estimates
 if TYPE_CHECKING:
     from raycat.photoz.model import ArtifactMeta
 
-HEALPIX_ORDER = 29
 WriteMode = Literal["resume", "overwrite", "new"]
-_MARKER_RE = re.compile(r"Norder=(\d+)_Npix=(\d+)\.done$")
-_TMP_SUFFIX = ".tmp"
-_PROPERTIES_FILES = ("hats.properties", "properties")
-# What makes a catalog root "existing", and what overwrite removes (never the root itself:
-# a mistyped root must not delete a user's directory).
-_MARKS_OF_A_CATALOG = (S.CATALOG_DATASET_DIR, S.DONE_DIR, *_PROPERTIES_FILES)
-_CATALOG_ENTRIES = (*_MARKS_OF_A_CATALOG, "partition_info.csv", "point_map.fits",
-                    "skymap.fits", "data_thumbnail.parquet")
 
 
 # --- rows -------------------------------------------------------------------------------------
@@ -128,12 +118,12 @@ class CatalogWriter:
 
     # -- modes --
     def _exists(self) -> bool:
-        return any(self.fs.exists(self._path(e)) for e in _MARKS_OF_A_CATALOG)
+        return any(self.fs.exists(self._path(e)) for e in S.CATALOG_MARKS)
 
     def _prepare(self, mode: WriteMode) -> None:
         self.fs.invalidate_cache()
         if mode == "overwrite":
-            for entry in _CATALOG_ENTRIES:
+            for entry in S.CATALOG_ENTRIES:
                 if self.fs.exists(self._path(entry)):
                     self.fs.rm(self._path(entry), recursive=True)
         elif mode == "new" and self._exists():
@@ -157,8 +147,7 @@ class CatalogWriter:
                               "attributions or z_spec changed): use a new path or overwrite")
 
     def _remove_temp_files(self) -> None:
-        pattern = f"{S.CATALOG_DATASET_DIR}/Norder=*/Dir=*/.*{_TMP_SUFFIX}"
-        for path in self.fs.glob(self._path(pattern)):
+        for path in self.fs.glob(self._path(S.PARTITION_TEMP_GLOB)):
             self.fs.rm(path)
 
     # -- partitions --
@@ -174,8 +163,8 @@ class CatalogWriter:
         self.fs.invalidate_cache(directory)
         if not self.fs.exists(directory):
             return set()
-        matches = (_MARKER_RE.search(p) for p in self.fs.ls(directory, detail=False))
-        return {int(m.group(2)) for m in matches if m and int(m.group(1)) == self.order}
+        markers = (S.done_marker_of(p) for p in self.fs.ls(directory, detail=False))
+        return {pixel for order, pixel in filter(None, markers) if order == self.order}
 
     def flag_counts(self, pixels: set[int]) -> dict[str, int]:
         """Objects per flag over the given finished pixels, from their done markers (one
@@ -213,8 +202,7 @@ class CatalogWriter:
         except (KeyError, ValueError, pa.ArrowInvalid) as err:
             raise RaycatError(f"catalog: partition {pixel} does not fit the schema "
                               f"({err})") from None
-        shift = 2 * (HEALPIX_ORDER - self.order)
-        cells = np.asarray(table[S.HEALPIX_29]) >> shift
+        cells = pixel_at_order(np.asarray(table[S.HEALPIX_29]), self.order)
         if np.any(cells != pixel):
             raise RaycatError(f"catalog: {int(np.sum(cells != pixel))} row(s) given for pixel "
                               f"{pixel} (order {self.order}) lie in other pixels")
@@ -226,7 +214,7 @@ class CatalogWriter:
             self.fs.pipe_file(path, blob)  # an object appears only once its upload completes
             return
         directory, name = path.rsplit("/", 1)
-        temp = f"{directory}/.{name}.{uuid.uuid4().hex}{_TMP_SUFFIX}"  # '.': readers skip it
+        temp = f"{directory}/.{name}.{uuid.uuid4().hex}{S.TEMP_SUFFIX}"  # '.': readers skip it
         with open(temp, "wb") as out:
             out.write(blob)
             out.flush()
@@ -257,14 +245,14 @@ class CatalogWriter:
         base = self._upath()
         total_rows = write_parquet_metadata(base)
         partition_info = PartitionInfo([HealpixPixel(self.order, p) for p in pixels])
-        partition_info.write_to_file(base / "partition_info.csv")
+        partition_info.write_to_file(base / S.PARTITION_INFO_FILE)
         self._write_properties(base, catalog_name, total_rows, self._max_partition_rows(),
                                partition_info.calculate_fractional_coverage())
         return {"rows": int(total_rows), "partitions": len(pixels)}
 
     def _max_partition_rows(self) -> int:
         """Largest partition, from the row groups listed in dataset/_metadata."""
-        path = self._path(f"{S.CATALOG_DATASET_DIR}/_metadata")
+        path = self._path(S.METADATA_RELPATH)
         meta = pq.read_metadata(path, filesystem=self.fs)
         rows: dict[str, int] = {}
         for index in range(meta.num_row_groups):

@@ -16,9 +16,9 @@ batch, when it is already cached, or when it cannot be range-read (gzip, tile-co
 
 Each band is normalised as asinh(flux / softening), flux in AB nanomaggies per output pixel.
 The default softening is about the band's 1-sigma sky noise per output pixel implied by its
-5-sigma depth (``default_softening``), so sky noise spans about +-1 and bright sources are
-compressed logarithmically. Filled pixels (off the tile, masked, missing or unreadable band) are 0,
-which is sky after normalisation. Flags (``schema.Flag``) say why.
+5-sigma depth (``raycat.surveys.bands.default_softening``), so sky noise spans about +-1 and
+bright sources are compressed logarithmically. Filled pixels (off the tile, masked, missing
+or unreadable band) are 0, which is sky after normalisation. Flags (``schema.Flag``) say why.
 """
 
 from __future__ import annotations
@@ -35,34 +35,13 @@ from raycat.cutouts.resample import (CutoutGrid, LocalAffine, PreparedImage, loc
                              prepare_image, resample, smoothing_box)
 from raycat.surveys.store import (LRUCache, StorePathError, TileLayout, TileReadError, TileStore,
                           open_store)
-from raycat.surveys.bands import NANOMAGGY_ZP, Band, get_band, sigma_pixel
+from raycat.surveys.bands import Band, get_band, softenings
 from raycat.surveys.pixels import read_pixels
 
 Flag = schema.Flag
 log = logging.getLogger(__name__)
 DEFAULT_CACHE_BYTES = 512 * 2**20  # prepared full tiles kept per actor
 PIXELS_PER_PASS = 256 * 32 * 32  # output pixels per vectorised pass: temporaries ~40 MB
-PASS_THROUGH = (schema.ID, schema.RA, schema.DEC, schema.Z_SPEC, schema.WORK_UNIT,
-                schema.HEALPIX_29)
-
-
-def default_softening(band: str | Band, pixel_scale: float) -> float:
-    """About the 1-sigma sky noise per output pixel (nanomaggies), from the band's depth.
-
-    With r = output / native pixel scale and sigma the native per-pixel noise implied by the
-    5-sigma depth (``surveys.sigma_pixel``): sigma * r when output pixels are larger (white
-    noise binned into r^2 native pixels), sigma * r^2 when smaller (one native pixel's noise
-    scaled to the output pixel's area; bilinear interpolation lowers it by ~1/3 more).
-    """
-    info = band if isinstance(band, Band) else get_band(band)
-    ratio = pixel_scale / info.pixel_scale
-    return sigma_pixel(info, NANOMAGGY_ZP) * (ratio if ratio >= 1.0 else ratio**2)
-
-
-def softenings(cfg: CutoutConfig) -> np.ndarray:
-    """asinh softening per band, in ``cfg.bands`` order (config value, else the default)."""
-    return np.array([cfg.softening.get(b, default_softening(cfg.band(b), cfg.pixel_scale))
-                     for b in cfg.bands], dtype=np.float32)
 
 
 def normalise(flux: np.ndarray, softening: np.ndarray) -> np.ndarray:
@@ -230,10 +209,10 @@ def cutout_batch(batch: Mapping[str, np.ndarray], store: TileStore, cfg: CutoutC
                  ) -> dict[str, np.ndarray]:
     """Cut every object of a manifest batch out of every band (see the module docstring).
 
-    Returns the pass-through columns present in the input (id, ra, dec, z_spec, work_unit,
-    _healpix_29), ``flags`` (int32, input flags OR-ed with the new ones) and ``cube``
-    float32 [n, n_bands, S, S]: asinh-normalised, or nanomaggies per output pixel when
-    ``normalised`` is False. Exactly one output row per input row, in input order.
+    Returns the columns of ``schema.PASS_THROUGH`` present in the input, ``flags`` (int32,
+    input flags OR-ed with the new ones) and ``cube`` float32 [n, n_bands, S, S]:
+    asinh-normalised, or nanomaggies per output pixel when ``normalised`` is False. Exactly
+    one output row per input row, in input order.
     """
     cache = cache or TileCache()
     ra = np.asarray(batch[schema.RA], dtype=float)
@@ -254,7 +233,7 @@ def cutout_batch(batch: Mapping[str, np.ndarray], store: TileStore, cfg: CutoutC
     flags[~covered] = (flags[~covered] & ~np.int32(Flag.MISSING_BAND)) | Flag.OFF_FOOTPRINT
     if normalised:
         cube = normalise(cube, softenings(cfg))
-    out = {k: np.asarray(batch[k]) for k in PASS_THROUGH if k in batch}
+    out = {k: np.asarray(batch[k]) for k in schema.PASS_THROUGH if k in batch}
     out[schema.FLAGS] = flags
     out[schema.CUBE] = cube
     return out
@@ -267,10 +246,8 @@ class CutoutActor:
     once even when the unit spans several batches.
     """
 
-    def __init__(self, store: str, storage_options: dict | None, cutout_cfg: CutoutConfig | dict,
+    def __init__(self, store: str, storage_options: dict | None, cutout_cfg: CutoutConfig,
                  cache_bytes: int = DEFAULT_CACHE_BYTES, read_attempts: int = 5):
-        if not isinstance(cutout_cfg, CutoutConfig):
-            cutout_cfg = CutoutConfig.model_validate(cutout_cfg)
         self.cfg = cutout_cfg
         self.store = open_store(store, storage_options, read_attempts)
         self.cache = TileCache(cache_bytes)

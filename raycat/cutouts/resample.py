@@ -36,12 +36,12 @@ tile is extended by its edge values.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-ARCSEC_PER_RAD = 180.0 / math.pi * 3600.0
+from raycat.surveys.tan import tan_deproject
+
 MASK_WEIGHT = 1e-4  # sampled weight of masked pixels above which an output pixel is masked
 OFF_TILE = -1e9  # tile pixel coordinate given to objects the tile's projection cannot place
 
@@ -110,14 +110,10 @@ def offset_sky(ra: np.ndarray, dec: np.ndarray, xi: np.ndarray, eta: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
     """Sky position (deg) of tangent-plane offsets (xi east, eta north; arcsec) from (ra, dec).
 
-    The inverse gnomonic projection, exact for any offset.
+    The inverse gnomonic projection about the object, exact for any offset: the cutout grid
+    is a tangent plane like a TAN tile's, so it is the tilings' own function, in arcsec.
     """
-    a0, d0 = np.radians(ra), np.radians(dec)
-    x, y = np.asarray(xi) / ARCSEC_PER_RAD, np.asarray(eta) / ARCSEC_PER_RAD
-    denom = np.cos(d0) - y * np.sin(d0)
-    ra_out = a0 + np.arctan2(x, denom)
-    dec_out = np.arctan2(np.sin(d0) + y * np.cos(d0), np.hypot(x, denom))
-    return np.degrees(ra_out) % 360.0, np.degrees(dec_out)
+    return tan_deproject(np.asarray(xi) / 3600.0, np.asarray(eta) / 3600.0, ra, dec)
 
 
 def local_affine(wcs, ra: np.ndarray, dec: np.ndarray, step_arcsec: float) -> LocalAffine:

@@ -20,39 +20,53 @@ call), so the cost is pure throughput. torch is imported inside the functions.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
+from raycat.photoz.forward import ValueFn
 from raycat.surveys.bands import ALL_SURVEYS, get_band
 
 if TYPE_CHECKING:
     import torch
 
-ValueFn = Callable[["torch.Tensor"], "torch.Tensor"]  # [B, C, H, W] -> [B]
 DEFAULT_MAX_BATCH = 1024
+MAX_EXACT_PLAYERS = 4  # auto: exact up to 16 coalitions, sampled beyond (benchmarks/attribute.py)
 
 
 # --- players and baselines --------------------------------------------------------------------
 
-def players_for(bands: Sequence[str], kind: Literal["bands", "surveys"]
-                ) -> tuple[list[str], list[list[int]]]:
+class Players(NamedTuple):
+    """Who gets an attribution: player names (the catalog's ``attr_<name>`` columns) and the
+    input channels each player holds. Worked out once per run, from the model artifact."""
+
+    names: list[str]
+    groups: list[list[int]]
+
+
+def players_for(bands: Sequence[str], kind: Literal["off", "bands", "surveys"],
+                surveys: Mapping[str, str] | None = None) -> Players:
     """Player names and the input channels of each player, for ``bands`` in channel order.
 
-    ``bands``: one player per band. ``surveys``: one player per survey with at least one
-    of the bands, in :data:`raycat.surveys.bands.ALL_SURVEYS` order, then surveys defined in the
-    config in channel order. Unknown bands raise RaycatError.
+    ``off``: none. ``bands``: one player per band. ``surveys``: one player per survey with
+    at least one of the bands, in :data:`raycat.surveys.bands.ALL_SURVEYS` order, then
+    surveys defined in the config in channel order. ``surveys`` maps a band to its survey
+    (the model artifact records it, so bands defined only in a config need no config here);
+    a band it lacks is looked up in the built-in registry, and an unknown one raises
+    RaycatError.
     """
-    infos = [get_band(name) for name in bands]
-    if kind == "bands":
-        return [b.name for b in infos], [[i] for i in range(len(infos))]
-    if kind != "surveys":
+    if kind == "off":
+        return Players([], [])
+    if kind not in ("bands", "surveys"):
         raise ValueError(f"unknown attribution players {kind!r}; use 'bands' or 'surveys'")
+    channel_surveys = [(surveys or {}).get(name) or get_band(name).survey for name in bands]
+    if kind == "bands":
+        return Players(list(bands), [[i] for i in range(len(bands))])
     groups: dict[str, list[int]] = {}
-    for channel, info in enumerate(infos):
-        groups.setdefault(info.survey, []).append(channel)
+    for channel, survey in enumerate(channel_surveys):
+        groups.setdefault(survey, []).append(channel)
     known = list(ALL_SURVEYS)
     names = sorted(groups, key=lambda s: known.index(s) if s in known else len(known))
-    return names, [groups[name] for name in names]
+    return Players(names, [groups[name] for name in names])
 
 
 def absent_baseline(x: torch.Tensor, kind: Literal["zero", "noise"] = "zero",
@@ -79,40 +93,6 @@ def absent_baseline(x: torch.Tensor, kind: Literal["zero", "noise"] = "zero",
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device
                         if generator is not None else x.device)
     return noise.to(x.device) * sigma
-
-
-# --- model wrappers ---------------------------------------------------------------------------
-
-def pdf_fn(model: torch.nn.Module, device: str | torch.device | None = None,
-           bf16: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``f(x) -> softmax PDFs [B, n_bins]`` (float32) in inference mode, on ``device``.
-
-    The model is used in whatever mode it is in (eval for attributions). ``bf16`` autocasts
-    on CUDA, as the Predictor does; leave it off where efficiency must hold to 1e-5.
-    """
-    import torch
-
-    def f(x: torch.Tensor) -> torch.Tensor:
-        target = torch.device(device) if device is not None else x.device
-        with torch.inference_mode(), torch.autocast(target.type, dtype=torch.bfloat16,
-                                                    enabled=bf16 and target.type == "cuda"):
-            logits = model(x.to(target, torch.float32))
-        return torch.softmax(logits.float(), dim=1)
-    return f
-
-
-def z_mean_fn(model: torch.nn.Module, centres: Sequence[float] | torch.Tensor,
-              device: str | torch.device | None = None, bf16: bool = False) -> ValueFn:
-    """``f(x) -> z_mean [B]``: the PDF expectation over the bin ``centres``."""
-    import torch
-
-    pdf = pdf_fn(model, device, bf16)
-    weights = torch.as_tensor(centres, dtype=torch.float32)
-
-    def f(x: torch.Tensor) -> torch.Tensor:
-        p = pdf(x)
-        return p @ weights.to(p.device)
-    return f
 
 
 # --- coalition values -------------------------------------------------------------------------
@@ -245,3 +225,26 @@ def shapley_sampled(f: ValueFn, x: torch.Tensor, groups: Sequence[Sequence[int]]
     phi = torch.zeros(n, n_players, dtype=torch.float64)
     phi.scatter_add_(1, who.flatten(1), gains.flatten(1))
     return phi / (2 * pairs), base
+
+
+def use_exact(method: Literal["auto", "exact", "sampled"], n_players: int) -> bool:
+    """Exact Shapley up to MAX_EXACT_PLAYERS players (16 coalitions), sampled beyond, with
+    method ``auto``: the cost benchmark's crossing point."""
+    return method == "exact" or (method == "auto" and n_players <= MAX_EXACT_PLAYERS)
+
+
+def shapley(f: ValueFn, x: torch.Tensor, groups: Sequence[Sequence[int]], *,
+            method: Literal["auto", "exact", "sampled"] = "auto", permutations: int = 16,
+            baseline: Literal["zero", "noise"] = "zero",
+            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shapley values by the ``infer.attribution_*`` settings: ``(phi [n, P], base [n])``.
+
+    The one entry point of the catalog's attributions and the report's, so both follow the
+    same rules: the ``noise`` baseline is unit-variance sky noise (the softening is about
+    one sigma), and ``method`` picks exact or sampled (:func:`use_exact`).
+    """
+    sigma = [1.0] * x.shape[1] if baseline == "noise" else None
+    absent = absent_baseline(x, baseline, noise_sigma=sigma, generator=generator)
+    if use_exact(method, len(groups)):
+        return shapley_exact(f, x, groups, absent)
+    return shapley_sampled(f, x, groups, absent, permutations, generator)

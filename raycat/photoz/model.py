@@ -16,7 +16,7 @@ import hashlib
 import io
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,7 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from raycat import __version__, fsutil
 from raycat.config import ModelConfig, RaycatConfig
 from raycat.errors import RaycatError
+from raycat.photoz.attribute import Players, players_for
 from raycat.schema import MODEL_META_FILE, MODEL_WEIGHTS_FILE
+from raycat.surveys.bands import softenings
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +46,9 @@ class ArtifactMeta(BaseModel):
     model: ModelConfig = Field(description="Architecture and redshift grid "
                                "(z_min, z_max, n_bins) the network was built with.")
     bands: list[str] = Field(min_length=1, description="Bands, in input-channel order.")
+    band_surveys: dict[str, str] = Field(
+        default_factory=dict, description="Survey of each band, as resolved at training "
+        "(config-defined bands included). Artifacts without it use the built-in bands.")
     size_px: int = Field(gt=0, description="Cutout side in pixels.")
     pixel_scale: float = Field(gt=0, description="Cutout pixel scale (arcsec/px).")
     softening: dict[str, float] = Field(default_factory=dict, description="asinh softening "
@@ -65,21 +70,25 @@ class ArtifactMeta(BaseModel):
 
         return bin_edges(self.model.z_min, self.model.z_max, self.model.n_bins)
 
+    def players(self, kind: Literal["off", "bands", "surveys"]) -> Players:
+        """Attribution players of this model's input channels, from the surveys recorded at
+        training: a band defined only in the training config needs no config here."""
+        return players_for(self.bands, kind, self.band_surveys)
+
     @classmethod
     def from_config(cls, cfg: RaycatConfig, *, metrics: Mapping[str, Any] | None = None,
                     edges: Sequence[float] | None = None) -> ArtifactMeta:
         """Meta for a model trained with ``cfg``; ``metrics`` keeps its JSON scalars, and
         its ``train_median_z`` (if any) becomes the baseline field. ``edges``, if given,
         must be the config's grid (a guard against training on another grid). The softening
-        recorded is the one the cutouts used (config values, else the depth defaults)."""
-        import numpy as np
-
-        from raycat.cutouts.actor import softenings
-
+        recorded is the one the cutouts used (config values, else the depth defaults), and
+        so is each band's survey (config-defined bands included)."""
         used = dict(zip(cfg.cutouts.bands, softenings(cfg.cutouts).tolist()))
+        surveys = {name: cfg.cutouts.band(name).survey for name in cfg.cutouts.bands}
         scalars = {k: v for k, v in (metrics or {}).items()
                    if v is None or isinstance(v, (bool, int, float, str))}
-        meta = cls(model=cfg.model, bands=cfg.cutouts.bands, size_px=cfg.cutouts.size_px,
+        meta = cls(model=cfg.model, bands=cfg.cutouts.bands, band_surveys=surveys,
+                   size_px=cfg.cutouts.size_px,
                    pixel_scale=cfg.cutouts.pixel_scale, softening=used,
                    config_hash=cfg.config_hash(), metrics=scalars,
                    train_median_z=scalars.get("train_median_z"))
@@ -174,13 +183,19 @@ def save_artifact(model: torch.nn.Module, path: str, meta: ArtifactMeta,
     return meta
 
 
-def read_artifact_meta(path: str, storage_options: dict | None = None) -> ArtifactMeta:
-    """Read and validate ``model.json`` only (no torch), e.g. to plan a catalog."""
+def _artifact_file(path: str, storage_options: dict | None, name: str) -> bytes:
+    """The bytes of one file of the artifact at ``path``; a missing one is a one-line error."""
     fs, root = fsutil.filesystem(path, storage_options)
     try:
-        text = fs.cat_file(f"{root.rstrip('/')}/{MODEL_META_FILE}")
+        return fs.cat_file(f"{root.rstrip('/')}/{name}")
     except FileNotFoundError:
-        raise RaycatError(f"model artifact not found: {path} (no {MODEL_META_FILE})") from None
+        raise RaycatError(f"model artifact {path}: {name} not found (missing or not yet "
+                          "written)") from None
+
+
+def read_artifact_meta(path: str, storage_options: dict | None = None) -> ArtifactMeta:
+    """Read and validate ``model.json`` only (no torch), e.g. to plan a catalog."""
+    text = _artifact_file(path, storage_options, MODEL_META_FILE)
     try:
         return ArtifactMeta.model_validate_json(text)
     except ValidationError as err:
@@ -201,11 +216,7 @@ def load_artifact(path: str, storage_options: dict | None = None,
     import torch
 
     meta = read_artifact_meta(path, storage_options)
-    fs, root = fsutil.filesystem(path, storage_options)
-    try:
-        blob = fs.cat_file(f"{root.rstrip('/')}/{MODEL_WEIGHTS_FILE}")
-    except FileNotFoundError:
-        raise RaycatError(f"model artifact {path}: {MODEL_WEIGHTS_FILE} is missing") from None
+    blob = _artifact_file(path, storage_options, MODEL_WEIGHTS_FILE)
     if _weights_id(blob) != meta.model_id:
         raise RaycatError(f"model artifact {path}: {MODEL_WEIGHTS_FILE} does not match "
                           f"model_id {meta.model_id} (corrupt or partly written)")

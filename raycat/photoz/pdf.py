@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from raycat.schema import Z_HI68, Z_LO68, Z_MEAN, Z_MEDIAN, Z_MODE, Z_STD
+from raycat.stats import mad_sigma
 
-NMAD_SCALE = 1.4826  # makes the MAD of a Gaussian equal its standard deviation
 OUTLIER_THRESHOLDS = (0.05, 0.15)
 
 
@@ -124,7 +124,7 @@ def nmad(z_phot: np.ndarray, z_spec: np.ndarray) -> float:
     dz = _valid(delta_z(z_phot, z_spec))
     if dz.size == 0:
         return float("nan")
-    return float(NMAD_SCALE * np.median(np.abs(dz - np.median(dz))))
+    return mad_sigma(dz)
 
 
 def bias(z_phot: np.ndarray, z_spec: np.ndarray) -> dict[str, float]:

@@ -188,17 +188,24 @@ def _validate(model, cfg: RaycatConfig, device, centres) -> dict:
             "val_objects": int(len(z_spec))}
 
 
+def _load_checkpoint(checkpoint) -> dict:
+    """The state ``_report`` saved in a Ray Train checkpoint (model, optimiser, epoch), on
+    the CPU; ``weights_only``, so no pickled code runs."""
+    import torch
+
+    with checkpoint.as_directory() as path:
+        return torch.load(os.path.join(path, CHECKPOINT_FILE), weights_only=True,
+                          map_location="cpu")
+
+
 def _restore(model, optimiser) -> int:
     """Load the last checkpoint if this run has one; the epoch to start from."""
     import ray.train
-    import torch
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 0
-    with checkpoint.as_directory() as path:
-        state = torch.load(os.path.join(path, CHECKPOINT_FILE), weights_only=True,
-                           map_location="cpu")
+    state = _load_checkpoint(checkpoint)
     model.load_state_dict(state["model"])
     optimiser.load_state_dict(state["optimiser"])
     return int(state["epoch"]) + 1
@@ -284,14 +291,10 @@ def fit(cfg: RaycatConfig, cutouts) -> dict:
 
 
 def _write_artifact(cfg: RaycatConfig, checkpoint, metrics: dict) -> None:
-    import torch
-
+    """The model artifact from the run's last checkpoint."""
     from raycat.photoz.model import ArtifactMeta, build_model, save_artifact
 
     model = build_model(cfg.model, len(cfg.cutouts.bands))
-    with checkpoint.as_directory() as path:
-        state = torch.load(os.path.join(path, CHECKPOINT_FILE), weights_only=True,
-                           map_location="cpu")
-    model.load_state_dict(state["model"])
+    model.load_state_dict(_load_checkpoint(checkpoint)["model"])
     save_artifact(model, cfg.train.model_out, ArtifactMeta.from_config(cfg, metrics=metrics),
                   storage_options=cfg.data.storage_options)

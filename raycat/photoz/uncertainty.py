@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from raycat.photoz.forward import pdf_fn, z_mean_fn
+
 if TYPE_CHECKING:
     import torch
 
@@ -57,8 +59,6 @@ def mc_dropout(model: torch.nn.Module, x: torch.Tensor, centres: Sequence[float]
     """
     import torch
 
-    from raycat.photoz.attribute import z_mean_fn
-
     n, f = x.shape[0], z_mean_fn(model, centres)
     if passes <= 1:
         with _inference_modes(model, dropout=False):
@@ -91,8 +91,8 @@ def dihedral_predictions(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
                          ) -> torch.Tensor:
     """``f`` on each dihedral transform of ``x``: ``[8, n, ...]`` (identity first).
 
-    ``f`` is any batch function, e.g. :func:`raycat.photoz.attribute.z_mean_fn` (-> ``[8, n]``)
-    or :func:`raycat.photoz.attribute.pdf_fn` (-> ``[8, n, n_bins]``).
+    ``f`` is any batch function, e.g. :func:`raycat.photoz.forward.z_mean_fn` (-> ``[8, n]``)
+    or :func:`raycat.photoz.forward.pdf_fn` (-> ``[8, n, n_bins]``).
     """
     import torch
 
@@ -102,8 +102,6 @@ def dihedral_predictions(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
 def dihedral_pdfs(model: torch.nn.Module, x: torch.Tensor,
                   device: str | torch.device | None = None) -> torch.Tensor:
     """Softmax PDFs of the 8 dihedral transforms of ``x``: ``[8, n, n_bins]``."""
-    from raycat.photoz.attribute import pdf_fn
-
     return dihedral_predictions(pdf_fn(model, device), x)
 
 

@@ -22,7 +22,7 @@ from raycat import schema
 from raycat.config import DataConfig, RaycatConfig
 from raycat.errors import RaycatError
 from raycat.fsutil import filesystem, has_scheme, join
-from raycat.healpix import healpix29
+from raycat.healpix import healpix29, pixel_at_order
 
 HISTOGRAM_ORDER = 9  # 47 arcmin^2 pixels: fine enough to size units, coarse enough to count
 # Rows per block handed to the cutout stage. Ray Data streams block by block: a block the
@@ -148,7 +148,7 @@ def choose_order(histogram: Counter, target: int, max_order: int = HISTOGRAM_ORD
 
 def work_units(healpix_29: np.ndarray, order: int) -> np.ndarray:
     """Work unit (HEALPix pixel at ``order``, nested) of each object from its _healpix_29."""
-    return np.asarray(healpix_29, dtype=np.int64) >> (2 * (29 - order))
+    return pixel_at_order(healpix_29, order)
 
 
 def spatial_index(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:

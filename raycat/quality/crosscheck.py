@@ -29,8 +29,7 @@ import pandas as pd
 
 from raycat.quality.detect import DetectConfig, detect, forced_photometry, psf_size
 from raycat.errors import RaycatError
-
-MAD_TO_SIGMA = 1.4826
+from raycat.stats import mad_sigma
 
 
 @dataclass(frozen=True)
@@ -159,7 +158,7 @@ def robust_centre(values: np.ndarray) -> tuple[float, float]:
     if values.size == 0:
         return float("nan"), float("nan")
     median = float(np.median(values))
-    return median, float(MAD_TO_SIGMA * np.median(np.abs(values - median)))
+    return median, mad_sigma(values, median)
 
 
 def match_sources(reference: pd.DataFrame, other: pd.DataFrame, radius_arcsec: float

@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from raycat.stats import mad_sigma
+
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
-MAD_TO_SIGMA = 1.4826
 COLUMNS = ("x", "y", "ra", "dec", "flux", "flux_err", "snr", "size", "peak", "npix",
            "blended", "edge", "nan", "saturated")
 
@@ -63,7 +64,7 @@ def robust_stats(values: np.ndarray, clip: float = 3.0, iterations: int = 5) -> 
     keep = data
     for _ in range(iterations):
         level = np.median(keep)
-        sigma = MAD_TO_SIGMA * np.median(np.abs(keep - level))
+        sigma = mad_sigma(keep, level)
         if sigma == 0:
             break
         clipped = data[np.abs(data - level) <= clip * sigma]
@@ -71,7 +72,7 @@ def robust_stats(values: np.ndarray, clip: float = 3.0, iterations: int = 5) -> 
             break
         keep = clipped
     level = float(np.median(keep))
-    return level, float(MAD_TO_SIGMA * np.median(np.abs(keep - level)))
+    return level, mad_sigma(keep, level)
 
 
 def background_map(image: np.ndarray, box: int | None, clip: float = 3.0) -> np.ndarray:

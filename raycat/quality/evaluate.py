@@ -7,7 +7,6 @@ holds a few numbers per object, never all PDFs.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from raycat import schema as S
 from raycat.catalog.read import iter_partitions, pdf_matrix, read_catalog_info
 from raycat.errors import RaycatError
 from raycat.photoz.pdf import crps_per_object, nmad, outlier_fraction, pit, summary_metrics
+from raycat.quality.plots import save_figures
 
 METRICS_FILE = "metrics.json"
 PLOT_SCATTER, PLOT_PIT, PLOT_VS_Z = "photoz_vs_specz.png", "pit_hist.png", "metrics_vs_z.png"
@@ -106,10 +106,7 @@ def evaluate_catalog(catalog_url: str, truth_url: str | None, out_dir: str, *,
     fs, out = fsutil.filesystem(out_dir, storage_options)
     fs.makedirs(out, exist_ok=True)
     plots = {name: fsutil.join(out_dir, name) for name in (PLOT_SCATTER, PLOT_PIT, PLOT_VS_Z)}
-    for name, figure in _figures(scores, metrics, train_median_z).items():
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=110)
-        fs.pipe_file(f"{out.rstrip('/')}/{name}", buffer.getvalue())
+    save_figures(_figures(scores, metrics, train_median_z), out_dir, storage_options, dpi=110)
     metrics["plots"] = plots
     metrics["metrics_file"] = fsutil.join(out_dir, METRICS_FILE)
     fs.pipe_file(f"{out.rstrip('/')}/{METRICS_FILE}", json.dumps(metrics, indent=2).encode())

@@ -10,7 +10,6 @@ the model on a bounded sample of cutouts.
 from __future__ import annotations
 
 import html
-import io
 import json
 
 import numpy as np
@@ -20,6 +19,7 @@ from raycat import fsutil
 from raycat import schema as S
 from raycat.catalog.read import existing_schema, iter_partitions
 from raycat.quality.evaluate import evaluate_catalog
+from raycat.quality.plots import save_figures
 from raycat.photoz.pdf import bin_centres, nmad, outlier_fraction, point_estimates
 
 REPORT_FILE = "index.html"
@@ -216,44 +216,38 @@ def _catalog_names(catalog_url: str, storage_options: dict | None) -> list[str]:
 
 def _model_figures(cutouts, model_url: str, storage_options: dict | None,
                    metrics: dict) -> dict:
+    from raycat.config import InferConfig
     from raycat.photoz.infer import Predictor
-    from raycat.photoz.model import load_artifact
 
-    model, meta = load_artifact(model_url, storage_options)
+    # one model load for every section; its attribution settings are the band figure's
+    settings = InferConfig.model_validate({
+        "model": model_url, "attributions": "bands", "attribution_method": "sampled",
+        "attribution_permutations": BAND_PERMUTATIONS})
+    predictor = Predictor(settings, storage_options)
+    meta = predictor.meta
     sample = sample_cutouts(cutouts, STABILITY_OBJECTS)
-    summary, shifts = stability(model, meta, sample[S.CUBE])
+    summary, shifts = stability(predictor.model, meta, sample[S.CUBE])
     metrics.update({f"stability_{k}": v for k, v in summary.items()})
     order = np.argsort(sample[S.Z_SPEC])  # examples across the redshift range
     picks = order[np.linspace(0, len(order) - 1, min(4, len(order))).astype(int)]
     example = {k: v[picks] for k, v in sample.items()}
-    pdfs = Predictor(model_url, storage_options).predict(example[S.CUBE])
+    pdfs = predictor.predict(example[S.CUBE])
     band_shares = attribution_shares(sample[S.Z_SPEC][:BAND_SAMPLE],
-                                     band_attributions(model, meta, sample[S.CUBE][:BAND_SAMPLE]))
+                                     band_attributions(predictor, sample[S.CUBE][:BAND_SAMPLE]))
     return {PLOT_STABILITY: stability_figure(shifts, summary),
             PLOT_EXAMPLES: examples_figure(example, pdfs, meta.bin_edges, meta.bands),
             PLOT_ATTR_BANDS: attribution_figure(band_shares, "per band, on a sample")}
 
 
-def band_attributions(model, meta, cubes: np.ndarray) -> dict[str, np.ndarray]:
-    """Sampled per-band Shapley values of z_mean for a few cutouts (seeded: reproducible)."""
+def band_attributions(predictor, cubes: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-band Shapley values of z_mean for a few cutouts (seeded: reproducible), by the
+    catalog Predictor's own code with its settings (bands, sampled: see _model_figures)."""
     import torch
 
-    from raycat.photoz.attribute import absent_baseline, players_for, shapley_sampled, z_mean_fn
-
-    names, groups = players_for(meta.bands, "bands")
-    x = torch.from_numpy(np.ascontiguousarray(cubes, np.float32))
-    f = z_mean_fn(model, torch.tensor(bin_centres(meta.bin_edges), dtype=torch.float32))
-    phi, _ = shapley_sampled(f, x, groups, absent_baseline(x), BAND_PERMUTATIONS,
-                             torch.Generator().manual_seed(0))
-    return {S.attr_column(name): phi[:, i].numpy() for i, name in enumerate(names)}
-
-
-def save_figures(figures: dict, out_dir: str, storage_options: dict | None) -> None:
-    fs, out = fsutil.filesystem(out_dir, storage_options)
-    for name, figure in figures.items():
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=100)
-        fs.pipe_file(f"{out.rstrip('/')}/{name}", buffer.getvalue())
+    x = torch.from_numpy(np.ascontiguousarray(cubes, np.float32)).to(predictor.device)
+    columns = predictor.attributions(x, torch.Generator().manual_seed(0))
+    columns.pop(S.ATTR_BASELINE)
+    return columns
 
 
 def _metrics_table(metrics: dict, baseline: dict | None) -> str:

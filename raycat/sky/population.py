@@ -117,6 +117,14 @@ def component_kflux(grid: ColourGrid, disk_types: np.ndarray, bulge_frac: np.nda
     return bulge, disk
 
 
+def _k_correction_r(grid: ColourGrid, types: np.ndarray, bulge_frac: np.ndarray,
+                   z: np.ndarray) -> np.ndarray:
+    """PS1 r K-correction (apparent minus absolute r, less the distance modulus): the one
+    step between absolute and apparent r, for the target selection and the neighbours."""
+    bulge, disk = component_kflux(grid, types, bulge_frac, z)
+    return kflux_to_mag((bulge + disk)[:, grid.bands.index("ps1_r")])
+
+
 def _schechter_cdf(alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """CDF of the Schechter function in x = M - M*, from x = -4 (negligible) to +10."""
     x = np.linspace(-4.0, 10.0, 2801)
@@ -147,8 +155,7 @@ def _feasible_draws(rng: np.random.Generator, pop: Population, n: int,
         z = pop.z_range[0] + (pop.z_range[1] - pop.z_range[0]) * rng.beta(*pop.z_beta, k)
         types = _choose_types(rng, pop.types, k)
         bulge_frac = _bulge_fractions(rng, types)
-        bulge, disk = component_kflux(grid, types, bulge_frac, z)
-        k_r = kflux_to_mag((bulge + disk)[:, grid.bands.index("ps1_r")])
+        k_r = _k_correction_r(grid, types, bulge_frac, z)
         x_faint = pop.r_limit - grid.distance_modulus(z) - k_r - (pop.m_star - pop.evolution * z)
         if pop.luminous_only:
             x_faint = np.minimum(x_faint, 0.0)
@@ -235,8 +242,7 @@ def draw_neighbours(rng: np.random.Generator, n: int, grid: ColourGrid) -> pd.Da
     z = 0.3 + 1.7 * rng.beta(2.0, 3.0, n)
     types = _choose_types(rng, NEIGHBOUR_TYPES, n)
     bulge_frac = _bulge_fractions(rng, types)
-    bulge, disk = component_kflux(grid, types, bulge_frac, z)
-    k_r = kflux_to_mag((bulge + disk)[:, grid.bands.index("ps1_r")])
+    k_r = _k_correction_r(grid, types, bulge_frac, z)
     r_mag = _power_law_mags(rng, n, *NEIGHBOUR_MAG_RANGE, slope=0.3)
     abs_mag = r_mag - grid.distance_modulus(z) - k_r
     table = _galaxy_table(rng, grid, z, types, bulge_frac, abs_mag, KIND_NEIGHBOUR)

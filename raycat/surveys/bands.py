@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -294,3 +295,41 @@ def sigma_pixel(band: Band, zero_point_ab: float) -> float:
     s_px = band.psf_fwhm / 2.3548 / band.pixel_scale
     flux_5sigma = 10.0 ** (-0.4 * (band.depth_ab - zero_point_ab))
     return flux_5sigma / 5.0 / math.sqrt(4.0 * math.pi * s_px**2)
+
+
+# --- cutout normalisation ---------------------------------------------------------------------
+# Cutouts are asinh(flux / softening) per band; the default softening is the band's sky noise,
+# which follows from its depth, so it lives beside the band definitions.
+
+def default_softening(band: str | Band, pixel_scale: float) -> float:
+    """About the 1-sigma sky noise per output pixel (nanomaggies), from the band's depth.
+
+    With r = output / native pixel scale and sigma the native per-pixel noise implied by the
+    5-sigma depth (``sigma_pixel``): sigma * r when output pixels are larger (white
+    noise binned into r^2 native pixels), sigma * r^2 when smaller (one native pixel's noise
+    scaled to the output pixel's area; bilinear interpolation lowers it by ~1/3 more).
+    """
+    info = band if isinstance(band, Band) else get_band(band)
+    ratio = pixel_scale / info.pixel_scale
+    return sigma_pixel(info, NANOMAGGY_ZP) * (ratio if ratio >= 1.0 else ratio**2)
+
+
+class CutoutBands(Protocol):
+    """What ``softenings`` reads of a cutout grid (``raycat.config.CutoutConfig`` is one)."""
+
+    @property
+    def bands(self) -> Sequence[str]: ...
+
+    @property
+    def pixel_scale(self) -> float: ...
+
+    @property
+    def softening(self) -> Mapping[str, float]: ...
+
+    def band(self, name: str) -> Band: ...
+
+
+def softenings(cfg: CutoutBands) -> np.ndarray:
+    """asinh softening per band, in ``cfg.bands`` order (config value, else the default)."""
+    return np.array([cfg.softening.get(b, default_softening(cfg.band(b), cfg.pixel_scale))
+                     for b in cfg.bands], dtype=np.float32)

@@ -25,7 +25,6 @@ from raycat.errors import RaycatError
 
 BATCH_FILES = 32  # header reads per Ray task: amortises task start-up against stragglers
 REPORT_LIMIT = 10  # file names listed in warnings and in the summary
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".gz", ".bz2")
 _KEYWORD = re.compile(r"^[A-Z0-9_-]{1,8}$")
 _BYTES = "_bytes_read"  # per-row bytes read, summed into the summary (not written)
 _PROBLEM = "_problem"  # "" for a good row, else why the file has no row
@@ -74,7 +73,7 @@ def band_rule(band_from: str | None):
 def tile_name(uri: str) -> str:
     """Tile name from a file name: the base name without its FITS/compression suffixes."""
     name = posixpath.basename(uri)
-    while name.lower().endswith(FITS_SUFFIXES):
+    while name.lower().endswith(schema.FITS_SUFFIXES):
         name = name[: name.rfind(".")]
     return name
 

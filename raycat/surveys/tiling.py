@@ -26,6 +26,7 @@ import numpy as np
 
 from raycat import schema
 from raycat.errors import RaycatError
+from raycat.surveys.tan import tan_deproject, tan_project
 
 ARCSEC = 1.0 / 3600.0
 
@@ -56,28 +57,6 @@ class RealTile:
         header["LONPOLE"] = 180.0  # also at a pole, where the FITS default would flip the axes
         header["RADESYS"] = "ICRS"
         return header
-
-
-# --- gnomonic (TAN) projection, vectorised ------------------------------------------------
-
-def tan_project(ra, dec, ra0, dec0) -> tuple[np.ndarray, np.ndarray]:
-    """Standard coordinates (xi east, eta north) in degrees about (ra0, dec0)."""
-    ra, dec, ra0, dec0 = (np.radians(np.asarray(v, dtype=float)) for v in (ra, dec, ra0, dec0))
-    cos_c = np.sin(dec) * np.sin(dec0) + np.cos(dec) * np.cos(dec0) * np.cos(ra - ra0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xi = np.cos(dec) * np.sin(ra - ra0) / cos_c
-        eta = (np.sin(dec) * np.cos(dec0) - np.cos(dec) * np.sin(dec0) * np.cos(ra - ra0)) / cos_c
-    behind = cos_c <= 0  # the far hemisphere has no tangent-plane image
-    return np.where(behind, np.inf, np.degrees(xi)), np.where(behind, np.inf, np.degrees(eta))
-
-
-def tan_deproject(xi, eta, ra0, dec0) -> tuple[np.ndarray, np.ndarray]:
-    """(ra, dec) in degrees of standard coordinates (degrees) about (ra0, dec0)."""
-    xi, eta, ra0, dec0 = (np.radians(np.asarray(v, dtype=float)) for v in (xi, eta, ra0, dec0))
-    denom = np.cos(dec0) - eta * np.sin(dec0)
-    ra = ra0 + np.arctan2(xi, denom)
-    dec = np.arctan2(np.sin(dec0) + eta * np.cos(dec0), np.hypot(xi, denom))
-    return np.degrees(ra) % 360.0, np.degrees(dec)
 
 
 def _wrap_ra(ra) -> np.ndarray:

@@ -13,11 +13,11 @@ from astropy.wcs import WCS
 
 from raycat import schema
 from raycat.config import CutoutConfig
-from raycat.cutouts.actor import (CutoutActor, TileCache, cutout_batch, default_softening,
-                            normalise, softenings)
+from raycat.cutouts.actor import CutoutActor, TileCache, cutout_batch, normalise
 from raycat.cutouts.resample import CutoutGrid, local_affine, offset_sky
 from raycat.surveys.store import open_store
-from raycat.surveys.bands import BAND_NAMES, NANOMAGGY_ZP, get_band, sigma_pixel
+from raycat.surveys.bands import (BAND_NAMES, NANOMAGGY_ZP, default_softening, get_band,
+                                  sigma_pixel, softenings)
 from tiles import PointSource, tile_wcs, truncate, write_fits, write_tile
 
 Flag = schema.Flag

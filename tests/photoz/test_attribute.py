@@ -11,7 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from raycat.photoz.attribute import (absent_baseline, players_for, shapley_exact,  # noqa: E402
-                              shapley_sampled, z_mean_fn)
+                                     shapley_sampled, use_exact)
+from raycat.photoz.forward import z_mean_fn  # noqa: E402
 from raycat.config import ModelConfig  # noqa: E402
 from raycat.errors import RaycatError  # noqa: E402
 from raycat.photoz.model import build_model  # noqa: E402
@@ -82,6 +83,20 @@ def test_players_surveys_group_channels_in_input_order():
     assert names == ["ps1", "unwise"] and groups == [[1], [0, 2]]
     names, groups = players_for(["sdss_r", "ps1_r", "sdss_g"], "surveys")  # real-data bands
     assert names == ["ps1", "sdss"] and groups == [[1], [0, 2]]
+
+
+def test_players_of_config_defined_bands_come_from_the_recorded_surveys():
+    """A band defined only in a config is unknown to the registry: its survey comes with it."""
+    recorded = {"hsclike_r": "hsc_like", "hsclike_i": "hsc_like"}
+    names, groups = players_for(["hsclike_r", "ps1_g", "hsclike_i"], "surveys", recorded)
+    assert names == ["ps1", "hsc_like"] and groups == [[1], [0, 2]]
+    assert players_for(["hsclike_r"], "bands", recorded).names == ["hsclike_r"]
+    assert players_for(["hsclike_r"], "off") == ([], [])
+
+
+def test_auto_attribution_is_exact_for_surveys_and_sampled_for_bands():
+    assert use_exact("auto", 3) and not use_exact("auto", 9)
+    assert use_exact("exact", 9) and not use_exact("sampled", 3)
 
 
 def test_players_reject_unknown_band_and_kind():

@@ -1,15 +1,39 @@
 import numpy as np
 
 from raycat import schema
-from raycat.photoz.infer import Extras, has_pixels
+from raycat.config import InferConfig
+from raycat.photoz.infer import has_pixels
 
 
-def test_auto_attribution_is_exact_for_surveys_and_sampled_for_bands():
-    assert Extras(attributions="surveys").exact(3)
-    assert not Extras(attributions="bands").exact(9)
-    assert Extras(attribution_method="exact").exact(9)
-    assert not Extras(attribution_method="sampled").exact(3)
-    assert not Extras().wanted and Extras(mc_dropout_passes=4).wanted
+def save_tiny(root, bands=("a", "b", "c"), band_surveys=None, n_bins=20) -> str:
+    """A tiny random model artifact over made-up bands; returns its path."""
+    from raycat.config import ModelConfig
+    from raycat.photoz.model import ArtifactMeta, build_model, save_artifact
+
+    cfg = ModelConfig(arch="tiny", n_bins=n_bins)
+    meta = ArtifactMeta(model=cfg, bands=list(bands), band_surveys=band_surveys or {},
+                        size_px=16, pixel_scale=1.0)
+    save_artifact(build_model(cfg, len(bands)), str(root), meta)
+    return str(root)
+
+
+def test_predictor_extras_follow_the_config_section_and_the_recorded_surveys(tmp_path):
+    """Bands the registry does not know get survey players from the artifact's record, and
+    the attributions plus the baseline add up to z_mean."""
+    from raycat.photoz.infer import Predictor
+    from raycat.photoz.pdf import bin_centres
+
+    model = save_tiny(tmp_path, band_surveys={"a": "x", "b": "y", "c": "x"})
+    assert not Predictor(InferConfig(model=model)).wanted
+    assert Predictor(InferConfig(model=model, mc_dropout_passes=4)).wanted
+    predictor = Predictor(InferConfig(model=model, attributions="surveys"))
+    assert predictor.players == (["x", "y"], [[0, 2], [1]])
+    cube = np.random.default_rng(0).normal(size=(5, 3, 16, 16)).astype(np.float32)
+    out = predictor({schema.CUBE: cube, schema.FLAGS: np.zeros(5, np.int32),
+                     schema.ID: np.arange(5)})
+    z_mean = out[schema.PDF] @ bin_centres(predictor.meta.bin_edges)
+    total = out[schema.ATTR_BASELINE] + out["attr_x"] + out["attr_y"]
+    np.testing.assert_allclose(total, z_mean, atol=1e-4)
 
 
 def test_rows_without_pixels_get_no_prediction():
@@ -26,13 +50,8 @@ def test_cpu_chunks_give_the_pdfs_of_one_forward_pass(tmp_path, monkeypatch):
     import torch
 
     from raycat.photoz import infer
-    from raycat.config import ModelConfig
-    from raycat.photoz.model import ArtifactMeta, build_model, save_artifact
 
-    cfg = ModelConfig(arch="tiny", n_bins=20)
-    meta = ArtifactMeta(model=cfg, bands=list("abc"), size_px=16, pixel_scale=1.0)
-    save_artifact(build_model(cfg, 3), str(tmp_path), meta)
-    predictor = infer.Predictor(str(tmp_path))
+    predictor = infer.Predictor(InferConfig(model=save_tiny(tmp_path)))
     cube = np.random.default_rng(1).normal(size=(23, 3, 16, 16)).astype(np.float32)
     with torch.inference_mode():
         whole = torch.softmax(predictor.model(torch.from_numpy(cube)), dim=1).numpy()

@@ -98,6 +98,19 @@ def test_meta_from_config_keeps_the_grid_and_cutout_settings():
     assert meta.train_median_z == 0.4 and "history" not in meta.metrics
 
 
+def test_meta_records_each_band_survey_and_old_artifacts_use_the_built_in_bands():
+    cfg = RaycatConfig.model_validate({"cutouts": {
+        "bands": ["ps1_g", "hsclike_r"],
+        "surveys": {"hsc_like": {"like": "hsc", "bands": {"hsclike_r": {"like": "hsc_r"}}}}}})
+    meta = ArtifactMeta.from_config(cfg)
+    assert meta.band_surveys == {"ps1_g": "ps1", "hsclike_r": "hsc_like"}
+    assert meta.players("surveys").names == ["ps1", "hsc_like"]
+    before = make_meta(tiny_cfg()).model_dump(exclude={"band_surveys"})  # an older model.json
+    before["bands"] = ["unwise_w1", "ps1_g"]
+    old = ArtifactMeta.model_validate(before)
+    assert old.players("surveys") == (["ps1", "unwise"], [[1], [0]])
+
+
 def test_missing_truncated_or_swapped_artifacts_raise_one_line_errors(tmp_path):
     root = tmp_path / "m"
     with pytest.raises(RaycatError, match="not found"):

@@ -7,8 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from raycat.photoz.attribute import z_mean_fn  # noqa: E402
 from raycat.config import ModelConfig  # noqa: E402
+from raycat.photoz.forward import z_mean_fn  # noqa: E402
 from raycat.photoz.model import build_model  # noqa: E402
 from raycat.photoz.pdf import bin_centres, bin_edges  # noqa: E402
 from raycat.photoz.uncertainty import (dihedral_pdfs, dihedral_predictions,  # noqa: E402
