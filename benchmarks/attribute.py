@@ -50,12 +50,16 @@ def methods(model: torch.nn.Module) -> dict[str, tuple[int, callable]]:
 
     return {
         "pdf-only": (1, lambda x: [pdf(c) for c in x.split(MAX_BATCH)]),
-        "exact-surveys (P=3)": (8, lambda x: shapley_exact(f, x, surveys, absent_baseline(x),
-                                                           MAX_BATCH)),
+        "exact-surveys (P=3)": (
+            8,
+            lambda x: shapley_exact(f, x, surveys, absent_baseline(x), MAX_BATCH),
+        ),
         "sampled-bands M=8": (8 * 8 + 2, sampled(8)),
         "sampled-bands M=16": (16 * 8 + 2, sampled(16)),
-        "exact-bands (P=9)": (512, lambda x: shapley_exact(f, x, bands, absent_baseline(x),
-                                                           MAX_BATCH)),
+        "exact-bands (P=9)": (
+            512,
+            lambda x: shapley_exact(f, x, bands, absent_baseline(x), MAX_BATCH),
+        ),
     }
 
 
@@ -79,11 +83,15 @@ def bench(arch: str, seconds: float) -> dict[str, float]:
     table = methods(model)
     _, pdf_run = table["pdf-only"]
     base = rate(pdf_run, 64)
-    print(f"\n{arch}: 9 bands, {SIZE} px, {N_BINS} bins, torch threads "
-          f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} (ratios are "
-          "noisy on a shared machine)")
-    print(f"  {'method':<22}{'passes/obj':>11}{'objects':>9}{'objects/s':>11}"
-          f"{'cost x PDF':>12}{'peak RSS MiB':>14}")
+    print(
+        f"\n{arch}: 9 bands, {SIZE} px, {N_BINS} bins, torch threads "
+        f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} (ratios are "
+        "noisy on a shared machine)"
+    )
+    print(
+        f"  {'method':<22}{'passes/obj':>11}{'objects':>9}{'objects/s':>11}"
+        f"{'cost x PDF':>12}{'peak RSS MiB':>14}"
+    )
     results = {}
     pdf_n = max(64, min(4096, int(base * seconds / 2)))
     for name, (passes, run) in table.items():
@@ -91,25 +99,32 @@ def bench(arch: str, seconds: float) -> dict[str, float]:
         pdf_rate = rate(pdf_run, pdf_n)  # re-measured beside each method: load drifts
         r = pdf_rate if name == "pdf-only" else rate(run, n)
         results[name] = pdf_rate / r
-        print(f"  {name:<22}{passes:>11}{n:>9}{r:>11.1f}{pdf_rate / r:>12.1f}"
-              f"{peak_rss_mib():>14.0f}", flush=True)
+        print(
+            f"  {name:<22}{passes:>11}{n:>9}{r:>11.1f}{pdf_rate / r:>12.1f}{peak_rss_mib():>14.0f}",
+            flush=True,
+        )
     return results
 
 
 def suggest(costs: dict[str, dict[str, float]]) -> None:
     worst = costs.get("resnet50") or next(iter(costs.values()))
     print("\nsuggested defaults (from the ratios above):")
-    print(f"  attributions=surveys, attribution_method=exact: ~{worst['exact-surveys (P=3)']:.0f}x "
-          "the PDF-only cost, exact, cheap enough for a whole catalog.")
-    print(f"  per-band maps: attribution_method=sampled, attribution_permutations=16 "
-          f"(~{worst['sampled-bands M=16']:.0f}x) on a subset; exact bands cost "
-          f"~{worst['exact-bands (P=9)']:.0f}x, for validation samples only.")
+    print(
+        f"  attributions=surveys, attribution_method=exact: ~{worst['exact-surveys (P=3)']:.0f}x "
+        "the PDF-only cost, exact, cheap enough for a whole catalog."
+    )
+    print(
+        f"  per-band maps: attribution_method=sampled, attribution_permutations=16 "
+        f"(~{worst['sampled-bands M=16']:.0f}x) on a subset; exact bands cost "
+        f"~{worst['exact-bands (P=9)']:.0f}x, for validation samples only."
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0,
-                        help="target time per method (sets object counts)")
+    parser.add_argument(
+        "--seconds", type=float, default=4.0, help="target time per method (sets object counts)"
+    )
     parser.add_argument("--archs", nargs="+", default=["tiny", "resnet50"])
     args = parser.parse_args()
     costs = {arch: bench(arch, args.seconds) for arch in args.archs}

@@ -50,8 +50,10 @@ def tile_uri(band: str, quadrant: int) -> str:
 
 def quadrant_centres() -> list[tuple[float, float]]:
     offsets = [(-1, -1), (1, -1), (-1, 1), (1, 1)]
-    return [(RA0 + sx * GRID_OFFSET / np.cos(np.radians(DEC0)), DEC0 + sy * GRID_OFFSET)
-            for sx, sy in offsets]
+    return [
+        (RA0 + sx * GRID_OFFSET / np.cos(np.radians(DEC0)), DEC0 + sy * GRID_OFFSET)
+        for sx, sy in offsets
+    ]
 
 
 def build_store(root: Path) -> None:
@@ -86,9 +88,13 @@ def objects(n: int, seed: int = 1) -> dict[str, np.ndarray]:
     ra = RA0 + rng.uniform(-HALF_FIELD, HALF_FIELD, n) / np.cos(np.radians(DEC0))
     quadrant = (ra > RA0).astype(int) + 2 * (dec > DEC0).astype(int)
     order = np.argsort(quadrant, kind="stable")
-    batch = {schema.ID: np.arange(n, dtype=np.int64), schema.RA: ra[order],
-             schema.DEC: dec[order], schema.WORK_UNIT: quadrant[order].astype(np.int64),
-             schema.FLAGS: np.zeros(n, dtype=np.int32)}
+    batch = {
+        schema.ID: np.arange(n, dtype=np.int64),
+        schema.RA: ra[order],
+        schema.DEC: dec[order],
+        schema.WORK_UNIT: quadrant[order].astype(np.int64),
+        schema.FLAGS: np.zeros(n, dtype=np.int32),
+    }
     for band in BAND_NAMES:
         batch[schema.tile_column(band)] = np.array([tile_uri(band, q) for q in quadrant[order]])
     return batch
@@ -97,7 +103,7 @@ def objects(n: int, seed: int = 1) -> dict[str, np.ndarray]:
 def batches(rows: dict[str, np.ndarray], size: int = BATCH):
     n = len(rows[schema.ID])
     for start in range(0, n, size):
-        yield {k: v[start:start + size] for k, v in rows.items()}
+        yield {k: v[start : start + size] for k, v in rows.items()}
 
 
 class Timer:
@@ -137,8 +143,14 @@ def naive_cutout(path: Path, band: str, ra: float, dec: float) -> np.ndarray:
         wcs = WCS(header)
         native = float(proj_plane_pixel_scales(wcs).mean()) * 3600
         side = int(np.ceil(size * scale / native * 1.5)) + 4
-        cut = Cutout2D(hdus[0].data, SkyCoord(ra, dec, unit="deg"), side, wcs=wcs, mode="partial",
-                       fill_value=np.nan)
+        cut = Cutout2D(
+            hdus[0].data,
+            SkyCoord(ra, dec, unit="deg"),
+            side,
+            wcs=wcs,
+            mode="partial",
+            fill_value=np.nan,
+        )
         out_wcs = WCS(naxis=2)
         out_wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
         out_wcs.wcs.crval, out_wcs.wcs.crpix = [ra, dec], [(size + 1) / 2, (size + 1) / 2]
@@ -155,8 +167,12 @@ def run_naive(root: Path, rows: dict) -> Timer:
     with Timer() as timer:
         for i in range(len(rows[schema.ID])):
             for band in BAND_NAMES:
-                naive_cutout(root / rows[schema.tile_column(band)][i], band,
-                             rows[schema.RA][i], rows[schema.DEC][i])
+                naive_cutout(
+                    root / rows[schema.tile_column(band)][i],
+                    band,
+                    rows[schema.RA][i],
+                    rows[schema.DEC][i],
+                )
     return timer
 
 
@@ -168,8 +184,12 @@ def footprint_bytes() -> float:
 
 def peak_memory(root: Path, n: int) -> float:
     """Peak RSS (MiB) of a fresh process streaming ``n`` objects through one actor."""
-    out = subprocess.run([sys.executable, __file__, "stream", str(root), str(n)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "stream", str(root), str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -194,23 +214,34 @@ def main() -> None:
         dense, _ = run_actor(root, objects(n_dense), "dense")
         sparse, sparse_bytes = run_actor(root, objects(n_sparse), "sparse")
         naive = run_naive(root, objects(n_naive))
-        counts = {"dense": (n_dense, dense), "sparse": (n_sparse, sparse),
-                  "naive": (n_naive, naive)}
+        counts = {
+            "dense": (n_dense, dense),
+            "sparse": (n_sparse, sparse),
+            "naive": (n_naive, naive),
+        }
         rate = {name: n / t.cpu for name, (n, t) in counts.items()}
-        print(f"9-band {CFG.size_px}x{CFG.size_px} cutouts, objects/s per core "
-              f"(n objects, CPU-time rate, wall-clock rate; cold tile cache):")
+        print(
+            f"9-band {CFG.size_px}x{CFG.size_px} cutouts, objects/s per core "
+            f"(n objects, CPU-time rate, wall-clock rate; cold tile cache):"
+        )
         for name, (n, t) in counts.items():
             print(f"  {name:7s} n={n:5d} {rate[name]:9.1f} /s cpu {n / t.wall:9.1f} /s wall")
-        print(f"  dense/naive  {rate['dense'] / rate['naive']:7.1f}x  (target >= 30x; dense "
-              f"target >= 1000 objects/s/core)")
+        print(
+            f"  dense/naive  {rate['dense'] / rate['naive']:7.1f}x  (target >= 30x; dense "
+            f"target >= 1000 objects/s/core)"
+        )
         print(f"  sparse/naive {rate['sparse'] / rate['naive']:7.1f}x")
         per_object = sparse_bytes / n_sparse
-        print(f"sparse bytes read per object: {per_object / 1024:.1f} KiB; footprint "
-              f"{footprint_bytes() / 1024:.1f} KiB; ratio {per_object / footprint_bytes():.2f}"
-              f" (target <= 3)")
+        print(
+            f"sparse bytes read per object: {per_object / 1024:.1f} KiB; footprint "
+            f"{footprint_bytes() / 1024:.1f} KiB; ratio {per_object / footprint_bytes():.2f}"
+            f" (target <= 3)"
+        )
         mem = {n: peak_memory(root, n) for n in (10_000, 40_000)}
-        print(f"peak RSS streaming 10k: {mem[10_000]:.0f} MiB, 40k: {mem[40_000]:.0f} MiB, "
-              f"ratio {mem[40_000] / mem[10_000]:.2f} (target <= 1.2)")
+        print(
+            f"peak RSS streaming 10k: {mem[10_000]:.0f} MiB, 40k: {mem[40_000]:.0f} MiB, "
+            f"ratio {mem[40_000] / mem[10_000]:.2f} (target <= 1.2)"
+        )
         print(f"total {time.perf_counter() - t0:.0f} s")
 
 

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ray_common import demo_like_config, save_random_model, sky_workspace  # noqa: E402
+from ray_common import demo_like_config, save_random_model, sky_workspace
 
-from raycat import schema  # noqa: E402
+from raycat import schema
 
 REPO = Path(__file__).parent.parent
 
@@ -70,6 +70,7 @@ def node_loss(cluster, cfg, n_units: int) -> tuple[float, dict]:
         wait_for_partitions(cfg, n_units // 3, alive)
         cluster.remove_node(worker, allow_graceful=False)
         cluster.add_node(num_cpus=2)
+
     return timed_infer(cfg, kill_a_third)
 
 
@@ -87,8 +88,9 @@ def job_kill_and_resume(cluster, cfg, config_file: Path, n_units: int) -> tuple[
     finished = partition_mtimes(cfg)
     n_done = len(done_markers(cfg))
     started = time.perf_counter()
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     seconds = time.perf_counter() - started
     after = partition_mtimes(cfg)
     return n_done, sum(after[f] != t for f, t in finished.items()), seconds
@@ -111,21 +113,27 @@ def main(n_galaxies: int) -> None:
             configure_data_context()
             clean, result = timed_infer(cfg)
             n_units = result["partitions"]
-            print(f"clean run: {clean:.1f} s for {result['rows']} objects in {n_units} "
-                  f"partitions", flush=True)
+            print(
+                f"clean run: {clean:.1f} s for {result['rows']} objects in {n_units} partitions",
+                flush=True,
+            )
             cfg.infer.catalog = str(root / "catalog-node-loss")
             lost, result = node_loss(cluster, cfg, n_units)
-            print(f"worker node removed after {n_units // 3} partitions, replaced at once: "
-                  f"{lost:.1f} s, {result['passes']} streaming pass(es), "
-                  f"{result['rows']} rows; time lost to the node: {lost - clean:+.1f} s "
-                  f"({lost / clean:.2f}x the clean run)", flush=True)
+            print(
+                f"worker node removed after {n_units // 3} partitions, replaced at once: "
+                f"{lost:.1f} s, {result['passes']} streaming pass(es), "
+                f"{result['rows']} rows; time lost to the node: {lost - clean:+.1f} s "
+                f"({lost / clean:.2f}x the clean run)",
+                flush=True,
+            )
             ray.shutdown()  # the job below is its own driver
             cfg.infer.catalog = str(root / "catalog-job-kill")
-            n_done, rewritten, rerun = job_kill_and_resume(cluster, cfg, root / "job.yaml",
-                                                            n_units)
-            print(f"job killed with {n_done}/{n_units} partitions written; the rerun "
-                  f"recomputed {rewritten} of them and took {rerun:.1f} s "
-                  f"(clean run of everything: {clean:.1f} s)")
+            n_done, rewritten, rerun = job_kill_and_resume(cluster, cfg, root / "job.yaml", n_units)
+            print(
+                f"job killed with {n_done}/{n_units} partitions written; the rerun "
+                f"recomputed {rewritten} of them and took {rerun:.1f} s "
+                f"(clean run of everything: {clean:.1f} s)"
+            )
         finally:
             ray.shutdown()
             cluster.shutdown()

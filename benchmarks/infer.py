@@ -20,8 +20,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ray_common import (PeakTreeMemory, demo_like_config, save_random_model,  # noqa: E402
-                        sky_workspace, warm_ray_data)
+from ray_common import (
+    PeakTreeMemory,
+    demo_like_config,
+    save_random_model,
+    sky_workspace,
+    warm_ray_data,
+)
 
 
 def model_only_rate(cfg, n: int) -> float:
@@ -38,8 +43,9 @@ def model_only_rate(cfg, n: int) -> float:
         predictor.predict(cubes[: cfg.infer.batch_size])  # warm up
         started = time.perf_counter()
         for start in range(0, n, cfg.infer.batch_size):
-            predictor.predict(cubes[start:start + cfg.infer.batch_size])
+            predictor.predict(cubes[start : start + cfg.infer.batch_size])
         return n / (time.perf_counter() - started)
+
     return ray.get(run.remote())
 
 
@@ -51,8 +57,9 @@ def steady_rate(cfg) -> float:
 
     from raycat import schema
 
-    markers = sorted(Path(cfg.infer.catalog, schema.DONE_DIR).glob("*.done"),
-                     key=lambda p: p.stat().st_mtime)
+    markers = sorted(
+        Path(cfg.infer.catalog, schema.DONE_DIR).glob("*.done"), key=lambda p: p.stat().st_mtime
+    )
     rows = sum(json.loads(p.read_text())["rows"] for p in markers[1:])
     return rows / (markers[-1].stat().st_mtime - markers[0].stat().st_mtime)
 
@@ -72,20 +79,27 @@ def main(n_galaxies: int) -> None:
                 end_to_end = totals["rows"] / (time.perf_counter() - started)
             model_only = model_only_rate(cfg, min(totals["rows"], 3000))
         steady = steady_rate(cfg)
-    print(f"Ray Data's cluster-lifetime helper actors started before the timer: {helpers:.1f} s "
-          f"(once per cluster; in make demo by the cutout stage)")
-    print(f"end to end (tiles -> catalog, planning included): {end_to_end:7.1f} objects/s "
-          f"over {totals['rows']} objects, {totals['partitions']} partitions")
-    print(f"  of which planning (read, tiles, duplicate check, unit sizes): "
-          f"{totals['rows'] / end_to_end - totals['seconds']:.1f} s; streaming stage "
-          f"(sort, cutouts, model, catalog writes): {totals['rows'] / totals['seconds']:7.1f} "
-          f"objects/s")
+    print(
+        f"Ray Data's cluster-lifetime helper actors started before the timer: {helpers:.1f} s "
+        f"(once per cluster; in make demo by the cutout stage)"
+    )
+    print(
+        f"end to end (tiles -> catalog, planning included): {end_to_end:7.1f} objects/s "
+        f"over {totals['rows']} objects, {totals['partitions']} partitions"
+    )
+    print(
+        f"  of which planning (read, tiles, duplicate check, unit sizes): "
+        f"{totals['rows'] / end_to_end - totals['seconds']:.1f} s; streaming stage "
+        f"(sort, cutouts, model, catalog writes): {totals['rows'] / totals['seconds']:7.1f} "
+        f"objects/s"
+    )
     print(f"model only (in-memory tensors, same CPU share):     {model_only:7.1f} objects/s")
     print(f"ratio end-to-end / model-only: {end_to_end / model_only:.2f} (target >= 0.8)")
-    print(f"steady state (first to last partition written): {steady:7.1f} objects/s, "
-          f"ratio {steady / model_only:.2f} to model-only")
-    print(f"peak memory (PSS) of the Ray session (driver + raylet + workers): "
-          f"{memory.mib:.0f} MiB")
+    print(
+        f"steady state (first to last partition written): {steady:7.1f} objects/s, "
+        f"ratio {steady / model_only:.2f} to model-only"
+    )
+    print(f"peak memory (PSS) of the Ray session (driver + raylet + workers): {memory.mib:.0f} MiB")
 
 
 if __name__ == "__main__":

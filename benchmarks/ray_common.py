@@ -30,11 +30,20 @@ def demo_like_config(root: Path, **sections) -> RaycatConfig:
         "data": {"store": str(root / "sky")},
         "cutouts": {"objects_per_unit": 500},
         "model": {"arch": "resnet50", "stem": "imagenet", "n_bins": 100},
-        "train": {"batch_size": 64, "storage_path": str(root / "runs"),
-                  "model_out": str(root / "model"), "run_name": "bench"},
-        "infer": {"model": str(root / "model"), "catalog": str(root / "catalog"),
-                  "mode": "overwrite", "batch_size": 256},
-        "ray": {"num_cpus": 2}}
+        "train": {
+            "batch_size": 64,
+            "storage_path": str(root / "runs"),
+            "model_out": str(root / "model"),
+            "run_name": "bench",
+        },
+        "infer": {
+            "model": str(root / "model"),
+            "catalog": str(root / "catalog"),
+            "mode": "overwrite",
+            "batch_size": 256,
+        },
+        "ray": {"num_cpus": 2},
+    }
     for name, values in sections.items():
         base[name] = {**base.get(name, {}), **values}
     return parse_config(base)
@@ -57,8 +66,9 @@ def warm_ray_data() -> float:
     import ray.data
 
     started = time.perf_counter()
-    ray.data.range(1).map_batches(_Identity, compute=ray.data.ActorPoolStrategy(size=1),
-                                  num_cpus=0.1).materialize()
+    ray.data.range(1).map_batches(
+        _Identity, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.1
+    ).materialize()
     return time.perf_counter() - started
 
 
@@ -88,12 +98,11 @@ class PeakTreeMemory:
             while not self._stop.is_set():
                 total = 0
                 for proc in [me, *me.children(recursive=True)]:
-                    try:
+                    with contextlib.suppress(psutil.Error):
                         total += proc.memory_full_info().pss
-                    except psutil.Error:
-                        pass
                 self.peak = max(self.peak, total)
                 time.sleep(0.2)
+
         self._thread = threading.Thread(target=sample, daemon=True)
         self._thread.start()
         return self

@@ -33,10 +33,16 @@ def _run_sky(n_galaxies: int) -> dict:
         summary = simulate_sky(out, n_galaxies=n_galaxies, seed=1, progress=False)
         cpu = time.process_time() - cpu
         files = sum(1 for p in Path(out).rglob("*") if p.is_file())
-    return {"n": n_galaxies, "seconds": summary.seconds, "cpu": cpu, "files": files,
-            "tiles": summary.n_tiles, "sources": summary.n_sources,
-            "mb": summary.bytes_written / 1e6,
-            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "n": n_galaxies,
+        "seconds": summary.seconds,
+        "cpu": cpu,
+        "files": files,
+        "tiles": summary.n_tiles,
+        "sources": summary.n_sources,
+        "mb": summary.bytes_written / 1e6,
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def bench_skies() -> None:
@@ -44,10 +50,12 @@ def bench_skies() -> None:
     for n in (500, 2000):
         with context.Pool(1) as pool:
             r = pool.apply(_run_sky, (n,))
-        print(f"sky of {r['n']:5d} galaxies ({r['sources']} sources): {r['seconds']:6.1f} s wall "
-              f"({r['cpu']:.1f} s cpu), {r['n'] / r['seconds']:6.1f} galaxies/s, "
-              f"{r['tiles'] / r['seconds']:5.2f} tile files/s, {r['mb']:6.1f} MB written "
-              f"({r['mb'] / r['seconds']:5.1f} MB/s), peak RSS {r['peak_mb']:.0f} MB")
+        print(
+            f"sky of {r['n']:5d} galaxies ({r['sources']} sources): {r['seconds']:6.1f} s wall "
+            f"({r['cpu']:.1f} s cpu), {r['n'] / r['seconds']:6.1f} galaxies/s, "
+            f"{r['tiles'] / r['seconds']:5.2f} tile files/s, {r['mb']:6.1f} MB written "
+            f"({r['mb'] / r['seconds']:5.1f} MB/s), peak RSS {r['peak_mb']:.0f} MB"
+        )
 
 
 def _timed(fn, *args) -> float:
@@ -80,9 +88,11 @@ def bench_magnitudes() -> None:
     build = _timed(sed.colour_grid)
     per_cached = (_timed(cached) + build) / len(z)
     per_direct = _timed(direct, 100) / 100
-    print(f"magnitudes (9 bands, bulge + disk): grid {per_cached * 1e6:8.1f} us/galaxy "
-          f"(incl. {build:.2f} s to build the grid, over 2000), per-object speclite "
-          f"{per_direct * 1e6:8.1f} us/galaxy -> {per_direct / per_cached:6.1f}x faster")
+    print(
+        f"magnitudes (9 bands, bulge + disk): grid {per_cached * 1e6:8.1f} us/galaxy "
+        f"(incl. {build:.2f} s to build the grid, over 2000), per-object speclite "
+        f"{per_direct * 1e6:8.1f} us/galaxy -> {per_direct / per_cached:6.1f}x faster"
+    )
 
 
 def _tile_inputs(survey: str, n_galaxies: int = 2000):
@@ -92,16 +102,24 @@ def _tile_inputs(survey: str, n_galaxies: int = 2000):
     from raycat.sky import simulate as sim
     from raycat.sky.draw import MAX_STAMP_HALF_PX, sources_on_tile
     from raycat.sky.population import Field, draw_sources
-    from raycat.sky.tiles import covering_field, layout_survey
     from raycat.sky.sed import colour_grid
+    from raycat.sky.tiles import covering_field, layout_survey
     from raycat.surveys.bands import SURVEYS
 
     field = Field(*sim.FIELD_CENTRE, math.sqrt(n_galaxies / sim.TARGET_DENSITY_DEG2))
-    tiles = {s: layout_survey(SURVEYS[s], field, np.random.default_rng(i))
-             for i, s in enumerate(SURVEYS)}
+    tiles = {
+        s: layout_survey(SURVEYS[s], field, np.random.default_rng(i)) for i, s in enumerate(SURVEYS)
+    }
     background = covering_field(field, [t for ts in tiles.values() for t in ts])
-    sources = draw_sources(np.random.default_rng(1), n_galaxies, field, background,
-                           sim.NEIGHBOUR_DENSITY_DEG2, sim.STAR_DENSITY_DEG2, colour_grid())
+    sources = draw_sources(
+        np.random.default_rng(1),
+        n_galaxies,
+        field,
+        background,
+        sim.NEIGHBOUR_DENSITY_DEG2,
+        sim.STAR_DENSITY_DEG2,
+        colour_grid(),
+    )
     tile = tiles[survey][0]
     on_tile, x, y = sources_on_tile(tile, sources, MAX_STAMP_HALF_PX + 1)
     return tile, on_tile, x, y
@@ -118,8 +136,10 @@ def bench_unresolved_shortcut() -> None:
         slow = _timed(mock_draw.draw_band, tile, "unwise_w1", sources, x, y, 25.2)
     finally:
         mock_draw.UNRESOLVED_HLR_FRACTION = saved
-    print(f"unWISE W1 tile ({len(sources)} sources): erf shortcut {fast:6.2f} s, all GalSim FFT "
-          f"{slow:6.2f} s -> {slow / fast:6.1f}x faster")
+    print(
+        f"unWISE W1 tile ({len(sources)} sources): erf shortcut {fast:6.2f} s, all GalSim FFT "
+        f"{slow:6.2f} s -> {slow / fast:6.1f}x faster"
+    )
 
 
 def bench_stamps(n_sources: int = 40) -> None:
@@ -135,9 +155,11 @@ def bench_stamps(n_sources: int = 40) -> None:
         whole = _timed(mock_draw.draw_band, tile, "ps1_r", sources, x, y, 32.5)
     finally:
         mock_draw.MAX_STAMP_HALF_PX, mock_draw.STAMP_HLR = saved
-    print(f"PS1 r, {n_sources} sources on a {tile.naxis}^2 tile: stamps "
-          f"{stamps * 1e3 / n_sources:7.2f} ms/source, whole-tile draws "
-          f"{whole * 1e3 / n_sources:7.2f} ms/source -> {whole / stamps:6.1f}x faster")
+    print(
+        f"PS1 r, {n_sources} sources on a {tile.naxis}^2 tile: stamps "
+        f"{stamps * 1e3 / n_sources:7.2f} ms/source, whole-tile draws "
+        f"{whole * 1e3 / n_sources:7.2f} ms/source -> {whole / stamps:6.1f}x faster"
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ray_common import PeakTreeMemory, demo_like_config, sky_workspace  # noqa: E402
+from ray_common import PeakTreeMemory, demo_like_config, sky_workspace
 
 EPOCHS = 2  # the first epoch warms up; the rate of the last one is reported
 
@@ -40,36 +40,43 @@ def in_memory_rate(cfg, n_images: int) -> float:
         y = torch.randint(0, cfg.model.n_bins, (n_images,))
 
         def step(i: int) -> None:
-            loss = F.cross_entropy(model(dihedral_augment(x[i:i + batch])), y[i:i + batch])
+            loss = F.cross_entropy(model(dihedral_augment(x[i : i + batch])), y[i : i + batch])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+
         step(0)  # warm up
         started = time.perf_counter()
         for i in range(0, n_images - batch + 1, batch):
             step(i)
         return (n_images // batch) * batch / (time.perf_counter() - started)
+
     return ray.get(run.remote())
 
 
 def main(n_galaxies: int) -> None:
+    from raycat.photoz.train import fit
     from raycat.pipeline import materialise_cutouts, read_materialised
     from raycat.runtime import ray_session
-    from raycat.photoz.train import fit
 
     with sky_workspace(n_galaxies) as root:
-        cfg = demo_like_config(root, cutouts={"output": str(root / "cutouts")},
-                               train={"epochs": EPOCHS})
+        cfg = demo_like_config(
+            root, cutouts={"output": str(root / "cutouts")}, train={"epochs": EPOCHS}
+        )
         with ray_session(cfg.ray):
-            materialise_cutouts(cfg, cfg.cutouts.output)
+            materialise_cutouts(cfg)
             with PeakTreeMemory() as memory:
-                metrics = fit(cfg, read_materialised(cfg, cfg.cutouts.output)[1]())
+                metrics = fit(cfg, read_materialised(cfg)[1]())
             memory_only = in_memory_rate(cfg, metrics["train_objects"])
     ingest = metrics["images_per_s"]
-    print(f"Ray Data ingest (Parquet cutouts -> Ray Train): {ingest:7.1f} images/s "
-          f"(epoch {EPOCHS}, {metrics['train_objects']} training images)")
-    print(f"  of which waiting for the epoch's first batch (pipeline start-up): "
-          f"{metrics['first_batch_s']:.2f} s of about {metrics['train_objects'] / ingest:.1f} s")
+    print(
+        f"Ray Data ingest (Parquet cutouts -> Ray Train): {ingest:7.1f} images/s "
+        f"(epoch {EPOCHS}, {metrics['train_objects']} training images)"
+    )
+    print(
+        f"  of which waiting for the epoch's first batch (pipeline start-up): "
+        f"{metrics['first_batch_s']:.2f} s of about {metrics['train_objects'] / ingest:.1f} s"
+    )
     print(f"in-memory tensors (same step, 1 CPU):           {memory_only:7.1f} images/s")
     print(f"ratio ingest / in-memory: {ingest / memory_only:.2f} (target >= 0.9)")
     print(f"peak memory (PSS) of the Ray session during training: {memory.mib:.0f} MiB")

@@ -36,27 +36,40 @@ def _positive_float(text: str) -> float:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from raycat.sky.simulate import simulate_sky
 
-    summary = simulate_sky(args.out, n_galaxies=args.n_galaxies, seed=args.seed,
-                           area_deg2=args.area_deg2)
+    summary = simulate_sky(
+        args.out, n_galaxies=args.n_galaxies, seed=args.seed, area_deg2=args.area_deg2
+    )
     print(summary)
     return 0
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("simulate", help="write a mock multi-survey sky (tiles, truth, index)",
-                       description="Write a mock 9-band sky: FITS tiles with WCS per survey "
-                       "and band, truth.parquet and the tile index tiles.parquet.")
+    p = sub.add_parser(
+        "simulate",
+        help="write a mock multi-survey sky (tiles, truth, index)",
+        description="Write a mock 9-band sky: FITS tiles with WCS per survey "
+        "and band, truth.parquet and the tile index tiles.parquet.",
+    )
     p.add_argument("--out", required=True, help="output directory or URL (s3://bucket/prefix)")
-    p.add_argument("--n-galaxies", type=_positive_int, default=2000,
-                   help="number of target galaxies (default 2000)")
+    p.add_argument(
+        "--n-galaxies",
+        type=_positive_int,
+        default=2000,
+        help="number of target galaxies (default 2000)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--area-deg2", type=_positive_float, default=None,
-                   help="sky area in deg^2 (default: from a fixed target density)")
+    p.add_argument(
+        "--area-deg2",
+        type=_positive_float,
+        default=None,
+        help="sky area in deg^2 (default: from a fixed target density)",
+    )
     p.set_defaults(run=_cmd_simulate)
 
 
 def _with_config(run):
     """Load the --config file, join or start Ray, then run the stage."""
+
     def command(args: argparse.Namespace) -> int:
         from raycat.config import load_config
         from raycat.runtime import ray_session
@@ -66,6 +79,7 @@ def _with_config(run):
             result = run(cfg)
         print(json.dumps(result, indent=2, default=str))
         return 0
+
     return command
 
 
@@ -116,7 +130,7 @@ def _cutouts(cfg):
 
     if not cfg.cutouts.output:
         raise RaycatError("cutouts.output is not set: where should the cutouts go? (--out)")
-    summary = asdict(materialise_cutouts(cfg, cfg.cutouts.output))
+    summary = asdict(materialise_cutouts(cfg))
     summary["unit_counts"] = len(summary["unit_counts"])
     return summary
 
@@ -134,26 +148,38 @@ def _infer(cfg):
 
 
 def _add_stages(sub: argparse._SubParsersAction) -> None:
-    p = _config_parser(sub, "cutouts", "cut every object into a Parquet dataset of "
-                       "9-band cubes (reused across training epochs)", _cutouts)
-    p.add_argument("--out", dest=f"{OVERRIDE}cutouts__output", metavar="URL",
-                   help="override cutouts.output")
+    p = _config_parser(
+        sub,
+        "cutouts",
+        "cut every object into a Parquet dataset of 9-band cubes (reused across training epochs)",
+        _cutouts,
+    )
+    p.add_argument(
+        "--out", dest=f"{OVERRIDE}cutouts__output", metavar="URL", help="override cutouts.output"
+    )
     _config_parser(sub, "train", "train the redshift network on Ray Train", _train)
     p = _config_parser(sub, "infer", "predict every object and write the HATS catalog", _infer)
-    p.add_argument("--model", dest=f"{OVERRIDE}infer__model", metavar="PATH",
-                   help="override infer.model")
-    p.add_argument("--catalog", dest=f"{OVERRIDE}infer__catalog", metavar="URL",
-                   help="override infer.catalog")
+    p.add_argument(
+        "--model", dest=f"{OVERRIDE}infer__model", metavar="PATH", help="override infer.model"
+    )
+    p.add_argument(
+        "--catalog", dest=f"{OVERRIDE}infer__catalog", metavar="URL", help="override infer.catalog"
+    )
     # checked by the config (one rule, one message), not by argparse
-    p.add_argument("--mode", dest=f"{OVERRIDE}infer__mode", metavar="MODE",
-                   help="override infer.mode: resume, overwrite or new")
+    p.add_argument(
+        "--mode",
+        dest=f"{OVERRIDE}infer__mode",
+        metavar="MODE",
+        help="override infer.mode: resume, overwrite or new",
+    )
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from raycat.quality.evaluate import evaluate_catalog
 
-    metrics = evaluate_catalog(args.catalog, args.truth, args.out, id_column=args.id_column,
-                               z_column=args.z_column)
+    metrics = evaluate_catalog(
+        args.catalog, args.truth, args.out, id_column=args.id_column, z_column=args.z_column
+    )
     if args.stability:
         metrics["stability"] = _stability(args)
     print(json.dumps(metrics, indent=2, default=str))
@@ -174,8 +200,14 @@ def _model_and_cutouts(args: argparse.Namespace):
 
 def _stability(args: argparse.Namespace) -> dict:
     from raycat.photoz.model import load_artifact
-    from raycat.quality.report import (PLOT_STABILITY, STABILITY_OBJECTS, sample_cutouts, save_figures,
-                               stability, stability_figure)
+    from raycat.quality.report import (
+        PLOT_STABILITY,
+        STABILITY_OBJECTS,
+        sample_cutouts,
+        save_figures,
+        stability,
+        stability_figure,
+    )
     from raycat.runtime import ray_session
 
     cfg, make = _model_and_cutouts(args)
@@ -196,19 +228,27 @@ def _cmd_report(args: argparse.Namespace) -> int:
     else:
         cfg, make = _model_and_cutouts(args)
         with ray_session(cfg.ray):
-            path, _ = build_report(args.catalog, args.truth, args.out, cutouts=make(),
-                                   model_url=cfg.infer.model,
-                                   storage_options=cfg.data.storage_options)
+            path, _ = build_report(
+                args.catalog,
+                args.truth,
+                args.out,
+                cutouts=make(),
+                model_url=cfg.infer.model,
+                storage_options=cfg.data.storage_options,
+            )
     print(path)
     return 0
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="an HTML page of catalog diagnostics",
-                       description="One HTML page with PNG figures: photo-z against truth, "
-                       "PIT, accuracy against redshift and magnitude, attribution shares "
-                       "against redshift and, with --config, rotation stability and example "
-                       "cutouts with their PDFs.")
+    p = sub.add_parser(
+        "report",
+        help="an HTML page of catalog diagnostics",
+        description="One HTML page with PNG figures: photo-z against truth, "
+        "PIT, accuracy against redshift and magnitude, attribution shares "
+        "against redshift and, with --config, rotation stability and example "
+        "cutouts with their PDFs.",
+    )
     p.add_argument("--catalog", required=True, help="catalog root (path or URL)")
     p.add_argument("--truth", required=True, help="truth table with id, z (and magnitudes)")
     p.add_argument("--out", required=True, help="directory for index.html and the figures")
@@ -217,18 +257,26 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="photo-z metrics and plots of a catalog against truth",
-                       description="NMAD, bias, outlier rates, PIT and CRPS of a catalog "
-                       "against true redshifts, printed as JSON, with PNG plots.")
+    p = sub.add_parser(
+        "evaluate",
+        help="photo-z metrics and plots of a catalog against truth",
+        description="NMAD, bias, outlier rates, PIT and CRPS of a catalog "
+        "against true redshifts, printed as JSON, with PNG plots.",
+    )
     p.add_argument("--catalog", required=True, help="catalog root (path or URL)")
-    p.add_argument("--truth", default=None, help="truth table with id and z (default: the "
-                   "catalog's own z_spec column)")
-    p.add_argument("--out", default="raycat-eval", help="directory for plots (default "
-                   "raycat-eval)")
+    p.add_argument(
+        "--truth",
+        default=None,
+        help="truth table with id and z (default: the catalog's own z_spec column)",
+    )
+    p.add_argument("--out", default="raycat-eval", help="directory for plots (default raycat-eval)")
     p.add_argument("--id-column", default="id")
     p.add_argument("--z-column", default="z")
-    p.add_argument("--stability", action="store_true", help="also predict a sample of "
-                   "cutouts under the 8 rotations and flips (needs --config)")
+    p.add_argument(
+        "--stability",
+        action="store_true",
+        help="also predict a sample of cutouts under the 8 rotations and flips (needs --config)",
+    )
     p.add_argument("--config", default=None, help="config naming the model and the cutouts")
     p.set_defaults(run=_cmd_evaluate)
 
@@ -241,11 +289,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the whole chain on a small mock sky and a local Ray",
-                       description="Simulate a small sky, cut it out, train, infer every "
-                       "object into a HATS catalog and print held-out metrics and plots.")
-    p.add_argument("--workdir", default="demo-data", help="where everything goes "
-                   "(default demo-data)")
+    p = sub.add_parser(
+        "demo",
+        help="the whole chain on a small mock sky and a local Ray",
+        description="Simulate a small sky, cut it out, train, infer every "
+        "object into a HATS catalog and print held-out metrics and plots.",
+    )
+    p.add_argument(
+        "--workdir", default="demo-data", help="where everything goes (default demo-data)"
+    )
     p.add_argument("--n-galaxies", type=_positive_int, default=2000)
     p.add_argument("--epochs", type=_positive_int, default=15)
     p.add_argument("--seed", type=int, default=0)
@@ -261,29 +313,45 @@ def _cmd_index(args: argparse.Namespace) -> int:
         options = json.loads(args.storage_options) if args.storage_options else {}
     except json.JSONDecodeError as err:
         raise RaycatError(f"--storage-options is not JSON: {err}") from None
-    summary = build_index(args.store, args.out, args.pattern, args.band_from, args.survey,
-                          options)
+    summary = build_index(args.store, args.out, args.pattern, args.band_from, args.survey, options)
     print(json.dumps(asdict(summary), indent=2))
     return 0
 
 
 def _add_index(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("index", help="build the tile index of a store from FITS headers",
-                       description="List the store's FITS files, read only each file's "
-                       "header (ranged reads, in parallel on Ray) and write the tile index "
-                       "(footprints and WCS). Files without a celestial WCS are reported.")
+    p = sub.add_parser(
+        "index",
+        help="build the tile index of a store from FITS headers",
+        description="List the store's FITS files, read only each file's "
+        "header (ranged reads, in parallel on Ray) and write the tile index "
+        "(footprints and WCS). Files without a celestial WCS are reported.",
+    )
     p.add_argument("--store", required=True, help="store root (path or URL: s3://bucket/prefix)")
     p.add_argument("--out", default=None, help="index to write (default: STORE/tiles.parquet)")
-    p.add_argument("--pattern", default=schema.INDEX_FILE_PATTERN, help="file name glob (a path glob if it "
-                   "holds '/'; default '*.fits*')")
-    p.add_argument("--band-from", default=None, metavar="KEYWORD|REGEX",
-                   help="header keyword holding the band (FILTER), or a regex over the path "
-                   "whose group 'band' is the band (default: BAND, then FILTER keyword); write "
-                   "a regex that starts with '-' as --band-from=REGEX")
-    p.add_argument("--survey", default=None, help="survey name for every row (default: the "
-                   "band's prefix, as in ps1_g)")
-    p.add_argument("--storage-options", default=None, metavar="JSON",
-                   help="fsspec options, e.g. '{\"anon\": true}' (never credentials)")
+    p.add_argument(
+        "--pattern",
+        default=schema.INDEX_FILE_PATTERN,
+        help="file name glob (a path glob if it holds '/'; default '*.fits*')",
+    )
+    p.add_argument(
+        "--band-from",
+        default=None,
+        metavar="KEYWORD|REGEX",
+        help="header keyword holding the band (FILTER), or a regex over the path "
+        "whose group 'band' is the band (default: BAND, then FILTER keyword); write "
+        "a regex that starts with '-' as --band-from=REGEX",
+    )
+    p.add_argument(
+        "--survey",
+        default=None,
+        help="survey name for every row (default: the band's prefix, as in ps1_g)",
+    )
+    p.add_argument(
+        "--storage-options",
+        default=None,
+        metavar="JSON",
+        help="fsspec options, e.g. '{\"anon\": true}' (never credentials)",
+    )
     p.set_defaults(run=_cmd_index)
 
 
@@ -296,21 +364,32 @@ def _cmd_crosscheck(args: argparse.Namespace) -> int:
 def _add_crosscheck(sub: argparse._SubParsersAction) -> None:
     # the check owns its options (raycat.quality.crosscheck.build_parser); '+' as the only prefix
     # hands every argument, --help included, to it unparsed
-    p = sub.add_parser("crosscheck", add_help=False, prefix_chars="+",
-                       help="cross-survey consistency check of one field: positions and AB "
-                       "fluxes of bright sources against a reference survey")
+    p = sub.add_parser(
+        "crosscheck",
+        add_help=False,
+        prefix_chars="+",
+        help="cross-survey consistency check of one field: positions and AB "
+        "fluxes of bright sources against a reference survey",
+    )
     p.add_argument("arguments", nargs="*", help="see `raycat crosscheck --help`")
     p.set_defaults(run=_cmd_crosscheck)
 
 
-COMMANDS = [_add_simulate, _add_stages, _add_evaluate, _add_report, _add_demo, _add_index,
-            _add_crosscheck]
+COMMANDS = [
+    _add_simulate,
+    _add_stages,
+    _add_evaluate,
+    _add_report,
+    _add_demo,
+    _add_index,
+    _add_crosscheck,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="raycat",
-        description="Photometric-redshift catalogs from multi-survey images, on Ray.")
+        prog="raycat", description="Photometric-redshift catalogs from multi-survey images, on Ray."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)

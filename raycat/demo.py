@@ -20,17 +20,29 @@ from raycat.pipeline import log
 
 def demo_config(workdir: Path, epochs: int) -> RaycatConfig:
     """A config for the demo: the production model at a laptop's scale."""
-    return parse_config({
-        "data": {"store": str(workdir / "sky"), "objects": schema.TRUTH_FILE},
-        "cutouts": {"output": str(workdir / "cutouts"), "objects_per_unit": 250},
-        "model": {"arch": "resnet50", "stem": "imagenet", "n_bins": 100, "dropout": 0.2},
-        "train": {"epochs": epochs, "batch_size": 64, "lr": 2e-3,
-                  "storage_path": str(workdir / "runs"), "model_out": str(workdir / "model"),
-                  "run_name": "demo"},
-        "infer": {"model": str(workdir / "model"), "catalog": str(workdir / "catalog"),
-                  "mode": "overwrite", "batch_size": 256, "attributions": "surveys"},
-        "ray": {"num_cpus": 2},
-    })
+    return parse_config(
+        {
+            "data": {"store": str(workdir / "sky"), "objects": schema.TRUTH_FILE},
+            "cutouts": {"output": str(workdir / "cutouts"), "objects_per_unit": 250},
+            "model": {"arch": "resnet50", "stem": "imagenet", "n_bins": 100, "dropout": 0.2},
+            "train": {
+                "epochs": epochs,
+                "batch_size": 64,
+                "lr": 2e-3,
+                "storage_path": str(workdir / "runs"),
+                "model_out": str(workdir / "model"),
+                "run_name": "demo",
+            },
+            "infer": {
+                "model": str(workdir / "model"),
+                "catalog": str(workdir / "catalog"),
+                "mode": "overwrite",
+                "batch_size": 256,
+                "attributions": "surveys",
+            },
+            "ray": {"num_cpus": 2},
+        }
+    )
 
 
 def held_out_truth(cfg: RaycatConfig, out: Path) -> Path:
@@ -40,8 +52,7 @@ def held_out_truth(cfg: RaycatConfig, out: Path) -> Path:
     from raycat.photoz.train import is_validation
 
     truth = pd.read_parquet(Path(cfg.data.store) / schema.TRUTH_FILE)
-    held = truth[is_validation(truth[schema.ID].to_numpy(), cfg.train.val_fraction,
-                               cfg.train.seed)]
+    held = truth[is_validation(truth[schema.ID].to_numpy(), cfg.train.val_fraction, cfg.train.seed)]
     held.to_parquet(out)
     return out
 
@@ -54,13 +65,14 @@ def photometry_baseline(cfg: RaycatConfig) -> dict:
     from raycat.quality.baseline import baseline_metrics_from_features, features_from_batches
     from raycat.surveys.bands import softenings
 
-    _, make = read_materialised(cfg, cfg.cutouts.output)
+    _, make = read_materialised(cfg)
     rows = make().select_columns([schema.ID, schema.CUBE, schema.Z_SPEC, schema.FLAGS])
-    usable = ({k: v[usable_for_training(b)] for k, v in b.items()}
-              for b in rows.iter_batches(batch_format="numpy", batch_size=512))
+    usable = (
+        {k: v[usable_for_training(b)] for k, v in b.items()}
+        for b in rows.iter_batches(batch_format="numpy", batch_size=512)
+    )
     features, z, ids = features_from_batches(usable, softenings(cfg.cutouts))
-    return baseline_metrics_from_features(features, z, ids, cfg.train.val_fraction,
-                                          cfg.train.seed)
+    return baseline_metrics_from_features(features, z, ids, cfg.train.val_fraction, cfg.train.seed)
 
 
 def run_demo(workdir: str, n_galaxies: int = 2000, epochs: int = 15, seed: int = 0) -> dict:
@@ -80,19 +92,23 @@ def run_demo(workdir: str, n_galaxies: int = 2000, epochs: int = 15, seed: int =
     log(f"simulating {n_galaxies} galaxies -> {cfg.data.store}")
     print(simulate_sky(cfg.data.store, n_galaxies=n_galaxies, seed=seed), flush=True)
     with ray_session(cfg.ray):
-        materialise_cutouts(cfg, cfg.cutouts.output)
+        materialise_cutouts(cfg)
         train_metrics = run_train(cfg)
         run_infer(cfg)
         baseline = photometry_baseline(cfg)
         truth = held_out_truth(cfg, root / "heldout_truth.parquet")
         report, metrics = build_report(
-            cfg.infer.catalog, str(truth), str(root / "report"),
-            cutouts=read_materialised(cfg, cfg.cutouts.output)[1](), model_url=cfg.infer.model,
-            baseline=baseline, train_median_z=train_metrics["train_median_z"])
+            cfg.infer.catalog,
+            str(truth),
+            str(root / "report"),
+            cutouts=read_materialised(cfg)[1](),
+            model_url=cfg.infer.model,
+            baseline=baseline,
+            train_median_z=train_metrics["train_median_z"],
+        )
     metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
     metrics["report"] = report
-    metrics.update({f"photometry_baseline_{k}": v for k, v in baseline.items()
-                    if k in COMPARED})
+    metrics.update({f"photometry_baseline_{k}": v for k, v in baseline.items() if k in COMPARED})
     _print_summary(metrics, cfg)
     return metrics
 
@@ -105,10 +121,15 @@ def _print_summary(metrics: dict, cfg: RaycatConfig) -> None:
     print("held-out objects        CNN (cutouts)  photometry baseline  median redshift")
     for key in COMPARED[:-1]:
         base = metrics.get(f"baseline_{key}")
-        print(f"  {key:20s}  {metrics[key]:13.4f}  {metrics[f'photometry_baseline_{key}']:19.4f}"
-              f"  {'' if base is None else f'{base:15.4f}'}")
-    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2,
-                     default=float))
+        print(
+            f"  {key:20s}  {metrics[key]:13.4f}  {metrics[f'photometry_baseline_{key}']:19.4f}"
+            f"  {'' if base is None else f'{base:15.4f}'}"
+        )
+    print(
+        json.dumps(
+            {k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2, default=float
+        )
+    )
     print(f"catalog: {cfg.infer.catalog}")
     print(f"config:  {Path(cfg.data.store).parent / 'config.yaml'}")
     print(f"report:  {metrics['report']}")

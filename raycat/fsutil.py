@@ -24,7 +24,9 @@ def join(root: str, relative: str) -> str:
     return posixpath.join(root.rstrip("/"), relative)
 
 
-def filesystem(url: str, storage_options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+def filesystem(
+    url: str, storage_options: dict | None = None
+) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem for ``url`` and the path inside it."""
     fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     return fs, path

@@ -1,4 +1,5 @@
-"""Starting or joining Ray: an embedded local Ray on a laptop, the cluster under `ray job submit`."""
+"""Starting or joining Ray: an embedded local Ray on a laptop, the cluster under `ray job
+submit`."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ READ_ARGS: dict[str, Any] = {"num_cpus": 0.25}
 class RayConfig(StrictSection):
     """How to reach Ray."""
 
-    address: str | None = Field(None, description="Cluster address; null starts an embedded "
-                                "local Ray.")
+    address: str | None = Field(
+        None, description="Cluster address; null starts an embedded local Ray."
+    )
     num_cpus: int | None = Field(None, ge=1, description="CPUs for an embedded local Ray.")
 
 
@@ -39,8 +41,9 @@ def ray_session(cfg: RayConfig | None = None):
     if address:
         ray.init(address=address, log_to_driver=True)
     else:  # "local": a fresh embedded Ray, even when `ray start` left a cluster running here
-        ray.init(address="local", num_cpus=cfg.num_cpus, log_to_driver=True,
-                 configure_logging=False)
+        ray.init(
+            address="local", num_cpus=cfg.num_cpus, log_to_driver=True, configure_logging=False
+        )
     configure_data_context()
     try:
         yield

@@ -44,8 +44,10 @@ def relative_tile_uri(uri: str) -> str:
 # mirrors the archive layout. Fields: {tile} (tile name), {filter} (band name without the
 # survey prefix: "w1", "g"), and per tiling {projcell} {skycell} (PS1).
 UNWISE_URI_TEMPLATE = "{tile:.3}/{tile}/unwise-{tile}-{filter}-img-m.fits"
-PS1_URI_TEMPLATE = ("rings.v3.skycell/{projcell:04d}/{skycell:03d}/"
-                    "rings.v3.skycell.{projcell:04d}.{skycell:03d}.stk.{filter}.unconv.fits")
+PS1_URI_TEMPLATE = (
+    "rings.v3.skycell/{projcell:04d}/{skycell:03d}/"
+    "rings.v3.skycell.{projcell:04d}.{skycell:03d}.stk.{filter}.unconv.fits"
+)
 INDEX_FILE_PATTERN = "*.fits*"  # what `raycat index` lists by default (.fits, .fits.gz, .fits.fz)
 # Endings of a FITS file name, compression included: stripped (repeatedly) to name a tile.
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fz", ".gz", ".bz2")
@@ -160,8 +162,13 @@ COMMON_METADATA_RELPATH = f"{CATALOG_DATASET_DIR}/_common_metadata"
 # What makes a catalog root "existing", and every entry overwrite removes (never the root
 # itself: a mistyped root must not delete a user's directory).
 CATALOG_MARKS = (CATALOG_DATASET_DIR, DONE_DIR, *PROPERTIES_FILES)
-CATALOG_ENTRIES = (*CATALOG_MARKS, PARTITION_INFO_FILE, "point_map.fits", "skymap.fits",
-                   "data_thumbnail.parquet")
+CATALOG_ENTRIES = (
+    *CATALOG_MARKS,
+    PARTITION_INFO_FILE,
+    "point_map.fits",
+    "skymap.fits",
+    "data_thumbnail.parquet",
+)
 PARTITION_GLOB = f"{CATALOG_DATASET_DIR}/Norder=*/Dir=*/Npix=*.parquet"
 PARTITION_RE = re.compile(r"Norder=(\d+)/Dir=(\d+)/Npix=(\d+)\.parquet$")
 DONE_MARKER_RE = re.compile(r"Norder=(\d+)_Npix=(\d+)\.done$")

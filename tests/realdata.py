@@ -4,5 +4,6 @@ the repository (read-only; tests that need it skip without it)."""
 import os
 from pathlib import Path
 
-REALDATA = Path(os.environ.get("RAYCAT_REALDATA",
-                               Path(__file__).resolve().parents[2] / "shared" / "realdata"))
+REALDATA = Path(
+    os.environ.get("RAYCAT_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata")
+)

@@ -3,8 +3,9 @@ import sys
 
 
 def _raycat(*args):
-    return subprocess.run([sys.executable, "-m", "raycat", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "raycat", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_help_lists_subcommands():
@@ -68,8 +69,9 @@ def test_overrides_make_a_validated_copy():
     from raycat.config import parse_config
 
     cfg = parse_config({})
-    args = build_parser().parse_args(["infer", "--config", "x.yaml", "--mode", "new",
-                                      "--catalog", "elsewhere"])
+    args = build_parser().parse_args(
+        ["infer", "--config", "x.yaml", "--mode", "new", "--catalog", "elsewhere"]
+    )
     changed = with_overrides(cfg, overrides(args))
     assert (changed.infer.mode, changed.infer.catalog) == ("new", "elsewhere")
     assert cfg.infer.mode == "resume" and changed.cutouts == cfg.cutouts

@@ -34,8 +34,9 @@ def _port() -> int:
 
 def _ray(env, *args, timeout=300):
     ray_cli = str(Path(sys.executable).parent / "ray")
-    return subprocess.run([ray_cli, *args], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [ray_cli, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture
@@ -46,11 +47,20 @@ def store(s3_bucket):
 
     url, opts = s3_bucket
     simulate_sky(f"{url}/sky", n_galaxies=80, seed=11, storage_options=opts, progress=False)
-    cfg = parse_config({"data": {"store": f"{url}/sky"}, "cutouts": {"healpix_order": 11},
-                        "model": {"arch": "tiny", "n_bins": 20},
-                        "infer": {"model": f"{url}/model", "catalog": f"{url}/catalog"}})
-    save_artifact(build_model(cfg.model, 9), cfg.infer.model, ArtifactMeta.from_config(cfg),
-                  storage_options=opts)
+    cfg = parse_config(
+        {
+            "data": {"store": f"{url}/sky"},
+            "cutouts": {"healpix_order": 11},
+            "model": {"arch": "tiny", "n_bins": 20},
+            "infer": {"model": f"{url}/model", "catalog": f"{url}/catalog"},
+        }
+    )
+    save_artifact(
+        build_model(cfg.model, 9),
+        cfg.infer.model,
+        ArtifactMeta.from_config(cfg),
+        storage_options=opts,
+    )
     _save_config(cfg, f"{url}/config.yaml", opts)
     return url, opts, cfg
 
@@ -73,21 +83,39 @@ def cluster(s3_server, tmp_path):
     token = tmp_path / "ray_auth_token"
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
-           "AWS_ENDPOINT_URL": s3_server,
-           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": SECRET,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     env.pop("RAY_ADDRESS", None)
     port, dashboard = _port(), _port()
     logs = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))  # short: Ray's socket paths live here
-    head = _ray(env, "start", "--head", f"--port={port}", "--num-cpus=1",
-                f"--dashboard-port={dashboard}", "--include-dashboard=true",
-                "--dashboard-host=127.0.0.1", "--node-ip-address=127.0.0.1",
-                f"--temp-dir={logs}")
+    head = _ray(
+        env,
+        "start",
+        "--head",
+        f"--port={port}",
+        "--num-cpus=1",
+        f"--dashboard-port={dashboard}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        "--node-ip-address=127.0.0.1",
+        f"--temp-dir={logs}",
+    )
     try:
         assert head.returncode == 0, head.stderr[-2000:]
-        node = _ray(env, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1",
-                    "--node-ip-address=127.0.0.1")
+        node = _ray(
+            env,
+            "start",
+            f"--address=127.0.0.1:{port}",
+            "--num-cpus=1",
+            "--node-ip-address=127.0.0.1",
+        )
         assert node.returncode == 0, node.stderr[-2000:]
         yield env, f"http://127.0.0.1:{dashboard}", logs
     finally:
@@ -98,12 +126,23 @@ def cluster(s3_server, tmp_path):
 def test_infer_job_submitted_to_a_cluster_writes_every_id_once_to_s3(store, cluster):
     import fsspec
 
-    from raycat.catalog.read import read_catalog_ids
-
     url, opts, _ = store
     env, address, ray_logs = cluster
-    job = _ray(env, "job", "submit", "--address", address, "--working-dir", ".", "--",
-               "python", "jobs/infer.py", "--config", f"{url}/config.yaml", timeout=600)
+    job = _ray(
+        env,
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        ".",
+        "--",
+        "python",
+        "jobs/infer.py",
+        "--config",
+        f"{url}/config.yaml",
+        timeout=600,
+    )
     output = job.stdout + job.stderr
     assert job.returncode == 0 and "succeeded" in output, output[-3000:]
 
@@ -144,9 +183,13 @@ def _partition_versions(fs, catalog: str) -> dict[str, str]:
             return True
         order, npix = re.search(r"Norder=(\d+)/Dir=\d+/Npix=(\d+)\.parquet$", path).groups()
         return f"Norder={order}_Npix={npix}" in done
-    return {p: info["ETag"] + str(info["LastModified"]) for p, info in found.items()
-            if (p.endswith(".parquet") and "/dataset/Norder=" in p or p.endswith(".done"))
-            and finished(p)}
+
+    return {
+        p: info["ETag"] + str(info["LastModified"])
+        for p, info in found.items()
+        if ((p.endswith(".parquet") and "/dataset/Norder=" in p) or p.endswith(".done"))
+        and finished(p)
+    }
 
 
 def _settled_versions(fs, catalog: str) -> dict[str, str]:
@@ -177,8 +220,12 @@ def test_killed_job_resubmitted_resumes_without_recomputing_finished_partitions(
     cfg.infer.model, cfg.infer.catalog = f"{url}/model-resnet50", f"{url}/catalog-killed"
     cfg.infer.batch_size, cfg.infer.attributions = 4, "bands"
     cfg.infer.attribution_method, cfg.infer.attribution_permutations = "sampled", 8
-    save_artifact(build_model(cfg.model, 9), cfg.infer.model, ArtifactMeta.from_config(cfg),
-                  storage_options=opts)
+    save_artifact(
+        build_model(cfg.model, 9),
+        cfg.infer.model,
+        ArtifactMeta.from_config(cfg),
+        storage_options=opts,
+    )
     _save_config(cfg, f"{url}/config-killed.yaml", opts)
     submit = ("job", "submit", "--address", address, "--working-dir", ".")
     command = ("--", "python", "jobs/infer.py", "--config", f"{url}/config-killed.yaml")

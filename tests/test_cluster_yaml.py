@@ -34,5 +34,6 @@ def test_head_runs_no_heavy_work_and_versions_are_pinned():
     assert head["resources"]["CPU"] == 0
     setup = " ".join(config["setup_commands"])
     assert "torch==2.14.1" in setup and "ray[default,data,train]==2.60.0" in setup
-    assert not any(k in CLUSTER_YAML.read_text() for k in ("aws_secret", "AWS_SECRET",
-                                                          "aws_access_key_id"))
+    assert not any(
+        k in CLUSTER_YAML.read_text() for k in ("aws_secret", "AWS_SECRET", "aws_access_key_id")
+    )

@@ -21,11 +21,13 @@ def test_healpix29_matches_hats():
 def test_planning_and_partition_rows_do_not_import_hats():
     """hats costs about a second to import: the planner and the sink actors must not pay it
     (only the final metadata write does)."""
-    code = ("import sys, numpy as np\n"
-            "from raycat.plan.manifest import spatial_index\n"
-            "from raycat.catalog import sink, write\n"
-            "spatial_index(np.array([10.0]), np.array([20.0]))\n"
-            "print('hats' in sys.modules)\n")
+    code = (
+        "import sys, numpy as np\n"
+        "from raycat.plan.manifest import spatial_index\n"
+        "from raycat.catalog import sink, write\n"
+        "spatial_index(np.array([10.0]), np.array([20.0]))\n"
+        "print('hats' in sys.modules)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -17,8 +17,16 @@ import raycat
 
 # Rooms in data-flow order; a module may import from its own room and the rooms before it.
 LAYERS = [
-    {"raycat", "raycat.errors", "raycat.schema", "raycat.fsutil", "raycat.healpix",
-     "raycat.section", "raycat.runtime", "raycat.stats"},
+    {
+        "raycat",
+        "raycat.errors",
+        "raycat.schema",
+        "raycat.fsutil",
+        "raycat.healpix",
+        "raycat.section",
+        "raycat.runtime",
+        "raycat.stats",
+    },
     {"raycat.surveys"},
     {"raycat.config"},
     {"raycat.sky"},
@@ -93,12 +101,23 @@ def test_every_module_is_in_a_room():
     for module in MODULES:
         layer(module)
     assert {m.name for m in pkgutil.iter_modules(raycat.__path__) if m.ispkg} == {
-        "surveys", "sky", "plan", "cutouts", "photoz", "catalog", "quality"}
+        "surveys",
+        "sky",
+        "plan",
+        "cutouts",
+        "photoz",
+        "catalog",
+        "quality",
+    }
 
 
 def upward_imports(graph: dict[str, set[str]]) -> list[str]:
-    return [f"{m} (room {layer(m)}) imports {d} (room {layer(d)})"
-            for m, deps in sorted(graph.items()) for d in sorted(deps) if layer(d) > layer(m)]
+    return [
+        f"{m} (room {layer(m)}) imports {d} (room {layer(d)})"
+        for m, deps in sorted(graph.items())
+        for d in sorted(deps)
+        if layer(d) > layer(m)
+    ]
 
 
 def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -109,8 +128,8 @@ def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
         state[module] = 1
         for dep in sorted(graph.get(module, ())):
             if state.get(dep) == 1:
-                return stack[stack.index(dep):] + [dep]
-            if not state.get(dep) and (circle := visit(dep, stack + [dep])):
+                return [*stack[stack.index(dep) :], dep]
+            if not state.get(dep) and (circle := visit(dep, [*stack, dep])):
                 return circle
         state[module] = 2
         return None
@@ -133,10 +152,14 @@ def test_no_import_circle():
 def test_the_checks_find_what_they_look_for():
     """On made-up graphs: a lazy upward import and a two-module circle are both reported."""
     assert upward_imports({"raycat.cutouts.actor": {"raycat.photoz.model"}}) == [
-        "raycat.cutouts.actor (room 5) imports raycat.photoz.model (room 6)"]
+        "raycat.cutouts.actor (room 5) imports raycat.photoz.model (room 6)"
+    ]
     assert upward_imports({"raycat.photoz.model": {"raycat.cutouts.actor"}}) == []
-    assert find_circle({"raycat.catalog.write": {"raycat.catalog.read"},
-                        "raycat.catalog.read": {"raycat.catalog.write"}}) == [
-        "raycat.catalog.read", "raycat.catalog.write", "raycat.catalog.read"]
+    assert find_circle(
+        {
+            "raycat.catalog.write": {"raycat.catalog.read"},
+            "raycat.catalog.read": {"raycat.catalog.write"},
+        }
+    ) == ["raycat.catalog.read", "raycat.catalog.write", "raycat.catalog.read"]
     lazy = "def f():\n    from raycat.quality.report import build_report\n"
     assert "raycat.quality.report" in imports_in(ast.parse(lazy), "raycat.plan")

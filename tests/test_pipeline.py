@@ -21,18 +21,33 @@ def chain(tmp_path_factory, ray_module):
     root = tmp_path_factory.mktemp("chain")
     simulate_sky(str(root / "sky"), n_galaxies=120, seed=5, progress=False)
     truth = pd.read_parquet(root / "sky" / schema.TRUTH_FILE)
-    lost = {schema.ID: OFF_SKY_ID, schema.RA: truth[schema.RA].iloc[0] + 2.0,
-            schema.DEC: truth[schema.DEC].iloc[0], schema.TRUTH_Z: 0.5}
+    lost = {
+        schema.ID: OFF_SKY_ID,
+        schema.RA: truth[schema.RA].iloc[0] + 2.0,
+        schema.DEC: truth[schema.DEC].iloc[0],
+        schema.TRUTH_Z: 0.5,
+    }
     pd.concat([truth, pd.DataFrame([lost])]).to_parquet(root / "objects.parquet")
-    cfg = parse_config({
-        "data": {"store": str(root / "sky"), "objects": str(root / "objects.parquet")},
-        "cutouts": {"output": str(root / "cutouts"), "healpix_order": 11},
-        "model": {"arch": "tiny", "n_bins": 30},
-        "train": {"epochs": 1, "batch_size": 32, "storage_path": str(root / "runs"),
-                  "model_out": str(root / "model"), "run_name": "chain"},
-        "infer": {"model": str(root / "model"), "catalog": str(root / "catalog"),
-                  "batch_size": 64}})
-    summary = materialise_cutouts(cfg, cfg.cutouts.output)
+    cfg = parse_config(
+        {
+            "data": {"store": str(root / "sky"), "objects": str(root / "objects.parquet")},
+            "cutouts": {"output": str(root / "cutouts"), "healpix_order": 11},
+            "model": {"arch": "tiny", "n_bins": 30},
+            "train": {
+                "epochs": 1,
+                "batch_size": 32,
+                "storage_path": str(root / "runs"),
+                "model_out": str(root / "model"),
+                "run_name": "chain",
+            },
+            "infer": {
+                "model": str(root / "model"),
+                "catalog": str(root / "catalog"),
+                "batch_size": 64,
+            },
+        }
+    )
+    summary = materialise_cutouts(cfg)
     run_train(cfg)
     first = run_infer(cfg)
     return cfg, root, summary, first
@@ -73,7 +88,7 @@ def test_crash_after_some_partitions_then_rerun_gives_every_id_once(chain):
     cfg, root, summary, _ = chain
     catalog = root / "catalog"
     files = sorted(catalog.glob("dataset/Norder=*/Dir=*/Npix=*.parquet"))
-    kept, lost = files[: len(files) // 2], files[len(files) // 2:]
+    kept, lost = files[: len(files) // 2], files[len(files) // 2 :]
     kept_mtimes = {f: os.stat(f).st_mtime_ns for f in kept}
     for f in lost:  # the crash: these partitions and their done markers never landed
         f.unlink()
@@ -101,14 +116,16 @@ def test_new_mode_refuses_an_existing_catalog(chain):
 def test_survey_attributions_add_up_to_z_mean_and_mc_dropout_spread(chain):
     from raycat.pipeline import run_infer
 
-    cfg, root, summary, _ = chain
+    cfg, root, _summary, _ = chain
     cfg = cfg.model_copy(deep=True)
     cfg.infer.catalog = str(root / "catalog_attr")
     cfg.infer.attributions, cfg.infer.attribution_method = "surveys", "auto"  # auto: exact
     cfg.infer.mc_dropout_passes = 4
     run_infer(cfg)
-    frame = pd.concat(pd.read_parquet(p) for p in
-                      sorted((root / "catalog_attr").glob("dataset/Norder=*/Dir=*/*.parquet")))
+    frame = pd.concat(
+        pd.read_parquet(p)
+        for p in sorted((root / "catalog_attr").glob("dataset/Norder=*/Dir=*/*.parquet"))
+    )
     players = [schema.attr_column(s) for s in ("galex", "ps1", "unwise")]
     predicted = frame[schema.PDF].notna()
     total = frame[schema.ATTR_BASELINE] + frame[players].sum(axis=1)
@@ -129,15 +146,26 @@ def test_report_page_has_every_section(chain):
     cfg.infer.catalog = str(root / "catalog_report")
     cfg.infer.attributions = "surveys"
     run_infer(cfg)
-    page, metrics = build_report(cfg.infer.catalog, str(root / "sky" / schema.TRUTH_FILE),
-                                 str(root / "report"),
-                                 cutouts=read_materialised(cfg, cfg.cutouts.output)[1](),
-                                 model_url=cfg.infer.model, baseline={"nmad": 0.1})
+    _page, metrics = build_report(
+        cfg.infer.catalog,
+        str(root / "sky" / schema.TRUTH_FILE),
+        str(root / "report"),
+        cutouts=read_materialised(cfg)[1](),
+        model_url=cfg.infer.model,
+        baseline={"nmad": 0.1},
+    )
     text = (root / "report" / "index.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', text)
-    assert {"photoz_vs_specz.png", "pit_hist.png", "metrics_vs_z.png", "metrics_vs_mag.png",
-            "attribution_vs_z.png", "attribution_bands_vs_z.png", "stability.png",
-            "examples.png"} <= set(images)
+    assert {
+        "photoz_vs_specz.png",
+        "pit_hist.png",
+        "metrics_vs_z.png",
+        "metrics_vs_mag.png",
+        "attribution_vs_z.png",
+        "attribution_bands_vs_z.png",
+        "stability.png",
+        "examples.png",
+    } <= set(images)
     assert all((root / "report" / name).stat().st_size > 1000 for name in images)
     assert "photometry baseline" in text
     assert metrics["stability_n_objects"] > 50 and np.isfinite(metrics["stability_p95"])
@@ -154,22 +182,32 @@ def test_a_band_defined_only_in_the_config_gets_its_survey_attribution(tmp_path,
     simulate_sky(str(tmp_path / "sky"), n_galaxies=40, seed=3, progress=False)
     index = pd.read_parquet(tmp_path / "sky" / schema.TILE_INDEX_FILE)
     like = index[index[schema.TILE_BAND] == "ps1_r"].assign(
-        **{schema.TILE_BAND: "ps1like_r", schema.TILE_SURVEY: "ps1like"})
+        **{schema.TILE_BAND: "ps1like_r", schema.TILE_SURVEY: "ps1like"}
+    )
     pd.concat([index, like]).to_parquet(tmp_path / "tiles.parquet")
-    cfg = parse_config({
-        "data": {"store": str(tmp_path / "sky"), "tile_index": str(tmp_path / "tiles.parquet")},
-        "cutouts": {"bands": ["ps1_g", "ps1like_r", "unwise_w1"],
-                    "surveys": {"ps1like": {"like": "ps1",
-                                            "bands": {"ps1like_r": {"like": "ps1_r"}}}}},
-        "model": {"arch": "tiny", "n_bins": 20},
-        "infer": {"model": str(tmp_path / "model"), "catalog": str(tmp_path / "catalog"),
-                  "attributions": "surveys"}})
+    cfg = parse_config(
+        {
+            "data": {"store": str(tmp_path / "sky"), "tile_index": str(tmp_path / "tiles.parquet")},
+            "cutouts": {
+                "bands": ["ps1_g", "ps1like_r", "unwise_w1"],
+                "surveys": {"ps1like": {"like": "ps1", "bands": {"ps1like_r": {"like": "ps1_r"}}}},
+            },
+            "model": {"arch": "tiny", "n_bins": 20},
+            "infer": {
+                "model": str(tmp_path / "model"),
+                "catalog": str(tmp_path / "catalog"),
+                "attributions": "surveys",
+            },
+        }
+    )
     save_artifact(build_model(cfg.model, 3), cfg.infer.model, ArtifactMeta.from_config(cfg))
     assert read_artifact_meta(cfg.infer.model).band_surveys["ps1like_r"] == "ps1like"
 
     run_infer(cfg)
-    frame = pd.concat(pd.read_parquet(p) for p in
-                      sorted((tmp_path / "catalog").glob("dataset/Norder=*/Dir=*/*.parquet")))
+    frame = pd.concat(
+        pd.read_parquet(p)
+        for p in sorted((tmp_path / "catalog").glob("dataset/Norder=*/Dir=*/*.parquet"))
+    )
     players = [schema.attr_column(s) for s in ("ps1", "unwise", "ps1like")]
     assert set(players) <= set(frame.columns)
     predicted = frame[schema.PDF].notna()

@@ -29,8 +29,13 @@ def test_embedded_ray_ignores_the_address_a_stopped_cluster_left_behind():
         with open(f"{tmp}/ray/ray_current_cluster", "w") as f:
             f.write("127.0.0.1:1")  # nothing listens there
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        run = subprocess.run([sys.executable, "-c", SCRIPT], env={**env, "RAY_TMPDIR": tmp},
-                             capture_output=True, text=True, timeout=180)
+        run = subprocess.run(
+            [sys.executable, "-c", SCRIPT],
+            env={**env, "RAY_TMPDIR": tmp},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert run.returncode == 0, run.stderr[-2000:]
         assert "CPUS 1.0" in run.stdout
     finally:

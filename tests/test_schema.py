@@ -19,8 +19,19 @@ PIXELS = [(0, 0), (3, 767), (5, 9_999), (5, 10_000), (9, 123_456), (13, 805_306_
 def test_uris_that_escape_the_store_are_refused():
     assert S.relative_tile_uri("tiles/./a.fits") == "tiles/a.fits"
     assert S.relative_tile_uri("tiles/x/../a.fits") == "tiles/a.fits"
-    for bad in ["../x", "../x.fits", "tiles/../../x.fits", "..", ".", "/etc/passwd",
-                "s3://other/x", "s3://other/x.fits", "file:x", "~/x", "a\\b"]:
+    for bad in [
+        "../x",
+        "../x.fits",
+        "tiles/../../x.fits",
+        "..",
+        ".",
+        "/etc/passwd",
+        "s3://other/x",
+        "s3://other/x.fits",
+        "file:x",
+        "~/x",
+        "a\\b",
+    ]:
         with pytest.raises(RaycatError, match="escapes"):
             S.relative_tile_uri(bad)
     for empty in ["", "   ", None]:
@@ -60,15 +71,15 @@ def test_overwrite_removes_named_entries_only():
     the root itself, and everything that marks a catalog must be among them."""
     assert set(S.CATALOG_MARKS) <= set(S.CATALOG_ENTRIES)
     assert {"dataset", "_raycat_done", "hats.properties", "partition_info.csv"} <= set(
-        S.CATALOG_ENTRIES)
+        S.CATALOG_ENTRIES
+    )
     for entry in S.CATALOG_ENTRIES:
         assert entry and "/" not in entry and entry not in (".", "..")
     for relpath in (S.METADATA_RELPATH, S.COMMON_METADATA_RELPATH, S.PARTITION_GLOB):
         assert relpath.split("/")[0] == S.CATALOG_DATASET_DIR
 
 
-@pytest.mark.parametrize("name", ["t.fits", "t.fits.fz", "t.fits.gz", "t.fits.bz2",
-                                  "t.FITS.GZ"])
+@pytest.mark.parametrize("name", ["t.fits", "t.fits.fz", "t.fits.gz", "t.fits.bz2", "t.FITS.GZ"])
 def test_the_default_index_pattern_lists_what_tile_names_strip(name):
     assert fnmatch.fnmatch(name.lower(), S.INDEX_FILE_PATTERN)
     assert tile_name(f"survey/dir/{name}") == "t"

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import gzip
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 import numpy as np
 from astropy.io import fits
@@ -35,8 +36,15 @@ class PointSource:
     fwhm_arcsec: float
 
 
-def tile_wcs(ra0: float, dec0: float, shape: tuple[int, int], scale_arcsec: float,
-             rotation_deg: float = 0.0, flip: bool = False, distortion: float = 0.0) -> WCS:
+def tile_wcs(
+    ra0: float,
+    dec0: float,
+    shape: tuple[int, int],
+    scale_arcsec: float,
+    rotation_deg: float = 0.0,
+    flip: bool = False,
+    distortion: float = 0.0,
+) -> WCS:
     """TAN WCS centred on (ra0, dec0); ``shape`` is (ny, nx).
 
     ``rotation_deg`` turns the pixel grid on the sky; ``flip`` makes east point right
@@ -80,8 +88,9 @@ def nmgy_per_unit(band: str, header: fits.Header) -> float:
     return 10.0 ** (-0.4 * (zp - NANOMAGGY_ZP))
 
 
-def render_point_source(wcs: WCS, shape: tuple[int, int], source: PointSource,
-                        scale_arcsec: float) -> np.ndarray:
+def render_point_source(
+    wcs: WCS, shape: tuple[int, int], source: PointSource, scale_arcsec: float
+) -> np.ndarray:
     """Pixel-integrated circular Gaussian of total flux ``source.flux_nmgy`` (float64)."""
     x, y = wcs.all_world2pix([[source.ra, source.dec]], 0)[0]
     erf_width = source.fwhm_arcsec / 2.3548 / scale_arcsec * math.sqrt(2.0)  # sigma sqrt(2)
@@ -92,11 +101,21 @@ def render_point_source(wcs: WCS, shape: tuple[int, int], source: PointSource,
     return source.flux_nmgy * np.outer(py, px)
 
 
-def make_tile(band: str, ra0: float, dec0: float, shape: tuple[int, int],
-              scale_arcsec: float | None = None, *, rotation_deg: float = 0.0,
-              flip: bool = False, distortion: float = 0.0, sources: Iterable[PointSource] = (),
-              nan_boxes: Iterable[tuple[int, int, int, int]] = (), noise_nmgy: float = 0.0,
-              seed: int = 0) -> tuple[np.ndarray, fits.Header]:
+def make_tile(
+    band: str,
+    ra0: float,
+    dec0: float,
+    shape: tuple[int, int],
+    scale_arcsec: float | None = None,
+    *,
+    rotation_deg: float = 0.0,
+    flip: bool = False,
+    distortion: float = 0.0,
+    sources: Iterable[PointSource] = (),
+    nan_boxes: Iterable[tuple[int, int, int, int]] = (),
+    noise_nmgy: float = 0.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, fits.Header]:
     """A float32 tile in ``band``'s units and its header (WCS + survey keywords).
 
     ``nan_boxes`` are (y0, y1, x0, x1) pixel boxes set to NaN (masked pixels).
@@ -116,8 +135,13 @@ def make_tile(band: str, ra0: float, dec0: float, shape: tuple[int, int],
     return data, header
 
 
-def write_fits(path: str | Path, data: np.ndarray, header: fits.Header,
-               compression: Compression = "none", in_extension: bool = False) -> Path:
+def write_fits(
+    path: str | Path,
+    data: np.ndarray,
+    header: fits.Header,
+    compression: Compression = "none",
+    in_extension: bool = False,
+) -> Path:
     """Write one image: primary HDU, first extension, gzip file or lossless tile compression."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,9 +160,18 @@ def write_fits(path: str | Path, data: np.ndarray, header: fits.Header,
     return path
 
 
-def write_tile(path: str | Path, band: str, ra0: float, dec0: float, shape: tuple[int, int],
-               scale_arcsec: float | None = None, *, compression: Compression = "none",
-               in_extension: bool = False, **tile_kwargs) -> Path:
+def write_tile(
+    path: str | Path,
+    band: str,
+    ra0: float,
+    dec0: float,
+    shape: tuple[int, int],
+    scale_arcsec: float | None = None,
+    *,
+    compression: Compression = "none",
+    in_extension: bool = False,
+    **tile_kwargs,
+) -> Path:
     """``make_tile`` + ``write_fits`` in one call; returns the path."""
     data, header = make_tile(band, ra0, dec0, shape, scale_arcsec, **tile_kwargs)
     return write_fits(path, data, header, compression, in_extension)

@@ -22,10 +22,17 @@ if TYPE_CHECKING:
     from raycat.photoz.model import ArtifactMeta
 
 
-def catalog_schema(bin_edges: Sequence[float], bands: Sequence[str], *, model_id: str,
-                   config_hash: str, pdf_dtype: str = "float32",
-                   attr_players: Sequence[str] = (), has_z_spec: bool = False,
-                   has_epistemic: bool = False) -> pa.Schema:
+def catalog_schema(
+    bin_edges: Sequence[float] | np.ndarray,
+    bands: Sequence[str],
+    *,
+    model_id: str,
+    config_hash: str,
+    pdf_dtype: str = "float32",
+    attr_players: Sequence[str] = (),
+    has_z_spec: bool = False,
+    has_epistemic: bool = False,
+) -> pa.Schema:
     """The Arrow schema of the catalog, with the raycat metadata in the schema.
 
     ``pdf`` is a nullable fixed-size list with one value per bin; the attribution columns
@@ -34,11 +41,17 @@ def catalog_schema(bin_edges: Sequence[float], bands: Sequence[str], *, model_id
     n_bins = len(bin_edges) - 1
     value_type = {"float32": pa.float32(), "float16": pa.float16()}[pdf_dtype]
     f32 = pa.float32()
-    fields = [pa.field(S.ID, pa.int64(), nullable=False), pa.field(S.RA, pa.float64()),
-              pa.field(S.DEC, pa.float64()), pa.field(S.HEALPIX_29, pa.int64(), nullable=False)]
+    fields = [
+        pa.field(S.ID, pa.int64(), nullable=False),
+        pa.field(S.RA, pa.float64()),
+        pa.field(S.DEC, pa.float64()),
+        pa.field(S.HEALPIX_29, pa.int64(), nullable=False),
+    ]
     fields += [pa.field(name, f32) for name in S.POINT_ESTIMATES]
-    fields += [pa.field(S.PDF, pa.list_(value_type, n_bins)),
-               pa.field(S.FLAGS, pa.int32(), nullable=False)]
+    fields += [
+        pa.field(S.PDF, pa.list_(value_type, n_bins)),
+        pa.field(S.FLAGS, pa.int32(), nullable=False),
+    ]
     if has_z_spec:
         fields.append(pa.field(S.Z_SPEC, f32))
     if has_epistemic:
@@ -46,17 +59,27 @@ def catalog_schema(bin_edges: Sequence[float], bands: Sequence[str], *, model_id
     fields += [pa.field(S.attr_column(p), f32) for p in attr_players]
     if attr_players:
         fields.append(pa.field(S.ATTR_BASELINE, f32))
-    metadata = {S.META_BIN_EDGES: json.dumps([float(e) for e in bin_edges]),
-                S.META_BANDS: json.dumps(list(bands)), S.META_MODEL_ID: model_id,
-                S.META_CONFIG_HASH: config_hash, S.META_VERSION: __version__}
+    metadata = {
+        S.META_BIN_EDGES: json.dumps([float(e) for e in bin_edges]),
+        S.META_BANDS: json.dumps(list(bands)),
+        S.META_MODEL_ID: model_id,
+        S.META_CONFIG_HASH: config_hash,
+        S.META_VERSION: __version__,
+    }
     return pa.schema(fields, metadata=metadata)
 
 
-def schema_for_artifact(meta: ArtifactMeta, *, config_hash: str | None = None,
-                        **options) -> pa.Schema:
+def schema_for_artifact(
+    meta: ArtifactMeta, *, config_hash: str | None = None, **options
+) -> pa.Schema:
     """:func:`catalog_schema` for a model artifact (grid, bands, model id from its meta)."""
-    return catalog_schema(meta.bin_edges, meta.bands, model_id=meta.model_id,
-                          config_hash=config_hash or meta.config_hash, **options)
+    return catalog_schema(
+        meta.bin_edges,
+        meta.bands,
+        model_id=meta.model_id,
+        config_hash=config_hash or meta.config_hash,
+        **options,
+    )
 
 
 @dataclass(frozen=True)
@@ -74,6 +97,10 @@ class CatalogInfo:
         meta = schema.metadata or {}
         if S.META_MODEL_ID not in meta:
             raise RaycatError("not a raycat catalog: no raycat metadata in its Parquet schema")
-        return cls(np.asarray(json.loads(meta[S.META_BIN_EDGES])),
-                   json.loads(meta[S.META_BANDS]), meta[S.META_MODEL_ID].decode(),
-                   meta[S.META_CONFIG_HASH].decode(), meta[S.META_VERSION].decode())
+        return cls(
+            np.asarray(json.loads(meta[S.META_BIN_EDGES])),
+            json.loads(meta[S.META_BANDS]),
+            meta[S.META_MODEL_ID].decode(),
+            meta[S.META_CONFIG_HASH].decode(),
+            meta[S.META_VERSION].decode(),
+        )

@@ -21,7 +21,9 @@ from raycat.errors import RaycatError
 def partition_pixels(fs, root: str) -> Iterator[int]:
     """HEALPix pixel of each partition file under ``root``, in path order."""
     for path in partition_paths(fs, root):
-        yield S.partition_of(path)[1]
+        order_pixel = S.partition_of(path)
+        assert order_pixel is not None  # the glob only lists partition files
+        yield order_pixel[1]
 
 
 def partition_paths(fs, root: str) -> list[str]:
@@ -47,8 +49,9 @@ def read_catalog_info(root: str, storage_options: dict | None = None) -> Catalog
     return CatalogInfo.from_schema(schema)
 
 
-def iter_partitions(root: str, columns: Sequence[str] | None = None,
-                    storage_options: dict | None = None) -> Iterator[pa.Table]:
+def iter_partitions(
+    root: str, columns: Sequence[str] | None = None, storage_options: dict | None = None
+) -> Iterator[pa.Table]:
     """Yield the catalog one partition at a time, reading only ``columns``."""
     fs, path = fsutil.filesystem(root, storage_options)
     paths = partition_paths(fs, path.rstrip("/"))

@@ -17,12 +17,19 @@ class PartitionSink:
     """Ray Data actor: writes complete work units; returns one row (unit, rows) per unit
     written. What a partition holds (flag counts included) is in its done marker."""
 
-    def __init__(self, root: str, storage_options: dict | None, catalog_schema, order: int,
-                 unit_counts: dict[int, int]):
+    def __init__(
+        self,
+        root: str,
+        storage_options: dict | None,
+        catalog_schema,
+        order: int,
+        unit_counts: dict[int, int],
+    ):
         from raycat.catalog.write import CatalogWriter
 
-        self.writer = CatalogWriter(root, catalog_schema, order, mode=None,
-                                    storage_options=storage_options)
+        self.writer = CatalogWriter(
+            root, catalog_schema, order, mode=None, storage_options=storage_options
+        )
         self.expected = {int(k): int(v) for k, v in unit_counts.items()}
         self.pending: dict[int, list[dict]] = {}
         # the catalog schema names every column; what the writer does not derive, the
@@ -37,14 +44,18 @@ class PartitionSink:
             self.pending.setdefault(unit, []).append(part)
             have = sum(len(p[schema.ID]) for p in self.pending[unit])
             if have > self.expected[unit]:
-                raise RuntimeError(f"work unit {unit}: {have} rows for {self.expected[unit]} "
-                                   "objects (rows were duplicated upstream)")
+                raise RuntimeError(
+                    f"work unit {unit}: {have} rows for {self.expected[unit]} "
+                    "objects (rows were duplicated upstream)"
+                )
             if have == self.expected[unit]:
                 self._write(unit, self.pending.pop(unit))
                 written.append(unit)
                 rows.append(have)
-        return {schema.WORK_UNIT: np.array(written, dtype=np.int64),
-                "rows": np.array(rows, dtype=np.int64)}
+        return {
+            schema.WORK_UNIT: np.array(written, dtype=np.int64),
+            "rows": np.array(rows, dtype=np.int64),
+        }
 
     def _write(self, unit: int, parts: list[dict]) -> None:
         """Write one work unit as one partition (with its done marker)."""
@@ -52,7 +63,13 @@ class PartitionSink:
 
         cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         extra = {name: cat[name] for name in self.extra}
-        table = partition_table(self.writer.schema, ids=cat[schema.ID], ra=cat[schema.RA],
-                                dec=cat[schema.DEC], flags=cat[schema.FLAGS],
-                                pdf=cat[schema.PDF], extra=extra)
+        table = partition_table(
+            self.writer.schema,
+            ids=cat[schema.ID],
+            ra=cat[schema.RA],
+            dec=cat[schema.DEC],
+            flags=cat[schema.FLAGS],
+            pdf=cat[schema.PDF],
+            extra=extra,
+        )
         self.writer.write_partition(unit, table)

@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -25,19 +24,21 @@ from fsspec.implementations.local import LocalFileSystem
 
 from raycat import __version__, fsutil
 from raycat import schema as S
-from raycat.errors import RaycatError
-from raycat.healpix import ORDER as HEALPIX_ORDER, healpix29, pixel_at_order
 from raycat.catalog.info import CatalogInfo
 from raycat.catalog.read import existing_schema, partition_pixels
+from raycat.errors import RaycatError
+from raycat.healpix import ORDER as HEALPIX_ORDER
+from raycat.healpix import healpix29, pixel_at_order
 from raycat.photoz.pdf import point_estimates
 
 if TYPE_CHECKING:
-    from raycat.photoz.model import ArtifactMeta
+    pass
 
 WriteMode = Literal["resume", "overwrite", "new"]
 
 
 # --- rows -------------------------------------------------------------------------------------
+
 
 def _float_column(values: np.ndarray, type_: pa.DataType) -> pa.Array:
     values = np.asarray(values, dtype=np.float64)
@@ -46,13 +47,21 @@ def _float_column(values: np.ndarray, type_: pa.DataType) -> pa.Array:
 
 def _pdf_column(pdf: np.ndarray, missing: np.ndarray, type_: pa.FixedSizeListType) -> pa.Array:
     values = np.where(missing[:, None], 0.0, pdf).astype(type_.value_type.to_pandas_dtype())
-    return pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), type_.list_size,
-                                             mask=pa.array(missing))
+    return pa.FixedSizeListArray.from_arrays(
+        pa.array(values.ravel()), type_.list_size, mask=pa.array(missing)
+    )
 
 
-def partition_table(schema: pa.Schema, *, ids: np.ndarray, ra: np.ndarray, dec: np.ndarray,
-                    flags: np.ndarray, pdf: np.ndarray,
-                    extra: Mapping[str, np.ndarray] | None = None) -> pa.Table:
+def partition_table(
+    schema: pa.Schema,
+    *,
+    ids: np.ndarray,
+    ra: np.ndarray,
+    dec: np.ndarray,
+    flags: np.ndarray,
+    pdf: np.ndarray,
+    extra: Mapping[str, np.ndarray] | None = None,
+) -> pa.Table:
     """Catalog rows from predictions: point estimates and ``_healpix_29`` computed here.
 
     ``pdf`` is ``[n, n_bins]``; a row with any non-finite value means "no prediction":
@@ -66,10 +75,14 @@ def partition_table(schema: pa.Schema, *, ids: np.ndarray, ra: np.ndarray, dec: 
         pdf = pdf / np.sum(pdf, axis=1, keepdims=True)  # the stored PDF sums to 1
     estimates = point_estimates(np.where(missing[:, None], np.nan, pdf), info.bin_edges)
     flags = np.asarray(flags, np.int32) | np.where(missing, int(S.Flag.NO_PREDICTION), 0)
-    columns = {S.ID: pa.array(np.asarray(ids, np.int64)), S.RA: pa.array(np.asarray(ra, float)),
-               S.DEC: pa.array(np.asarray(dec, float)), S.HEALPIX_29: pa.array(healpix29(ra, dec)),
-               S.PDF: _pdf_column(pdf, missing, schema.field(S.PDF).type),
-               S.FLAGS: pa.array(flags.astype(np.int32))}
+    columns = {
+        S.ID: pa.array(np.asarray(ids, np.int64)),
+        S.RA: pa.array(np.asarray(ra, float)),
+        S.DEC: pa.array(np.asarray(dec, float)),
+        S.HEALPIX_29: pa.array(healpix29(ra, dec)),
+        S.PDF: _pdf_column(pdf, missing, schema.field(S.PDF).type),
+        S.FLAGS: pa.array(flags.astype(np.int32)),
+    }
     for name, values in {**estimates, **(extra or {})}.items():
         if name not in schema.names:
             raise RaycatError(f"catalog: column {name!r} is not in the catalog schema")
@@ -81,6 +94,7 @@ def partition_table(schema: pa.Schema, *, ids: np.ndarray, ra: np.ndarray, dec: 
 
 
 # --- writer -----------------------------------------------------------------------------------
+
 
 class CatalogWriter:
     """Writes a catalog partition by partition; safe to rerun after a crash.
@@ -102,8 +116,15 @@ class CatalogWriter:
         fsspec options (endpoint...). Credentials come from the usual chains.
     """
 
-    def __init__(self, root: str, schema: pa.Schema, order: int, *,
-                 mode: WriteMode | None = "resume", storage_options: dict | None = None):
+    def __init__(
+        self,
+        root: str,
+        schema: pa.Schema,
+        order: int,
+        *,
+        mode: WriteMode | None = "resume",
+        storage_options: dict | None = None,
+    ):
         self.url, self.schema, self.order = root, schema, order
         self.storage_options = dict(storage_options or {})
         self.fs, self.root = fsutil.filesystem(root, storage_options)
@@ -127,8 +148,10 @@ class CatalogWriter:
                 if self.fs.exists(self._path(entry)):
                     self.fs.rm(self._path(entry), recursive=True)
         elif mode == "new" and self._exists():
-            raise RaycatError(f"catalog {self.url} already exists; write to a new path, or "
-                              "use mode resume or overwrite")
+            raise RaycatError(
+                f"catalog {self.url} already exists; write to a new path, or "
+                "use mode resume or overwrite"
+            )
         elif mode == "resume":
             self._check_compatible()
             self._remove_temp_files()
@@ -139,12 +162,16 @@ class CatalogWriter:
             return
         theirs = CatalogInfo.from_schema(existing).model_id
         if theirs != self.model_id:
-            raise RaycatError(f"catalog {self.url} holds predictions of model {theirs}, not "
-                              f"{self.model_id}: write a new catalog version (another path) "
-                              "or use mode overwrite")
+            raise RaycatError(
+                f"catalog {self.url} holds predictions of model {theirs}, not "
+                f"{self.model_id}: write a new catalog version (another path) "
+                "or use mode overwrite"
+            )
         if not existing.remove_metadata().equals(self.schema.remove_metadata()):
-            raise RaycatError(f"catalog {self.url} has other columns than this run (pdf dtype, "
-                              "attributions or z_spec changed): use a new path or overwrite")
+            raise RaycatError(
+                f"catalog {self.url} has other columns than this run (pdf dtype, "
+                "attributions or z_spec changed): use a new path or overwrite"
+            )
 
     def _remove_temp_files(self) -> None:
         for path in self.fs.glob(self._path(S.PARTITION_TEMP_GLOB)):
@@ -170,8 +197,8 @@ class CatalogWriter:
         """Objects per flag over the given finished pixels, from their done markers (one
         concurrent fetch), so a job summary counts exactly what the catalog holds."""
         paths = [self._path(S.done_marker_relpath(self.order, p)) for p in sorted(pixels)]
-        totals = {f.name: 0 for f in S.Flag}
-        for blob in (self.fs.cat(paths).values() if paths else ()):
+        totals = {str(f.name): 0 for f in S.Flag}
+        for blob in self.fs.cat(paths).values() if paths else ():
             for name, n in json.loads(blob).get("flags", {}).items():
                 totals[name] = totals.get(name, 0) + int(n)
         return {name: n for name, n in totals.items() if n}
@@ -189,23 +216,30 @@ class CatalogWriter:
         if table.num_rows:
             path = self._path(S.partition_relpath(self.order, pixel))
             self._put_atomic(path, _to_parquet(table))
-        marker = {"rows": table.num_rows, "model_id": self.model_id,
-                  "flags": _flag_counts(np.asarray(table[S.FLAGS]))}
+        marker = {
+            "rows": table.num_rows,
+            "model_id": self.model_id,
+            "flags": _flag_counts(np.asarray(table[S.FLAGS])),
+        }
         self.fs.makedirs(self._path(S.DONE_DIR), exist_ok=True)
-        self.fs.pipe_file(self._path(S.done_marker_relpath(self.order, pixel)),
-                          json.dumps(marker).encode())
+        self.fs.pipe_file(
+            self._path(S.done_marker_relpath(self.order, pixel)), json.dumps(marker).encode()
+        )
         return True
 
     def _conform(self, pixel: int, table: pa.Table) -> pa.Table:
         try:
             table = table.select(self.schema.names).cast(self.schema)
         except (KeyError, ValueError, pa.ArrowInvalid) as err:
-            raise RaycatError(f"catalog: partition {pixel} does not fit the schema "
-                              f"({err})") from None
+            raise RaycatError(
+                f"catalog: partition {pixel} does not fit the schema ({err})"
+            ) from None
         cells = pixel_at_order(np.asarray(table[S.HEALPIX_29]), self.order)
         if np.any(cells != pixel):
-            raise RaycatError(f"catalog: {int(np.sum(cells != pixel))} row(s) given for pixel "
-                              f"{pixel} (order {self.order}) lie in other pixels")
+            raise RaycatError(
+                f"catalog: {int(np.sum(cells != pixel))} row(s) given for pixel "
+                f"{pixel} (order {self.order}) lie in other pixels"
+            )
         return table.sort_by(S.HEALPIX_29)
 
     def _put_atomic(self, path: str, blob: bytes) -> None:
@@ -238,16 +272,23 @@ class CatalogWriter:
         pixels = set(partition_pixels(self.fs, self.root))
         unmarked = sorted(pixels - self.done_pixels())
         if unmarked:
-            raise RaycatError(f"catalog {self.url}: partition(s) {unmarked[:5]} not marked done "
-                              "(interrupted write); rerun with mode resume before finalizing")
+            raise RaycatError(
+                f"catalog {self.url}: partition(s) {unmarked[:5]} not marked done "
+                "(interrupted write); rerun with mode resume before finalizing"
+            )
         if not pixels:
             raise RaycatError(f"catalog {self.url}: no rows written, nothing to finalize")
         base = self._upath()
         total_rows = write_parquet_metadata(base)
         partition_info = PartitionInfo([HealpixPixel(self.order, p) for p in pixels])
         partition_info.write_to_file(base / S.PARTITION_INFO_FILE)
-        self._write_properties(base, catalog_name, total_rows, self._max_partition_rows(),
-                               partition_info.calculate_fractional_coverage())
+        self._write_properties(
+            base,
+            catalog_name,
+            total_rows,
+            self._max_partition_rows(),
+            partition_info.calculate_fractional_coverage(),
+        )
         return {"rows": int(total_rows), "partitions": len(pixels)}
 
     def _max_partition_rows(self) -> int:
@@ -266,17 +307,25 @@ class CatalogWriter:
 
         return UPath(self.url, **self.storage_options)
 
-    def _write_properties(self, base, catalog_name: str, total_rows: int, max_rows: int,
-                          sky_fraction: float) -> None:
+    def _write_properties(
+        self, base, catalog_name: str, total_rows: int, max_rows: int, sky_fraction: float
+    ) -> None:
         from hats.catalog import TableProperties
         from hats.catalog.dataset.hats_properties import HatsProperties
 
         provenance = HatsProperties.new_provenance_dict(base, builder=f"raycat v{__version__}")
         TableProperties(
-            catalog_name=catalog_name, catalog_type="object", total_rows=int(total_rows),
-            ra_column=S.RA, dec_column=S.DEC, healpix_column=S.HEALPIX_29,
-            healpix_order=HEALPIX_ORDER, hats_order=self.order, hats_max_rows=int(max_rows),
-            moc_sky_fraction=float(sky_fraction), **provenance,
+            catalog_name=catalog_name,
+            catalog_type="object",
+            total_rows=int(total_rows),
+            ra_column=S.RA,
+            dec_column=S.DEC,
+            healpix_column=S.HEALPIX_29,
+            healpix_order=HEALPIX_ORDER,
+            hats_order=self.order,
+            hats_max_rows=int(max_rows),
+            moc_sky_fraction=float(sky_fraction),
+            **provenance,
         ).to_properties_file(base)
 
 
@@ -291,5 +340,5 @@ def _to_parquet(table: pa.Table) -> bytes:
 
 def _flag_counts(flags: np.ndarray) -> dict[str, int]:
     """Objects carrying each flag (non-zero counts only)."""
-    counts = {f.name: int(np.count_nonzero(flags & int(f))) for f in S.Flag}
+    counts = {str(f.name): int(np.count_nonzero(flags & int(f))) for f in S.Flag}
     return {name: n for name, n in counts.items() if n}

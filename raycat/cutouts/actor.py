@@ -24,19 +24,33 @@ or unreadable band) are 0, which is sky after normalisation. Flags (``schema.Fla
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from raycat import schema
 from raycat.config import CutoutConfig
-from raycat.cutouts.resample import (CutoutGrid, LocalAffine, PreparedImage, local_affine,
-                             prepare_image, resample, smoothing_box)
-from raycat.surveys.store import (LRUCache, StorePathError, TileLayout, TileReadError, TileStore,
-                          open_store)
+from raycat.cutouts.resample import (
+    CutoutGrid,
+    LocalAffine,
+    PreparedImage,
+    local_affine,
+    prepare_image,
+    resample,
+    smoothing_box,
+)
 from raycat.surveys.bands import Band, get_band, softenings
 from raycat.surveys.pixels import read_pixels
+from raycat.surveys.store import (
+    LRUCache,
+    StorePathError,
+    TileLayout,
+    TileReadError,
+    TileStore,
+    open_store,
+)
 
 Flag = schema.Flag
 log = logging.getLogger(__name__)
@@ -76,8 +90,9 @@ class TileCache:
 
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES, max_infos: int = 4096):
         self.infos = LRUCache(max_infos)
-        self.images = LRUCache(max_items=1 << 20, max_bytes=max_bytes,
-                               sizeof=lambda image: image.nbytes)
+        self.images = LRUCache(
+            max_items=1 << 20, max_bytes=max_bytes, sizeof=lambda image: image.nbytes
+        )
 
 
 def tile_info(store: TileStore, uri: str, band: str | Band, pixel_scale: float) -> TileInfo:
@@ -106,8 +121,9 @@ def tile_info(store: TileStore, uri: str, band: str | Band, pixel_scale: float) 
         unit = band.calibration.nmgy_per_unit(layout.header)
     except Exception as err:  # astropy raises many types for a bad header
         raise TileReadError(f"cannot use tile {uri}: {type(err).__name__}: {err}") from err
-    return TileInfo(layout, wcs, float(unit), smoothing_box(native_scale, pixel_scale), band,
-                    native_scale)
+    return TileInfo(
+        layout, wcs, float(unit), smoothing_box(native_scale, pixel_scale), band, native_scale
+    )
 
 
 class _BandCutter:
@@ -118,8 +134,9 @@ class _BandCutter:
         self.definition = cfg.band(band)
         self.grid = CutoutGrid(cfg.size_px, cfg.pixel_scale)
 
-    def cut(self, uris: np.ndarray, ra: np.ndarray, dec: np.ndarray,
-            out: np.ndarray, flags: np.ndarray) -> None:
+    def cut(
+        self, uris: np.ndarray, ra: np.ndarray, dec: np.ndarray, out: np.ndarray, flags: np.ndarray
+    ) -> None:
         """Fill ``out`` [n, S, S] with this band's cutouts and OR flags into ``flags``."""
         flags[uris == ""] |= Flag.MISSING_BAND
         for uri in np.unique(uris[uris != ""]):
@@ -154,8 +171,10 @@ class _BandCutter:
         mode = self.cfg.read_mode
         if mode == "dense" or not info.layout.range_readable:
             return True
-        return mode == "auto" and (n_objects >= self.cfg.dense_min_objects
-                                   or self.cache.images.get((uri, info.box)) is not None)
+        return mode == "auto" and (
+            n_objects >= self.cfg.dense_min_objects
+            or self.cache.images.get((uri, info.box)) is not None
+        )
 
     def _cut_dense(self, uri, info, affine: LocalAffine, rows, out, flags) -> None:
         key = (uri, info.box)
@@ -168,8 +187,9 @@ class _BandCutter:
         per_pass = max(1, PIXELS_PER_PASS // self.cfg.size_px**2)
         for start in range(0, len(rows), per_pass):
             part = slice(start, start + per_pass)
-            self._store_result(resample(image, affine.take(part), self.grid), rows[part],
-                               out, flags)
+            self._store_result(
+                resample(image, affine.take(part), self.grid), rows[part], out, flags
+            )
 
     def _cut_sparse(self, uri, info, affine: LocalAffine, rows, out, flags) -> None:
         ny, nx = info.layout.shape
@@ -183,7 +203,7 @@ class _BandCutter:
             else:
                 pixels = info.pixels(self.store, uri, (y0, y1, x0, x1))
                 image = prepare_image(pixels, info.nmgy_per_unit, info.box, (y0, x0), (ny, nx))
-            self._store_result(resample(image, one, self.grid), rows[k:k + 1], out, flags)
+            self._store_result(resample(image, one, self.grid), rows[k : k + 1], out, flags)
 
     @staticmethod
     def _store_result(result, rows, out, flags) -> None:
@@ -200,13 +220,20 @@ def _uri_column(batch: Mapping[str, np.ndarray], band: str, n: int) -> np.ndarra
     column = np.asarray(column)
     if column.dtype.kind == "U":
         return column
-    return np.array(["" if v is None or (isinstance(v, float) and v != v) else str(v)
-                     for v in column], dtype=str)
+    return np.array(
+        ["" if v is None or (isinstance(v, float) and v != v) else str(v) for v in column],
+        dtype=str,
+    )
 
 
-def cutout_batch(batch: Mapping[str, np.ndarray], store: TileStore, cfg: CutoutConfig,
-                 cache: TileCache | None = None, *, normalised: bool = True
-                 ) -> dict[str, np.ndarray]:
+def cutout_batch(
+    batch: Mapping[str, np.ndarray],
+    store: TileStore,
+    cfg: CutoutConfig,
+    cache: TileCache | None = None,
+    *,
+    normalised: bool = True,
+) -> dict[str, np.ndarray]:
     """Cut every object of a manifest batch out of every band (see the module docstring).
 
     Returns the columns of ``schema.PASS_THROUGH`` present in the input, ``flags`` (int32,
@@ -246,8 +273,14 @@ class CutoutActor:
     once even when the unit spans several batches.
     """
 
-    def __init__(self, store: str, storage_options: dict | None, cutout_cfg: CutoutConfig,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES, read_attempts: int = 5):
+    def __init__(
+        self,
+        store: str,
+        storage_options: dict | None,
+        cutout_cfg: CutoutConfig,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        read_attempts: int = 5,
+    ):
         self.cfg = cutout_cfg
         self.store = open_store(store, storage_options, read_attempts)
         self.cache = TileCache(cache_bytes)

@@ -77,7 +77,7 @@ class LocalAffine:
     y: np.ndarray  # (n,)
     jac: np.ndarray  # (n, 2, 2), tile px per arcsec
 
-    def take(self, index) -> "LocalAffine":
+    def take(self, index) -> LocalAffine:
         return LocalAffine(self.x[index], self.y[index], self.jac[index])
 
     def positions(self, grid: CutoutGrid) -> tuple[np.ndarray, np.ndarray]:
@@ -106,8 +106,9 @@ class LocalAffine:
         return np.stack([y0, y1, x0, x1], axis=1).astype(np.int64)
 
 
-def offset_sky(ra: np.ndarray, dec: np.ndarray, xi: np.ndarray, eta: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
+def offset_sky(
+    ra: np.ndarray, dec: np.ndarray, xi: np.ndarray, eta: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Sky position (deg) of tangent-plane offsets (xi east, eta north; arcsec) from (ra, dec).
 
     The inverse gnomonic projection about the object, exact for any offset: the cutout grid
@@ -165,9 +166,13 @@ class PreparedImage:
         return self.flux.nbytes + (0 if self.mask is None else self.mask.nbytes)
 
 
-def prepare_image(pixels: np.ndarray, nmgy_per_unit: float, box: int,
-                  origin: tuple[int, int] = (0, 0),
-                  tile_shape: tuple[int, int] | None = None) -> PreparedImage:
+def prepare_image(
+    pixels: np.ndarray,
+    nmgy_per_unit: float,
+    box: int,
+    origin: tuple[int, int] = (0, 0),
+    tile_shape: tuple[int, int] | None = None,
+) -> PreparedImage:
     """Calibrate to nanomaggies, zero and record masked pixels, box-average by ``box``.
 
     The box average is scipy's ``uniform_filter(size=box, mode="nearest")`` (same window,
@@ -207,9 +212,9 @@ def _box_sum(image: np.ndarray, box: int, sparse: bool = False) -> np.ndarray:
         window = image[np.clip(np.arange(r0 - before, r1 - before + box - 1), 0, n - 1)]
         if sparse and not window.any():
             continue
-        rows = window[:r1 - r0].copy()
+        rows = window[: r1 - r0].copy()
         for j in range(1, box):
-            rows += window[j:j + r1 - r0]
+            rows += window[j : j + r1 - r0]
         _column_sum(rows, box, out[r0:r1])
     return out
 
@@ -222,10 +227,10 @@ def _column_sum(rows: np.ndarray, box: int, out: np.ndarray) -> None:
     for shift in range(-(box // 2), box - box // 2):
         k = min(abs(shift), n)
         if shift > 0:  # out[:, i] += rows[:, min(i + shift, n - 1)]
-            out[:, :n - k] += rows[:, k:]
-            out[:, n - k:] += rows[:, n - 1:]
+            out[:, : n - k] += rows[:, k:]
+            out[:, n - k :] += rows[:, n - 1 :]
         elif shift < 0:  # out[:, i] += rows[:, max(i + shift, 0)]
-            out[:, k:] += rows[:, :n - k]
+            out[:, k:] += rows[:, : n - k]
             out[:, :k] += rows[:, :1]
 
 
@@ -243,8 +248,9 @@ def resample(image: PreparedImage, affine: LocalAffine, grid: CutoutGrid) -> Res
     x, y = affine.positions(grid)
     # an even box centres element i of the filtered image on tile pixel i - 1/2
     shift = (image.box - 1) / 2.0 - image.box // 2
-    weights = _bilinear_weights(x - (image.origin[1] + shift), y - (image.origin[0] + shift),
-                                image.flux.shape)
+    weights = _bilinear_weights(
+        x - (image.origin[1] + shift), y - (image.origin[0] + shift), image.flux.shape
+    )
     flux = _gather(image.flux, weights)
     flux *= affine.pixel_area(grid).astype(np.float32)[:, None, None]
     outside = _outside(x, y, image.tile_shape)
@@ -254,7 +260,7 @@ def resample(image: PreparedImage, affine: LocalAffine, grid: CutoutGrid) -> Res
         blank = outside | (masked_weight > MASK_WEIGHT)
     flux[blank] = 0.0
     touched = (blank & ~outside).any(axis=(1, 2))
-    return Resampled(flux, outside.any(axis=(1, 2)), touched)
+    return Resampled(flux, np.asarray(outside.any(axis=(1, 2))), np.asarray(touched))
 
 
 def _outside(x: np.ndarray, y: np.ndarray, tile_shape: tuple[int, int]) -> np.ndarray:
@@ -269,8 +275,9 @@ def _outside(x: np.ndarray, y: np.ndarray, tile_shape: tuple[int, int]) -> np.nd
     def inside(xs, ys):
         return (xs >= -0.5) & (xs <= nx - 0.5) & (ys >= -0.5) & (ys <= ny - 0.5)
 
-    corners_in = inside(x[:, ::x.shape[1] - 1, ::x.shape[2] - 1],
-                        y[:, ::y.shape[1] - 1, ::y.shape[2] - 1]).all(axis=(1, 2))
+    corners_in = inside(
+        x[:, :: x.shape[1] - 1, :: x.shape[2] - 1], y[:, :: y.shape[1] - 1, :: y.shape[2] - 1]
+    ).all(axis=(1, 2))
     outside = np.zeros(x.shape, dtype=bool)
     near_edge = np.flatnonzero(~corners_in)
     if len(near_edge):

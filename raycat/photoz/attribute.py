@@ -35,6 +35,7 @@ MAX_EXACT_PLAYERS = 4  # auto: exact up to 16 coalitions, sampled beyond (benchm
 
 # --- players and baselines --------------------------------------------------------------------
 
+
 class Players(NamedTuple):
     """Who gets an attribution: player names (the catalog's ``attr_<name>`` columns) and the
     input channels each player holds. Worked out once per run, from the model artifact."""
@@ -43,8 +44,11 @@ class Players(NamedTuple):
     groups: list[list[int]]
 
 
-def players_for(bands: Sequence[str], kind: Literal["off", "bands", "surveys"],
-                surveys: Mapping[str, str] | None = None) -> Players:
+def players_for(
+    bands: Sequence[str],
+    kind: Literal["off", "bands", "surveys"],
+    surveys: Mapping[str, str] | None = None,
+) -> Players:
     """Player names and the input channels of each player, for ``bands`` in channel order.
 
     ``off``: none. ``bands``: one player per band. ``surveys``: one player per survey with
@@ -69,9 +73,12 @@ def players_for(bands: Sequence[str], kind: Literal["off", "bands", "surveys"],
     return Players(names, [groups[name] for name in names])
 
 
-def absent_baseline(x: torch.Tensor, kind: Literal["zero", "noise"] = "zero",
-                    noise_sigma: Sequence[float] | torch.Tensor | None = None,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+def absent_baseline(
+    x: torch.Tensor,
+    kind: Literal["zero", "noise"] = "zero",
+    noise_sigma: Sequence[float] | torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """What the channels of an absent player become, same shape as ``x``.
 
     ``zero``: the sky level of asinh-normalised cutouts (also what a MISSING_BAND gets).
@@ -90,12 +97,17 @@ def absent_baseline(x: torch.Tensor, kind: Literal["zero", "noise"] = "zero",
     sigma = torch.as_tensor(noise_sigma, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
     if sigma.shape[1] != x.shape[1]:
         raise ValueError(f"noise_sigma has {sigma.shape[1]} values for {x.shape[1]} channels")
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device
-                        if generator is not None else x.device)
+    noise = torch.randn(
+        x.shape,
+        generator=generator,
+        dtype=x.dtype,
+        device=generator.device if generator is not None else x.device,
+    )
     return noise.to(x.device) * sigma
 
 
 # --- coalition values -------------------------------------------------------------------------
+
 
 def _membership(groups: Sequence[Sequence[int]], n_channels: int, device) -> torch.Tensor:
     """Float matrix [P, C]: 1 where a channel belongs to a player."""
@@ -109,9 +121,14 @@ def _membership(groups: Sequence[Sequence[int]], n_channels: int, device) -> tor
     return member
 
 
-def _coalition_values(f: ValueFn, x: torch.Tensor, baseline: torch.Tensor,
-                      present: torch.Tensor, groups: Sequence[Sequence[int]],
-                      max_batch: int) -> torch.Tensor:
+def _coalition_values(
+    f: ValueFn,
+    x: torch.Tensor,
+    baseline: torch.Tensor,
+    present: torch.Tensor,
+    groups: Sequence[Sequence[int]],
+    max_batch: int,
+) -> torch.Tensor:
     """Values ``f`` of coalitions, float64 [K, n] on the CPU.
 
     ``present``: bool [K, n or 1, P], which players are present in coalition k for each
@@ -128,15 +145,18 @@ def _coalition_values(f: ValueFn, x: torch.Tensor, baseline: torch.Tensor,
     block = max(1, min(n, max_batch))
     out = torch.empty(k_total, n, dtype=torch.float64)
     for lo in range(0, n, block):
-        xs, bs = x[lo:lo + block], baseline[lo:lo + block]
-        masks = absent_channels if absent_channels.shape[1] == 1 else \
-            absent_channels[:, lo:lo + block]
+        xs, bs = x[lo : lo + block], baseline[lo : lo + block]
+        masks = (
+            absent_channels
+            if absent_channels.shape[1] == 1
+            else absent_channels[:, lo : lo + block]
+        )
         step = max(1, max_batch // len(xs))
         for k in range(0, k_total, step):
-            m = masks[k:k + step, :, :, None, None]
+            m = masks[k : k + step, :, :, None, None]
             inputs = torch.where(m, bs, xs)  # [k, b, C, H, W]
             values = f(inputs.flatten(0, 1)).reshape(len(m), len(xs))
-            out[k:k + len(m), lo:lo + len(xs)] = values.detach().to("cpu", torch.float64)
+            out[k : k + len(m), lo : lo + len(xs)] = values.detach().to("cpu", torch.float64)
     return out
 
 
@@ -144,15 +164,20 @@ def _all_coalitions(n_players: int, device) -> torch.Tensor:
     """Bool [2**P, P]: row s has player p present where bit p of s is set."""
     import torch
 
-    s = torch.arange(2 ** n_players, device=device)[:, None]
+    s = torch.arange(2**n_players, device=device)[:, None]
     return (s >> torch.arange(n_players, device=device)) & 1 == 1
 
 
 # --- Shapley values ---------------------------------------------------------------------------
 
-def shapley_exact(f: ValueFn, x: torch.Tensor, groups: Sequence[Sequence[int]],
-                  baseline: torch.Tensor, max_batch: int = DEFAULT_MAX_BATCH
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+
+def shapley_exact(
+    f: ValueFn,
+    x: torch.Tensor,
+    groups: Sequence[Sequence[int]],
+    baseline: torch.Tensor,
+    max_batch: int = DEFAULT_MAX_BATCH,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact Shapley values over all ``2**P`` coalitions.
 
     Returns ``(phi [n, P], base [n])``, float64 on the CPU, with ``base = f(all absent)``
@@ -162,15 +187,21 @@ def shapley_exact(f: ValueFn, x: torch.Tensor, groups: Sequence[Sequence[int]],
 
     n_players = len(groups)
     if n_players > 16:
-        raise ValueError(f"exact Shapley over {n_players} players needs 2**{n_players} "
-                         "passes per object; use shapley_sampled")
+        raise ValueError(
+            f"exact Shapley over {n_players} players needs 2**{n_players} "
+            "passes per object; use shapley_sampled"
+        )
     coalitions = _all_coalitions(n_players, x.device)
     values = _coalition_values(f, x, baseline, coalitions[:, None, :], groups, max_batch)
-    index = torch.arange(2 ** n_players)
+    index = torch.arange(2**n_players)
     size = coalitions.sum(1).cpu()
-    weight = torch.tensor([math.factorial(s) * math.factorial(n_players - s - 1)
-                           / math.factorial(n_players) for s in range(n_players)],
-                          dtype=torch.float64)
+    weight = torch.tensor(
+        [
+            math.factorial(s) * math.factorial(n_players - s - 1) / math.factorial(n_players)
+            for s in range(n_players)
+        ],
+        dtype=torch.float64,
+    )
     phi = torch.empty(x.shape[0], n_players, dtype=torch.float64)
     for p in range(n_players):
         without = index[(index >> p) & 1 == 0]
@@ -190,10 +221,15 @@ def _orderings(n: int, n_players: int, pairs: int, generator, device) -> torch.T
     return torch.stack((forward, forward.flip(-1)), 1).flatten(0, 1)
 
 
-def shapley_sampled(f: ValueFn, x: torch.Tensor, groups: Sequence[Sequence[int]],
-                    baseline: torch.Tensor, permutations: int,
-                    generator: torch.Generator | None = None,
-                    max_batch: int = DEFAULT_MAX_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+def shapley_sampled(
+    f: ValueFn,
+    x: torch.Tensor,
+    groups: Sequence[Sequence[int]],
+    baseline: torch.Tensor,
+    permutations: int,
+    generator: torch.Generator | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Shapley values estimated from ``permutations`` orderings per object (antithetic).
 
     Orderings are drawn independently per object in pairs (an ordering and its reverse),
@@ -208,8 +244,12 @@ def shapley_sampled(f: ValueFn, x: torch.Tensor, groups: Sequence[Sequence[int]]
         raise ValueError("permutations must be at least 1")
     n, n_players = x.shape[0], len(groups)
     pairs = (permutations + 1) // 2
-    ends = torch.stack((torch.zeros(n_players, dtype=torch.bool, device=x.device),
-                        torch.ones(n_players, dtype=torch.bool, device=x.device)))
+    ends = torch.stack(
+        (
+            torch.zeros(n_players, dtype=torch.bool, device=x.device),
+            torch.ones(n_players, dtype=torch.bool, device=x.device),
+        )
+    )
     end_values = _coalition_values(f, x, baseline, ends[:, None, :], groups, max_batch)
     base, full = end_values[0], end_values[1]
     orderings = _orderings(n, n_players, pairs, generator, x.device)  # [M, n, P]
@@ -233,10 +273,16 @@ def use_exact(method: Literal["auto", "exact", "sampled"], n_players: int) -> bo
     return method == "exact" or (method == "auto" and n_players <= MAX_EXACT_PLAYERS)
 
 
-def shapley(f: ValueFn, x: torch.Tensor, groups: Sequence[Sequence[int]], *,
-            method: Literal["auto", "exact", "sampled"] = "auto", permutations: int = 16,
-            baseline: Literal["zero", "noise"] = "zero",
-            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def shapley(
+    f: ValueFn,
+    x: torch.Tensor,
+    groups: Sequence[Sequence[int]],
+    *,
+    method: Literal["auto", "exact", "sampled"] = "auto",
+    permutations: int = 16,
+    baseline: Literal["zero", "noise"] = "zero",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Shapley values by the ``infer.attribution_*`` settings: ``(phi [n, P], base [n])``.
 
     The one entry point of the catalog's attributions and the report's, so both follow the

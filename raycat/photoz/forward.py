@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 ValueFn = Callable[["torch.Tensor"], "torch.Tensor"]  # [B, C, H, W] -> [B]
 
 
-def pdf_fn(model: torch.nn.Module, device: str | torch.device | None = None,
-           bf16: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+def pdf_fn(
+    model: torch.nn.Module, device: str | torch.device | None = None, bf16: bool = False
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """``f(x) -> softmax PDFs [B, n_bins]`` (float32) in inference mode, on ``device``.
 
     The model is used in whatever mode it is in (eval for attributions). ``bf16`` autocasts
@@ -27,15 +28,24 @@ def pdf_fn(model: torch.nn.Module, device: str | torch.device | None = None,
 
     def f(x: torch.Tensor) -> torch.Tensor:
         target = torch.device(device) if device is not None else x.device
-        with torch.inference_mode(), torch.autocast(target.type, dtype=torch.bfloat16,
-                                                    enabled=bf16 and target.type == "cuda"):
+        with (
+            torch.inference_mode(),
+            torch.autocast(
+                target.type, dtype=torch.bfloat16, enabled=bf16 and target.type == "cuda"
+            ),
+        ):
             logits = model(x.to(target, torch.float32))
         return torch.softmax(logits.float(), dim=1)
+
     return f
 
 
-def z_mean_fn(model: torch.nn.Module, centres: Sequence[float] | torch.Tensor,
-              device: str | torch.device | None = None, bf16: bool = False) -> ValueFn:
+def z_mean_fn(
+    model: torch.nn.Module,
+    centres: Sequence[float] | torch.Tensor,
+    device: str | torch.device | None = None,
+    bf16: bool = False,
+) -> ValueFn:
     """``f(x) -> z_mean [B]``: the PDF expectation over the bin ``centres``."""
     import torch
 
@@ -45,4 +55,5 @@ def z_mean_fn(model: torch.nn.Module, centres: Sequence[float] | torch.Tensor,
     def f(x: torch.Tensor) -> torch.Tensor:
         p = pdf(x)
         return p @ weights.to(p.device)
+
     return f

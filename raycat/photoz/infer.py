@@ -42,8 +42,12 @@ class Predictor:
     default the artifact's own for ``infer.attributions``.
     """
 
-    def __init__(self, infer: InferConfig, storage_options: dict | None = None,
-                 players: Players | None = None):
+    def __init__(
+        self,
+        infer: InferConfig,
+        storage_options: dict | None = None,
+        players: Players | None = None,
+    ):
         import torch
 
         from raycat.photoz.model import load_artifact
@@ -55,8 +59,9 @@ class Predictor:
         self.players = players if players is not None else self.meta.players(infer.attributions)
         self.n_bins = self.meta.model.n_bins
         self.pdf_dtype = np.dtype(infer.pdf_dtype)
-        self.centres = torch.tensor(bin_centres(self.meta.bin_edges), dtype=torch.float32,
-                                    device=self.device)
+        self.centres = torch.tensor(
+            bin_centres(self.meta.bin_edges), dtype=torch.float32, device=self.device
+        )
         self.pdf = pdf_fn(self.model, self.device, bf16=gpu)
         self.z_mean = z_mean_fn(self.model, self.centres, self.device)
 
@@ -90,21 +95,29 @@ class Predictor:
         generator = torch.Generator().manual_seed(seed)
         columns = self.attributions(x, generator) if self.players.names else {}
         if self.infer.mc_dropout_passes > 1:
-            _, spread = mc_dropout(self.model, x, self.centres, self.infer.mc_dropout_passes,
-                                   generator)
+            _, spread = mc_dropout(
+                self.model, x, self.centres, self.infer.mc_dropout_passes, generator
+            )
             columns[schema.Z_STD_EPISTEMIC] = spread.numpy()
         return {name: _fill(values, usable) for name, values in columns.items()}
 
-    def attributions(self, x: torch.Tensor, generator: torch.Generator | None = None
-                     ) -> dict[str, np.ndarray]:
+    def attributions(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, np.ndarray]:
         """``attr_<player>`` and ``attr_baseline`` of z_mean for cutouts ``x`` [n, C, S, S],
         by this predictor's players and settings (the catalog's and the report's)."""
-        phi, base = shapley(self.z_mean, x, self.players.groups,
-                            method=self.infer.attribution_method,
-                            permutations=self.infer.attribution_permutations,
-                            baseline=self.infer.attribution_baseline, generator=generator)
-        columns = {schema.attr_column(name): phi[:, i].numpy()
-                   for i, name in enumerate(self.players.names)}
+        phi, base = shapley(
+            self.z_mean,
+            x,
+            self.players.groups,
+            method=self.infer.attribution_method,
+            permutations=self.infer.attribution_permutations,
+            baseline=self.infer.attribution_baseline,
+            generator=generator,
+        )
+        columns = {
+            schema.attr_column(name): phi[:, i].numpy() for i, name in enumerate(self.players.names)
+        }
         columns[schema.ATTR_BASELINE] = base.numpy()
         return columns
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -41,27 +41,39 @@ class ArtifactMeta(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     format: int = Field(ARTIFACT_FORMAT, description="Artifact layout version.")
-    model_id: str = Field("", description="First 16 hex digits of the sha256 of model.pt; "
-                          "filled in by save_artifact, checked by load_artifact.")
-    model: ModelConfig = Field(description="Architecture and redshift grid "
-                               "(z_min, z_max, n_bins) the network was built with.")
+    model_id: str = Field(
+        "",
+        description="First 16 hex digits of the sha256 of model.pt; "
+        "filled in by save_artifact, checked by load_artifact.",
+    )
+    model: ModelConfig = Field(
+        description="Architecture and redshift grid "
+        "(z_min, z_max, n_bins) the network was built with."
+    )
     bands: list[str] = Field(min_length=1, description="Bands, in input-channel order.")
     band_surveys: dict[str, str] = Field(
-        default_factory=dict, description="Survey of each band, as resolved at training "
-        "(config-defined bands included). Artifacts without it use the built-in bands.")
+        default_factory=dict,
+        description="Survey of each band, as resolved at training "
+        "(config-defined bands included). Artifacts without it use the built-in bands.",
+    )
     size_px: int = Field(gt=0, description="Cutout side in pixels.")
     pixel_scale: float = Field(gt=0, description="Cutout pixel scale (arcsec/px).")
-    softening: dict[str, float] = Field(default_factory=dict, description="asinh softening "
-                                        "per band used to normalise the cutouts.")
+    softening: dict[str, float] = Field(
+        default_factory=dict, description="asinh softening per band used to normalise the cutouts."
+    )
     config_hash: str = Field("", description="RaycatConfig.config_hash() of the training run.")
     metrics: dict[str, float | int | str | bool | None] = Field(
-        default_factory=dict, description="Final training and validation metrics (loss, "
-        "NMAD, object counts...).")
-    train_median_z: float | None = Field(None, description="Median training redshift: the "
-                                         "'always predict the median' baseline.")
+        default_factory=dict,
+        description="Final training and validation metrics (loss, NMAD, object counts...).",
+    )
+    train_median_z: float | None = Field(
+        None, description="Median training redshift: the 'always predict the median' baseline."
+    )
     raycat_version: str = Field(__version__, description="raycat version that trained it.")
-    created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(
-        timespec="seconds"), description="UTC time the artifact was made.")
+    created: str = Field(
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"),
+        description="UTC time the artifact was made.",
+    )
 
     @property
     def bin_edges(self) -> np.ndarray:
@@ -76,8 +88,13 @@ class ArtifactMeta(BaseModel):
         return players_for(self.bands, kind, self.band_surveys)
 
     @classmethod
-    def from_config(cls, cfg: RaycatConfig, *, metrics: Mapping[str, Any] | None = None,
-                    edges: Sequence[float] | None = None) -> ArtifactMeta:
+    def from_config(
+        cls,
+        cfg: RaycatConfig,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        edges: Sequence[float] | None = None,
+    ) -> ArtifactMeta:
         """Meta for a model trained with ``cfg``; ``metrics`` keeps its JSON scalars, and
         its ``train_median_z`` (if any) becomes the baseline field. ``edges``, if given,
         must be the config's grid (a guard against training on another grid). The softening
@@ -85,19 +102,29 @@ class ArtifactMeta(BaseModel):
         so is each band's survey (config-defined bands included)."""
         used = dict(zip(cfg.cutouts.bands, softenings(cfg.cutouts).tolist()))
         surveys = {name: cfg.cutouts.band(name).survey for name in cfg.cutouts.bands}
-        scalars = {k: v for k, v in (metrics or {}).items()
-                   if v is None or isinstance(v, (bool, int, float, str))}
-        meta = cls(model=cfg.model, bands=cfg.cutouts.bands, band_surveys=surveys,
-                   size_px=cfg.cutouts.size_px,
-                   pixel_scale=cfg.cutouts.pixel_scale, softening=used,
-                   config_hash=cfg.config_hash(), metrics=scalars,
-                   train_median_z=scalars.get("train_median_z"))
+        scalars = {
+            k: v
+            for k, v in (metrics or {}).items()
+            if v is None or isinstance(v, (bool, int, float, str))
+        }
+        meta = cls(
+            model=cfg.model,
+            bands=cfg.cutouts.bands,
+            band_surveys=surveys,
+            size_px=cfg.cutouts.size_px,
+            pixel_scale=cfg.cutouts.pixel_scale,
+            softening=used,
+            config_hash=cfg.config_hash(),
+            metrics=scalars,
+            train_median_z=scalars.get("train_median_z"),
+        )
         if edges is not None and not np.allclose(edges, meta.bin_edges):
             raise ValueError("bin edges differ from the config's redshift grid")
         return meta
 
 
 # --- networks ---------------------------------------------------------------------------------
+
 
 def build_model(cfg: ModelConfig, n_bands: int) -> torch.nn.Module:
     """A classifier from ``[B, n_bands, S, S]`` cutouts to ``[B, cfg.n_bins]`` logits.
@@ -136,17 +163,25 @@ def _tiny_net(n_bands: int, n_bins: int, dropout: float) -> torch.nn.Module:
     from torch import nn
 
     def block(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
-                nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        return [
+            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+        ]
 
     return nn.Sequential(
-        *block(n_bands, 16, 1), *block(16, 32, 2), *block(32, 64, 2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Dropout(dropout), nn.Linear(64, n_bins),
+        *block(n_bands, 16, 1),
+        *block(16, 32, 2),
+        *block(32, 64, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(64, n_bins),
     )
 
 
 # --- artifact ---------------------------------------------------------------------------------
+
 
 def _plain_state_dict(model: torch.nn.Module) -> dict[str, Any]:
     """The state_dict without DDP / torch.compile prefixes, on the CPU."""
@@ -154,7 +189,7 @@ def _plain_state_dict(model: torch.nn.Module) -> dict[str, Any]:
     for key, tensor in model.state_dict().items():
         for prefix in _WRAPPER_PREFIXES:
             while key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
         state[key] = tensor.detach().cpu()
     return state
 
@@ -163,8 +198,9 @@ def _weights_id(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def save_artifact(model: torch.nn.Module, path: str, meta: ArtifactMeta,
-                  storage_options: dict | None = None) -> ArtifactMeta:
+def save_artifact(
+    model: torch.nn.Module, path: str, meta: ArtifactMeta, storage_options: dict | None = None
+) -> ArtifactMeta:
     """Write ``model.pt`` and ``model.json`` under ``path`` (a directory or URL).
 
     The JSON goes last, so a reader that finds it also finds complete weights. Returns
@@ -189,8 +225,9 @@ def _artifact_file(path: str, storage_options: dict | None, name: str) -> bytes:
     try:
         return fs.cat_file(f"{root.rstrip('/')}/{name}")
     except FileNotFoundError:
-        raise RaycatError(f"model artifact {path}: {name} not found (missing or not yet "
-                          "written)") from None
+        raise RaycatError(
+            f"model artifact {path}: {name} not found (missing or not yet written)"
+        ) from None
 
 
 def read_artifact_meta(path: str, storage_options: dict | None = None) -> ArtifactMeta:
@@ -201,12 +238,14 @@ def read_artifact_meta(path: str, storage_options: dict | None = None) -> Artifa
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "json"
-        raise RaycatError(f"model artifact {path}: bad {MODEL_META_FILE} ({where}: "
-                          f"{first['msg']})") from None
+        raise RaycatError(
+            f"model artifact {path}: bad {MODEL_META_FILE} ({where}: {first['msg']})"
+        ) from None
 
 
-def load_artifact(path: str, storage_options: dict | None = None,
-                  device: str = "cpu") -> tuple[torch.nn.Module, ArtifactMeta]:
+def load_artifact(
+    path: str, storage_options: dict | None = None, device: str = "cpu"
+) -> tuple[torch.nn.Module, ArtifactMeta]:
     """Rebuild the model from an artifact; returns ``(model in eval mode, meta)``.
 
     The weights are loaded with ``weights_only=True`` (no pickled code runs) and checked
@@ -218,14 +257,16 @@ def load_artifact(path: str, storage_options: dict | None = None,
     meta = read_artifact_meta(path, storage_options)
     blob = _artifact_file(path, storage_options, MODEL_WEIGHTS_FILE)
     if _weights_id(blob) != meta.model_id:
-        raise RaycatError(f"model artifact {path}: {MODEL_WEIGHTS_FILE} does not match "
-                          f"model_id {meta.model_id} (corrupt or partly written)")
+        raise RaycatError(
+            f"model artifact {path}: {MODEL_WEIGHTS_FILE} does not match "
+            f"model_id {meta.model_id} (corrupt or partly written)"
+        )
     try:
         state = torch.load(io.BytesIO(blob), map_location=device, weights_only=True)
         with torch.device("meta"):  # no random initialisation to overwrite (0.15-0.3 s)
             model = build_model(meta.model, len(meta.bands))
         model.load_state_dict(state, assign=True)  # strict: every parameter and buffer
-    except Exception as err:  # noqa: BLE001 - any failure here means an unusable artifact
+    except Exception as err:
         reason = str(err).splitlines()[0][:200]
         raise RaycatError(f"model artifact {path}: weights do not load ({reason})") from None
     return model.to(device).eval(), meta

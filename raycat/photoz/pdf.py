@@ -19,6 +19,7 @@ OUTLIER_THRESHOLDS = (0.05, 0.15)
 
 # --- the grid ---------------------------------------------------------------------------------
 
+
 def bin_edges(z_min: float, z_max: float, n_bins: int) -> np.ndarray:
     """``n_bins + 1`` evenly spaced redshift bin edges from ``z_min`` to ``z_max``."""
     if not z_max > z_min or n_bins < 1:
@@ -50,6 +51,7 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 # --- point estimates ----------------------------------------------------------------------------
+
 
 def _as_pdf(pdf: np.ndarray) -> np.ndarray:
     pdf = np.asarray(pdf, dtype=np.float64)
@@ -108,6 +110,7 @@ def point_estimates(pdf: np.ndarray, edges: np.ndarray) -> dict[str, np.ndarray]
 
 
 # --- metrics ------------------------------------------------------------------------------------
+
 
 def delta_z(z_phot: np.ndarray, z_spec: np.ndarray) -> np.ndarray:
     """Scaled residual ``(z_phot - z_spec) / (1 + z_spec)``."""
@@ -193,9 +196,13 @@ def crps(pdf: np.ndarray, edges: np.ndarray, z_spec: np.ndarray) -> float:
     return float(np.mean(values)) if values.size else float("nan")
 
 
-def summary_metrics(z_phot: np.ndarray, z_spec: np.ndarray, *,
-                    pit_values: np.ndarray | None = None,
-                    crps_values: np.ndarray | None = None) -> dict[str, float]:
+def summary_metrics(
+    z_phot: np.ndarray,
+    z_spec: np.ndarray,
+    *,
+    pit_values: np.ndarray | None = None,
+    crps_values: np.ndarray | None = None,
+) -> dict[str, float]:
     """All the headline metrics in one flat dict.
 
     Objects without a prediction (``z_phot`` NaN) are left out and counted in

@@ -28,6 +28,7 @@ SHUFFLE_BATCHES = 16  # rows mixed before batching, in batches: 37 MB of 9x32x32
 
 # --- pure helpers -------------------------------------------------------------------------
 
+
 def is_validation(ids: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
     """Deterministic split by a hash of the id: the same objects are held out on every run."""
     mixed = (np.asarray(ids, dtype=np.uint64) + np.uint64(seed)) * np.uint64(0x9E3779B97F4A7C15)
@@ -76,6 +77,7 @@ def usable_for_training(batch: dict) -> np.ndarray:
 
 # --- the loop -----------------------------------------------------------------------------
 
+
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
@@ -91,8 +93,9 @@ def train_loop_per_worker(config: dict) -> None:
     centres = (edges[1:] + edges[:-1]) / 2
     weights = torch.tensor(config["class_weights"], dtype=torch.float32, device=device)
     model = build_model(cfg.model, len(cfg.cutouts.bands))
-    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
-                                  weight_decay=cfg.train.weight_decay)
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+    )
     start_epoch = _restore(model, optimiser)
     model = ray.train.torch.prepare_model(model)
     gpu = device.type == "cuda"
@@ -108,8 +111,7 @@ def train_loop_per_worker(config: dict) -> None:
             first_batch_s = first_batch_s or time.perf_counter() - started  # ingest start-up
             x = dihedral_augment(batch[schema.CUBE])
             x = x.to(memory_format=torch.channels_last) if gpu else x
-            target = torch.bucketize(batch[schema.Z_SPEC].clamp(edges[0], edges[-1]),
-                                     edges[1:-1])
+            target = torch.bucketize(batch[schema.Z_SPEC].clamp(edges[0], edges[-1]), edges[1:-1])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
                 loss = F.cross_entropy(model(x).float(), target, weight=weights)
             optimiser.zero_grad(set_to_none=True)
@@ -117,11 +119,14 @@ def train_loop_per_worker(config: dict) -> None:
             optimiser.step()
             seen += len(target)
             total_loss += loss.item() * len(target)
-        metrics = {"epoch": epoch, "start_epoch": start_epoch,
-                   "train_loss": total_loss / max(seen, 1),
-                   "images_per_s": seen / (time.perf_counter() - started),
-                   "first_batch_s": first_batch_s or 0.0,
-                   **_validate(model, cfg, device, centres)}
+        metrics = {
+            "epoch": epoch,
+            "start_epoch": start_epoch,
+            "train_loss": total_loss / max(seen, 1),
+            "images_per_s": seen / (time.perf_counter() - started),
+            "first_batch_s": first_batch_s or 0.0,
+            **_validate(model, cfg, device, centres),
+        }
         _report(model, optimiser, epoch, metrics)
         if ray.train.get_context().get_world_rank() == 0:
             # not print(): Ray Train patches it and, with the worker's redirected streams,
@@ -141,11 +146,15 @@ def _quiet_report_lines() -> None:
 
 def _epoch_line(metrics: dict, epochs: int) -> str:
     """One progress line per epoch (Ray Train's own report lines are turned off)."""
-    line = (f"raycat: epoch {metrics['epoch'] + 1}/{epochs}: train loss "
-            f"{metrics['train_loss']:.3f}, {metrics['images_per_s']:.0f} images/s")
+    line = (
+        f"raycat: epoch {metrics['epoch'] + 1}/{epochs}: train loss "
+        f"{metrics['train_loss']:.3f}, {metrics['images_per_s']:.0f} images/s"
+    )
     if "val_nmad" in metrics:
-        line += (f", validation NMAD {metrics['val_nmad']:.4f}, outliers "
-                 f"{metrics['val_outliers_015']:.1%} ({metrics['val_objects']} objects)")
+        line += (
+            f", validation NMAD {metrics['val_nmad']:.4f}, outliers "
+            f"{metrics['val_outliers_015']:.1%} ({metrics['val_objects']} objects)"
+        )
     return line
 
 
@@ -159,13 +168,23 @@ def _batches(split: str, cfg: RaycatConfig, device, epoch: int = 0):
     # (shared depth and PSF), skewing BatchNorm's batch statistics, and the same batches
     # every epoch. A bounded buffer mixes SHUFFLE_BATCHES batches' worth of rows, with a
     # seed per epoch so a rerun trains on the same batches.
-    shuffle = {"local_shuffle_buffer_size": SHUFFLE_BATCHES * cfg.train.batch_size,
-               "local_shuffle_seed": cfg.train.seed + epoch} if train else {}
+    shuffle = (
+        {
+            "local_shuffle_buffer_size": SHUFFLE_BATCHES * cfg.train.batch_size,
+            "local_shuffle_seed": cfg.train.seed + epoch,
+        }
+        if train
+        else {}
+    )
     # Training drops a last partial batch: BatchNorm cannot train on a batch of one.
     return shard.iter_torch_batches(
-        batch_size=cfg.train.batch_size, device=device, drop_last=train,
+        batch_size=cfg.train.batch_size,
+        device=device,
+        drop_last=train,
         prefetch_batches=4,  # keep the next batches decoding while the step runs
-        dtypes={schema.CUBE: torch.float32, schema.Z_SPEC: torch.float32}, **shuffle)
+        dtypes={schema.CUBE: torch.float32, schema.Z_SPEC: torch.float32},
+        **shuffle,
+    )
 
 
 def _validate(model, cfg: RaycatConfig, device, centres) -> dict:
@@ -182,10 +201,12 @@ def _validate(model, cfg: RaycatConfig, device, centres) -> dict:
             z_spec.append(batch[schema.Z_SPEC].cpu().numpy())
     if not z_mean:
         return {}
-    z_mean, z_spec = np.concatenate(z_mean), np.concatenate(z_spec)
-    return {"val_nmad": float(nmad(z_mean, z_spec)),
-            "val_outliers_015": float(outlier_fraction(z_mean, z_spec, 0.15)),
-            "val_objects": int(len(z_spec))}
+    z_pred, z_true = np.concatenate(z_mean), np.concatenate(z_spec)
+    return {
+        "val_nmad": float(nmad(z_pred, z_true)),
+        "val_outliers_015": float(outlier_fraction(z_pred, z_true, 0.15)),
+        "val_objects": len(z_true),
+    }
 
 
 def _load_checkpoint(checkpoint) -> dict:
@@ -194,8 +215,9 @@ def _load_checkpoint(checkpoint) -> dict:
     import torch
 
     with checkpoint.as_directory() as path:
-        return torch.load(os.path.join(path, CHECKPOINT_FILE), weights_only=True,
-                          map_location="cpu")
+        return torch.load(
+            os.path.join(path, CHECKPOINT_FILE), weights_only=True, map_location="cpu"
+        )
 
 
 def _restore(model, optimiser) -> int:
@@ -219,13 +241,16 @@ def _report(model, optimiser, epoch: int, metrics: dict) -> None:
         checkpoint = None
         if ray.train.get_context().get_world_rank() == 0:
             plain = getattr(model, "module", model)  # unwrap DDP
-            torch.save({"model": plain.state_dict(), "optimiser": optimiser.state_dict(),
-                        "epoch": epoch}, os.path.join(path, CHECKPOINT_FILE))
+            torch.save(
+                {"model": plain.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch},
+                os.path.join(path, CHECKPOINT_FILE),
+            )
             checkpoint = ray.train.Checkpoint.from_directory(path)
         ray.train.report(metrics, checkpoint=checkpoint)
 
 
 # --- driver side --------------------------------------------------------------------------
+
 
 def _keep_split(batch: dict, validation: bool, fraction: float, seed: int) -> dict:
     keep = usable_for_training(batch)
@@ -237,18 +262,29 @@ def split_datasets(cutouts, cfg: RaycatConfig) -> dict:
     """Training and validation datasets from cutout rows (streamed, never collected)."""
     columns = [schema.ID, schema.CUBE, schema.Z_SPEC, schema.FLAGS]
     rows = cutouts.select_columns(columns)
-    return {name: rows.map_batches(_keep_split, batch_format="numpy",
-                                   fn_kwargs={"validation": name == "val",
-                                              "fraction": cfg.train.val_fraction,
-                                              "seed": cfg.train.seed})
-            for name in ("train", "val")}
+    return {
+        name: rows.map_batches(
+            _keep_split,
+            batch_format="numpy",
+            fn_kwargs={
+                "validation": name == "val",
+                "fraction": cfg.train.val_fraction,
+                "seed": cfg.train.seed,
+            },
+        )
+        for name in ("train", "val")
+    }
 
 
 def training_redshifts(train_ds) -> np.ndarray:
     """The training set's redshifts (one float per object, for the n(z) weights)."""
-    return np.concatenate([b[schema.Z_SPEC] for b in
-                           train_ds.select_columns([schema.Z_SPEC]).iter_batches(
-                               batch_format="numpy")] or [np.empty(0)])
+    return np.concatenate(
+        [
+            b[schema.Z_SPEC]
+            for b in train_ds.select_columns([schema.Z_SPEC]).iter_batches(batch_format="numpy")
+        ]
+        or [np.empty(0)]
+    )
 
 
 def storage_path(path: str) -> str:
@@ -269,22 +305,31 @@ def fit(cfg: RaycatConfig, cutouts) -> dict:
     if len(z) == 0:
         raise RaycatError("no usable training objects (need z_spec and pixels)")
     edges = bin_edges(cfg.model.z_min, cfg.model.z_max, cfg.model.n_bins)
-    loop_config = {"cfg": cfg.model_dump(mode="json"), "edges": edges.tolist(),
-                   "class_weights": class_weights(z, edges, cfg.train.max_class_weight).tolist()}
+    loop_config = {
+        "cfg": cfg.model_dump(mode="json"),
+        "edges": edges.tolist(),
+        "class_weights": class_weights(z, edges, cfg.train.max_class_weight).tolist(),
+    }
     trainer = TorchTrainer(
-        train_loop_per_worker, train_loop_config=loop_config, datasets=datasets,
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.num_workers,
-                                               use_gpu=cfg.train.use_gpu),
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        datasets=datasets,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu
+        ),
         run_config=ray.train.RunConfig(
-            name=cfg.train.run_name, storage_path=storage_path(cfg.train.storage_path),
+            name=cfg.train.run_name,
+            storage_path=storage_path(cfg.train.storage_path),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             # Ray Train logs every report (the whole metrics dict and the checkpoint path)
             # at INFO: the loop prints one line per epoch instead
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures)))
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+        ),
+    )
     result = trainer.fit()
     metrics = dict(result.metrics or {})
-    metrics["train_objects"] = int(len(z))
+    metrics["train_objects"] = len(z)
     metrics["train_median_z"] = float(np.median(z))
     _write_artifact(cfg, result.checkpoint, metrics)
     return metrics
@@ -296,5 +341,9 @@ def _write_artifact(cfg: RaycatConfig, checkpoint, metrics: dict) -> None:
 
     model = build_model(cfg.model, len(cfg.cutouts.bands))
     model.load_state_dict(_load_checkpoint(checkpoint)["model"])
-    save_artifact(model, cfg.train.model_out, ArtifactMeta.from_config(cfg, metrics=metrics),
-                  storage_options=cfg.data.storage_options)
+    save_artifact(
+        model,
+        cfg.train.model_out,
+        ArtifactMeta.from_config(cfg, metrics=metrics),
+        storage_options=cfg.data.storage_options,
+    )

@@ -27,6 +27,7 @@ N_DIHEDRAL = 8
 
 # --- MC dropout -------------------------------------------------------------------------------
 
+
 @contextmanager
 def _inference_modes(model: torch.nn.Module, dropout: bool) -> Iterator[None]:
     """Eval mode for every module, except dropout layers when ``dropout`` (MC dropout);
@@ -45,9 +46,14 @@ def _inference_modes(model: torch.nn.Module, dropout: bool) -> Iterator[None]:
             module.training = training
 
 
-def mc_dropout(model: torch.nn.Module, x: torch.Tensor, centres: Sequence[float] | torch.Tensor,
-               passes: int, generator: torch.Generator | None = None,
-               max_batch: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def mc_dropout(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    centres: Sequence[float] | torch.Tensor,
+    passes: int,
+    generator: torch.Generator | None = None,
+    max_batch: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and standard deviation of ``z_mean`` over ``passes`` stochastic passes.
 
     Returns ``(z_mean_mean [n], z_std_epistemic [n])``, float64 on the CPU (the catalog's
@@ -64,11 +70,16 @@ def mc_dropout(model: torch.nn.Module, x: torch.Tensor, centres: Sequence[float]
         with _inference_modes(model, dropout=False):
             z = f(x).to("cpu", torch.float64)
         return z, torch.zeros(n, dtype=torch.float64)
-    seed = None if generator is None else int(
-        torch.randint(2**62, (1,), generator=generator, device=generator.device))
+    seed = (
+        None
+        if generator is None
+        else int(torch.randint(2**62, (1,), generator=generator, device=generator.device))
+    )
     devices = [x.device] if x.device.type == "cuda" else []
-    with _inference_modes(model, dropout=True), torch.random.fork_rng(
-            devices=devices, enabled=seed is not None):
+    with (
+        _inference_modes(model, dropout=True),
+        torch.random.fork_rng(devices=devices, enabled=seed is not None),
+    ):
         if seed is not None:
             torch.manual_seed(seed)
         repeated = x.repeat(passes, *([1] * (x.dim() - 1)))  # pass-major: [passes * n, ...]
@@ -79,16 +90,17 @@ def mc_dropout(model: torch.nn.Module, x: torch.Tensor, centres: Sequence[float]
 
 # --- dihedral transforms ----------------------------------------------------------------------
 
+
 def dihedral_transforms(x: torch.Tensor) -> list[torch.Tensor]:
     """The 8 images of ``x`` [..., H, W] under 4 rotations x (no flip, flip); identity first."""
     import torch
 
-    return [torch.rot90(image, k, dims=(-2, -1))
-            for image in (x, x.flip(-1)) for k in range(4)]
+    return [torch.rot90(image, k, dims=(-2, -1)) for image in (x, x.flip(-1)) for k in range(4)]
 
 
-def dihedral_predictions(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
-                         ) -> torch.Tensor:
+def dihedral_predictions(
+    f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+) -> torch.Tensor:
     """``f`` on each dihedral transform of ``x``: ``[8, n, ...]`` (identity first).
 
     ``f`` is any batch function, e.g. :func:`raycat.photoz.forward.z_mean_fn` (-> ``[8, n]``)
@@ -99,14 +111,18 @@ def dihedral_predictions(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
     return torch.stack([f(image) for image in dihedral_transforms(x)])
 
 
-def dihedral_pdfs(model: torch.nn.Module, x: torch.Tensor,
-                  device: str | torch.device | None = None) -> torch.Tensor:
+def dihedral_pdfs(
+    model: torch.nn.Module, x: torch.Tensor, device: str | torch.device | None = None
+) -> torch.Tensor:
     """Softmax PDFs of the 8 dihedral transforms of ``x``: ``[8, n, n_bins]``."""
     return dihedral_predictions(pdf_fn(model, device), x)
 
 
-def point_from_pdfs(pdfs: torch.Tensor | np.ndarray, centres: Sequence[float] | np.ndarray,
-                    estimator: Literal["mode", "mean"] = "mode") -> np.ndarray:
+def point_from_pdfs(
+    pdfs: torch.Tensor | np.ndarray,
+    centres: Sequence[float] | np.ndarray,
+    estimator: Literal["mode", "mean"] = "mode",
+) -> np.ndarray:
     """Point redshifts ``[..., n]`` from PDFs ``[..., n, n_bins]``: the mode (centre of the
     most probable bin, the catalog's ``z_mode``) or the mean (``z_mean``)."""
     pdfs = np.asarray(pdfs.cpu() if hasattr(pdfs, "cpu") else pdfs, dtype=np.float64)
@@ -129,8 +145,9 @@ def rotation_shifts(z8: torch.Tensor | np.ndarray, sigma: float | np.ndarray) ->
     return np.max(np.abs(z8[1:] - z8[0]), axis=0) / sigma
 
 
-def rotation_stability(z8: torch.Tensor | np.ndarray, sigma: float | np.ndarray
-                       ) -> dict[str, float]:
+def rotation_stability(
+    z8: torch.Tensor | np.ndarray, sigma: float | np.ndarray
+) -> dict[str, float]:
     """How far rotations and flips move a point redshift, in units of ``sigma``.
 
     ``z8``: ``[8, n]`` point estimates (identity first), e.g. ``point_from_pdfs(...,
@@ -141,5 +158,9 @@ def rotation_stability(z8: torch.Tensor | np.ndarray, sigma: float | np.ndarray
     ``n_objects``; all zero for an exactly invariant model.
     """
     shift = rotation_shifts(z8, sigma)
-    return {"mean": float(shift.mean()), "p95": float(np.percentile(shift, 95)),
-            "max": float(shift.max()), "n_objects": int(shift.size)}
+    return {
+        "mean": float(shift.mean()),
+        "p95": float(np.percentile(shift, 95)),
+        "max": float(shift.max()),
+        "n_objects": int(shift.size),
+    }

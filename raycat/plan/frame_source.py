@@ -24,14 +24,19 @@ class FrameBlocks(Datasource):
     def estimate_inmemory_data_size(self) -> int:
         return int(self.frame.memory_usage(deep=True).sum())
 
-    def get_read_tasks(self, parallelism: int, per_task_row_limit=None,
-                       data_context=None) -> list[ReadTask]:
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit=None, data_context=None
+    ) -> list[ReadTask]:
         # one task per block whatever the parallelism: the block size is what streams
-        return [self._task(self.frame.iloc[start:start + self.rows_per_block])
-                for start in range(0, max(len(self.frame), 1), self.rows_per_block)]
+        return [
+            self._task(self.frame.iloc[start : start + self.rows_per_block])
+            for start in range(0, max(len(self.frame), 1), self.rows_per_block)
+        ]
 
     @staticmethod
     def _task(part: pd.DataFrame) -> ReadTask:
         size = int(part.memory_usage(deep=True).sum())
-        return ReadTask(lambda: [part], BlockMetadata(num_rows=len(part), size_bytes=size,
-                                                      input_files=None, exec_stats=None))
+        return ReadTask(
+            lambda: [part],
+            BlockMetadata(num_rows=len(part), size_bytes=size, input_files=None, exec_stats=None),
+        )

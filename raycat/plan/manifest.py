@@ -11,9 +11,10 @@ them into a Ray Data pipeline that never holds the object list in one process.
 
 from __future__ import annotations
 
-import posixpath
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ import pandas as pd
 from raycat import schema
 from raycat.config import DataConfig, RaycatConfig
 from raycat.errors import RaycatError
-from raycat.fsutil import filesystem, has_scheme, join
+from raycat.fsutil import filesystem, join
 from raycat.healpix import healpix29, pixel_at_order
 
 HISTOGRAM_ORDER = 9  # 47 arcmin^2 pixels: fine enough to size units, coarse enough to count
@@ -37,6 +38,7 @@ DRIVER_PLAN_MAX_ROWS = 250_000  # ~100 MB of planned rows (positions and 9 tile 
 
 
 # --- tile index ---------------------------------------------------------------------------
+
 
 def load_tile_index(data: DataConfig, bands: list[str]) -> pd.DataFrame:
     """The tile index rows for ``bands`` (small: one row per tile and band)."""
@@ -67,12 +69,16 @@ class TileFinder:
         headers = [fits.Header.fromstring(h) for h in self.index[schema.TILE_WCS]]
         self.wcs = [WCS(h) for h in headers]
         self.shape = np.array([(h["NAXIS1"], h["NAXIS2"]) for h in headers], dtype=float)
-        centres = [w.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2)
-                   for w, (nx, ny) in zip(self.wcs, self.shape)]
+        centres = [
+            w.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2)
+            for w, (nx, ny) in zip(self.wcs, self.shape)
+        ]
         self.xyz = _unit_vectors(*np.array(centres, dtype=float).reshape(-1, 2).T)
         # circle through the farthest corner, so every pixel of every tile is inside it
-        self.radius = max((_max_corner_distance(w, s, c) for w, s, c in
-                           zip(self.wcs, self.shape, self.xyz)), default=0.0)
+        self.radius = max(
+            (_max_corner_distance(w, s, c) for w, s, c in zip(self.wcs, self.shape, self.xyz)),
+            default=0.0,
+        )
         self.tree = cKDTree(self.xyz) if len(self.index) else None
 
     def assign(self, ra: np.ndarray, dec: np.ndarray) -> dict[str, np.ndarray]:
@@ -93,6 +99,7 @@ class TileFinder:
 
     def _candidate_pairs(self, ra, dec) -> tuple[np.ndarray, np.ndarray]:
         chord = 2 * np.sin(np.radians(self.radius) / 2) * 1.0001
+        assert self.tree is not None  # callers return early on an empty index
         lists = self.tree.query_ball_point(_unit_vectors(ra, dec), chord)
         obj = np.repeat(np.arange(len(ra)), [len(x) for x in lists])
         tile = np.fromiter((t for x in lists for t in x), dtype=np.int64, count=len(obj))
@@ -120,13 +127,17 @@ def _unit_vectors(ra, dec) -> np.ndarray:
 
 def _max_corner_distance(wcs, shape, centre_xyz) -> float:
     nx, ny = shape
-    corners = np.array(wcs.pixel_to_world_values([-0.5, nx - 0.5, nx - 0.5, -0.5],
-                                                 [-0.5, -0.5, ny - 0.5, ny - 0.5]))
+    corners = np.array(
+        wcs.pixel_to_world_values(
+            [-0.5, nx - 0.5, nx - 0.5, -0.5], [-0.5, -0.5, ny - 0.5, ny - 0.5]
+        )
+    )
     cos = np.clip(_unit_vectors(*corners) @ centre_xyz, -1, 1)
     return float(np.degrees(np.arccos(cos)).max())
 
 
 # --- work units ---------------------------------------------------------------------------
+
 
 def choose_order(histogram: Counter, target: int, max_order: int = HISTOGRAM_ORDER) -> int:
     """The HEALPix order whose mean objects per non-empty pixel is closest to ``target``.
@@ -164,7 +175,7 @@ def spatial_index(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
 class Manifest:
     """The planned work: object rows with their tiles, and the work units they fall in."""
 
-    objects: object  # materialised ray.data.Dataset of object rows with tile_<band> columns,
+    objects: Any  # materialised ray.data.Dataset of object rows with tile_<band> columns,
     # or a pandas DataFrame of them when the list was small enough to plan in the driver
     order: int  # HEALPix order of the work units (= catalog partitions)
     unit_counts: dict[int, int]  # objects per work unit
@@ -201,26 +212,30 @@ class Manifest:
 
             rows = _with_work_unit(self.objects.copy(), self.order, sorted(skip_units))
             rows = rows.sort_values(schema.HEALPIX_29, kind="stable").reset_index(drop=True)
-            return _ray_data().read_datasource(FrameBlocks(rows, ROWS_PER_BLOCK), concurrency=1,
-                                               **READ_ARGS)
-        ds = self.objects.map_batches(_with_work_unit, batch_format="pandas",
-                                      fn_kwargs={"order": self.order,
-                                                 "skip": sorted(skip_units)})
+            return _ray_data().read_datasource(
+                FrameBlocks(rows, ROWS_PER_BLOCK), concurrency=1, **READ_ARGS
+            )
+        ds = self.objects.map_batches(
+            _with_work_unit,
+            batch_format="pandas",
+            fn_kwargs={"order": self.order, "skip": sorted(skip_units)},
+        )
         sorted_rows = ds.sort(schema.HEALPIX_29)
         return sorted_rows.repartition(target_num_rows_per_block=ROWS_PER_BLOCK).materialize()
 
 
-def _with_work_unit(batch: pd.DataFrame, order: int, skip: list[int] = ()) -> pd.DataFrame:
+def _with_work_unit(batch: pd.DataFrame, order: int, skip: Sequence[int] = ()) -> pd.DataFrame:
     batch[schema.WORK_UNIT] = work_units(batch[schema.HEALPIX_29].to_numpy(), order)
     return drop_units(batch, skip)
 
 
-def drop_units(batch: pd.DataFrame, skip: list[int]) -> pd.DataFrame:
+def drop_units(batch: pd.DataFrame, skip: Sequence[int]) -> pd.DataFrame:
     """The rows of ``batch`` outside the work units ``skip`` (finished ones)."""
     return batch[~batch[schema.WORK_UNIT].isin(skip)] if len(skip) else batch
 
 
 # --- the Ray Data pipeline ----------------------------------------------------------------
+
 
 class TileAssigner:
     """Ray Data actor: adds the HEALPix index, per-band tile URIs and OFF_FOOTPRINT."""
@@ -236,7 +251,9 @@ class TileAssigner:
         for band in self.bands:
             batch[schema.tile_column(band)] = tiles[band].astype(str)
             covered |= tiles[band] != ""
-        flags = batch[schema.FLAGS].to_numpy() | np.where(covered, 0, int(schema.Flag.OFF_FOOTPRINT))
+        flags = batch[schema.FLAGS].to_numpy() | np.where(
+            covered, 0, int(schema.Flag.OFF_FOOTPRINT)
+        )
         batch[schema.FLAGS] = flags.astype(np.int32)
         return batch
 
@@ -316,16 +333,24 @@ def _plan_on_ray(cfg: RaycatConfig, index: pd.DataFrame, bands: list[str], assig
 
     from raycat.plan.objects import read_objects
 
-    objects = read_objects(cfg.data).map_batches(
-        TileAssigner, fn_constructor_kwargs={"index": index, "bands": bands},
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1), num_cpus=assign_cpus,
-        batch_format="pandas").materialize()
+    objects = (
+        read_objects(cfg.data)
+        .map_batches(
+            TileAssigner,
+            fn_constructor_kwargs={"index": index, "bands": bands},
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1),
+            num_cpus=assign_cpus,
+            batch_format="pandas",
+        )
+        .materialize()
+    )
     repeated = duplicate_ids(objects)
     if repeated and cfg.data.duplicate_ids == "error":
         raise _duplicates_error(repeated)
     if repeated:
-        objects = objects.groupby(schema.ID).map_groups(
-            _keep_one, batch_format="pandas").materialize()
+        objects = (
+            objects.groupby(schema.ID).map_groups(_keep_one, batch_format="pandas").materialize()
+        )
     return objects
 
 
@@ -340,8 +365,7 @@ def _small_object_list(data: DataConfig) -> pd.DataFrame | None:
     return frame if len(frame) <= DRIVER_PLAN_MAX_ROWS else None
 
 
-def _plan_in_driver(frame: pd.DataFrame, index: pd.DataFrame, bands: list[str],
-                    duplicates: str):
+def _plan_in_driver(frame: pd.DataFrame, index: pd.DataFrame, bands: list[str], duplicates: str):
     """The rows ``_plan_on_ray`` makes, for a small list held in the driver."""
     frame = TileAssigner(index, bands)(frame.reset_index(drop=True))
     ids = frame[schema.ID]
@@ -364,5 +388,7 @@ def _ray_data():
 
 
 def _duplicates_error(repeated: list[int]) -> RaycatError:
-    return RaycatError(f"duplicate object ids: {', '.join(map(str, repeated))}"
-                       " (set data.duplicate_ids: keep_one to keep each once)")
+    return RaycatError(
+        f"duplicate object ids: {', '.join(map(str, repeated))}"
+        " (set data.duplicate_ids: keep_one to keep each once)"
+    )

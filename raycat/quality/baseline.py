@@ -20,14 +20,15 @@ of cutout batches (e.g. ``Dataset.iter_batches``) and never keeps a cube.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Literal, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
 from raycat import schema
 from raycat.photoz.pdf import summary_metrics
-from raycat.surveys.bands import NANOMAGGY_ZP
 from raycat.photoz.train import is_validation
+from raycat.surveys.bands import NANOMAGGY_ZP
 
 DEFAULT_RADIUS_PX = 6.0  # ~1.8x the widest PSF FWHM (unWISE W2, 6.8") at 1"/px
 POGSON = 2.5 / np.log(10.0)  # magnitudes per e-fold of flux
@@ -36,6 +37,7 @@ BaselineKind = Literal["gbm", "knn"]
 
 # --- photometry -----------------------------------------------------------------------------
 
+
 def aperture_mask(size: int, radius_px: float) -> np.ndarray:
     """Boolean [S, S]: pixels whose centre lies within ``radius_px`` of ``(S-1)/2``."""
     centre = (size - 1) / 2.0
@@ -43,8 +45,9 @@ def aperture_mask(size: int, radius_px: float) -> np.ndarray:
     return (x - centre) ** 2 + (y - centre) ** 2 <= radius_px**2
 
 
-def aperture_photometry(cubes: np.ndarray, softening: np.ndarray,
-                        radius_px: float = DEFAULT_RADIUS_PX) -> np.ndarray:
+def aperture_photometry(
+    cubes: np.ndarray, softening: np.ndarray, radius_px: float = DEFAULT_RADIUS_PX
+) -> np.ndarray:
     """Flux [n, n_bands] in nanomaggies inside a circular aperture on the cutout centre.
 
     ``cubes`` are [n, n_bands, S, S] asinh-normalised cutouts; the normalisation is inverted
@@ -61,8 +64,9 @@ def aperture_photometry(cubes: np.ndarray, softening: np.ndarray,
     return np.where(missing, np.nan, flux)
 
 
-def aperture_softening(softening: np.ndarray, size: int,
-                       radius_px: float = DEFAULT_RADIUS_PX) -> np.ndarray:
+def aperture_softening(
+    softening: np.ndarray, size: int, radius_px: float = DEFAULT_RADIUS_PX
+) -> np.ndarray:
     """Per-band 1-sigma sky noise of the aperture flux: per-pixel softening * sqrt(area)."""
     area = int(aperture_mask(size, radius_px).sum())
     return np.asarray(softening, dtype=np.float64) * np.sqrt(area)
@@ -89,16 +93,19 @@ def photometric_features(flux: np.ndarray, softening: np.ndarray) -> np.ndarray:
     return np.concatenate([mags, mags[:, :-1] - mags[:, 1:]], axis=1)
 
 
-def cube_features(cubes: np.ndarray, softening: np.ndarray,
-                  radius_px: float = DEFAULT_RADIUS_PX) -> np.ndarray:
+def cube_features(
+    cubes: np.ndarray, softening: np.ndarray, radius_px: float = DEFAULT_RADIUS_PX
+) -> np.ndarray:
     """Features straight from normalised cubes: photometry, then magnitudes and colours."""
     flux = aperture_photometry(cubes, softening, radius_px)
     return photometric_features(flux, aperture_softening(softening, cubes.shape[-1], radius_px))
 
 
-def features_from_batches(batches: Iterable[Mapping[str, Any]], softening: np.ndarray,
-                          radius_px: float = DEFAULT_RADIUS_PX
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def features_from_batches(
+    batches: Iterable[Mapping[str, Any]],
+    softening: np.ndarray,
+    radius_px: float = DEFAULT_RADIUS_PX,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features, z_spec, ids) from an iterator of cutout batches with cube, z_spec and id.
 
     Only the per-object features are kept, never the cubes, so this runs over a whole
@@ -107,17 +114,22 @@ def features_from_batches(batches: Iterable[Mapping[str, Any]], softening: np.nd
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for batch in batches:
         cubes = batch[schema.CUBE]
-        if getattr(cubes, "dtype", None) == object:  # a column of per-row arrays
+        if getattr(cubes, "dtype", None) == np.dtype(object):  # a column of per-row arrays
             cubes = np.stack(list(cubes))
-        parts.append((cube_features(np.asarray(cubes), softening, radius_px),
-                      np.asarray(batch[schema.Z_SPEC], dtype=np.float64),
-                      np.asarray(batch[schema.ID])))
+        parts.append(
+            (
+                cube_features(np.asarray(cubes), softening, radius_px),
+                np.asarray(batch[schema.Z_SPEC], dtype=np.float64),
+                np.asarray(batch[schema.ID]),
+            )
+        )
     if not parts:
         raise ValueError("no cutout batches")
     return tuple(np.concatenate(column) for column in zip(*parts))  # type: ignore[return-value]
 
 
 # --- regression -----------------------------------------------------------------------------
+
 
 def _regressor(kind: BaselineKind, seed: int):
     """The sklearn estimator for ``kind``.
@@ -133,11 +145,15 @@ def _regressor(kind: BaselineKind, seed: int):
     from sklearn.preprocessing import StandardScaler
 
     if kind == "gbm":
-        return HistGradientBoostingRegressor(max_iter=300, learning_rate=0.1,
-                                             early_stopping=True, random_state=seed)
+        return HistGradientBoostingRegressor(
+            max_iter=300, learning_rate=0.1, early_stopping=True, random_state=seed
+        )
     if kind == "knn":
-        return make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
-                             KNeighborsRegressor(n_neighbors=15, weights="distance"))
+        return make_pipeline(
+            SimpleImputer(strategy="median"),
+            StandardScaler(),
+            KNeighborsRegressor(n_neighbors=15, weights="distance"),
+        )
     raise ValueError(f"unknown baseline kind {kind!r}; use 'gbm' or 'knn'")
 
 
@@ -145,8 +161,7 @@ def _has_photometry(features: np.ndarray) -> np.ndarray:
     return np.any(np.isfinite(features), axis=1)
 
 
-def fit_baseline(features: np.ndarray, z: np.ndarray, kind: BaselineKind = "gbm",
-                 seed: int = 0):
+def fit_baseline(features: np.ndarray, z: np.ndarray, kind: BaselineKind = "gbm", seed: int = 0):
     """Fit z from features; rows without z or without any photometry are skipped.
 
     The target is ln(1 + z), so squared error weighs residuals like delta_z = dz / (1 + z),
@@ -171,9 +186,15 @@ def predict_baseline(model, features: np.ndarray) -> np.ndarray:
 
 # --- evaluation -----------------------------------------------------------------------------
 
-def baseline_metrics_from_features(features: np.ndarray, z: np.ndarray, ids: np.ndarray,
-                                   val_fraction: float, seed: int = 0,
-                                   kind: BaselineKind = "gbm") -> dict[str, Any]:
+
+def baseline_metrics_from_features(
+    features: np.ndarray,
+    z: np.ndarray,
+    ids: np.ndarray,
+    val_fraction: float,
+    seed: int = 0,
+    kind: BaselineKind = "gbm",
+) -> dict[str, Any]:
     """Fit on the training split, score on the held-out split of ``is_validation``.
 
     Same ids, fraction and seed as the CNN (``cfg.train``) give the same held-out objects,
@@ -186,10 +207,18 @@ def baseline_metrics_from_features(features: np.ndarray, z: np.ndarray, ids: np.
     return {**metrics, "n_train": n_train, "n_test": int(held_out.sum()), "kind": kind}
 
 
-def baseline_metrics(cubes: np.ndarray, z: np.ndarray, ids: np.ndarray, softening: np.ndarray,
-                     val_fraction: float, seed: int = 0, radius_px: float = DEFAULT_RADIUS_PX,
-                     kind: BaselineKind = "gbm") -> dict[str, Any]:
+def baseline_metrics(
+    cubes: np.ndarray,
+    z: np.ndarray,
+    ids: np.ndarray,
+    softening: np.ndarray,
+    val_fraction: float,
+    seed: int = 0,
+    radius_px: float = DEFAULT_RADIUS_PX,
+    kind: BaselineKind = "gbm",
+) -> dict[str, Any]:
     """Held-out metrics of the baseline on in-memory cubes [n, n_bands, S, S]."""
     features = cube_features(cubes, softening, radius_px)
-    return baseline_metrics_from_features(features, np.asarray(z, dtype=np.float64),
-                                          np.asarray(ids), val_fraction, seed, kind)
+    return baseline_metrics_from_features(
+        features, np.asarray(z, dtype=np.float64), np.asarray(ids), val_fraction, seed, kind
+    )

@@ -21,14 +21,15 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from raycat.quality.detect import DetectConfig, detect, forced_photometry, psf_size
 from raycat.errors import RaycatError
+from raycat.quality.detect import DetectConfig, detect, forced_photometry, psf_size
 from raycat.stats import mad_sigma
 
 
@@ -50,7 +51,8 @@ class ColourTerm:
 
 _TONRY = "Tonry et al. 2012, ApJ 750, 99, Table 6 (quadratic, x = (g-r)_P1)"
 COLOUR_TERMS: dict[tuple[str, str], ColourTerm] = {
-    (t.reference, t.target): t for t in (
+    (t.reference, t.target): t
+    for t in (
         ColourTerm("ps1_g", "sdss_g", "ps1_g", "ps1_r", (0.013, 0.145, 0.019), _TONRY),
         ColourTerm("ps1_r", "sdss_r", "ps1_g", "ps1_r", (-0.001, 0.004, 0.007), _TONRY),
         ColourTerm("ps1_i", "sdss_i", "ps1_g", "ps1_r", (-0.005, 0.011, 0.010), _TONRY),
@@ -81,8 +83,11 @@ class CrossCheckConfig:
     max_flux_deviation: float | None = 0.2  # |flux ratio - 1| beyond this fails; None: off
     # mesh background so knots and nuclei on a galaxy are their own sources; a 3" aperture
     # (after PSF matching) so residual seeing and centroid differences barely move fluxes
-    detect: DetectConfig = field(default_factory=lambda: DetectConfig(
-        background_box_arcsec=6.0, aperture_arcsec=3.0, annulus_arcsec=(4.5, 6.5)))
+    detect: DetectConfig = field(
+        default_factory=lambda: DetectConfig(
+            background_box_arcsec=6.0, aperture_arcsec=3.0, annulus_arcsec=(4.5, 6.5)
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -115,11 +120,13 @@ class CrossCheck:
     def to_dict(self) -> dict:
         out = asdict(self)
         out.update(out.pop("verdict"))
-        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-                for k, v in out.items()}
+        return {
+            k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()
+        }
 
 
 # --- reading --------------------------------------------------------------------------------
+
 
 def read_image(path: str, band: str, calibration: Any = None) -> SurveyImage:
     """Read a FITS image through raycat's tile store and calibrate it to AB nanomaggies.
@@ -132,8 +139,8 @@ def read_image(path: str, band: str, calibration: Any = None) -> SurveyImage:
     from astropy.utils.exceptions import AstropyWarning
     from astropy.wcs import WCS
 
-    from raycat.surveys.store import TileReadError, open_store
     from raycat.surveys.bands import get_band
+    from raycat.surveys.store import TileReadError, open_store
 
     calibration = calibration or get_band(band).calibration
     root, name = os.path.split(os.path.abspath(path))
@@ -151,6 +158,7 @@ def read_image(path: str, band: str, calibration: Any = None) -> SurveyImage:
 
 # --- matching and statistics ----------------------------------------------------------------
 
+
 def robust_centre(values: np.ndarray) -> tuple[float, float]:
     """Median and MAD sigma (NaN, NaN when empty)."""
     values = np.asarray(values, dtype=float)
@@ -161,8 +169,9 @@ def robust_centre(values: np.ndarray) -> tuple[float, float]:
     return median, mad_sigma(values, median)
 
 
-def match_sources(reference: pd.DataFrame, other: pd.DataFrame, radius_arcsec: float
-                  ) -> pd.DataFrame:
+def match_sources(
+    reference: pd.DataFrame, other: pd.DataFrame, radius_arcsec: float
+) -> pd.DataFrame:
     """One-to-one nearest matches within ``radius_arcsec``: pairs of row numbers and offsets.
 
     Columns ``ref``, ``other`` (positional indices), ``dra``, ``ddec`` (other - reference,
@@ -185,30 +194,39 @@ def match_sources(reference: pd.DataFrame, other: pd.DataFrame, radius_arcsec: f
     return pairs
 
 
-def inside_footprint(sources: pd.DataFrame, image: SurveyImage, margin_px: float = 0.0
-                     ) -> np.ndarray:
+def inside_footprint(
+    sources: pd.DataFrame, image: SurveyImage, margin_px: float = 0.0
+) -> np.ndarray:
     """Which sources (by ra, dec) fall on ``image``, ``margin_px`` inside its edge."""
     if len(sources) == 0:
         return np.zeros(0, dtype=bool)
-    x, y = image.wcs.celestial.world_to_pixel_values(sources["ra"].to_numpy(),
-                                                     sources["dec"].to_numpy())
+    x, y = image.wcs.celestial.world_to_pixel_values(
+        sources["ra"].to_numpy(), sources["dec"].to_numpy()
+    )
     ny, nx = image.pixels.shape
-    return ((x >= margin_px - 0.5) & (x <= nx - 0.5 - margin_px)
-            & (y >= margin_px - 0.5) & (y <= ny - 0.5 - margin_px))
+    return (
+        (x >= margin_px - 0.5)
+        & (x <= nx - 0.5 - margin_px)
+        & (y >= margin_px - 0.5)
+        & (y <= ny - 0.5 - margin_px)
+    )
 
 
 def bright(sources: pd.DataFrame, cfg: CrossCheckConfig) -> pd.DataFrame:
     """Clean bright sources (no edge, NaN or saturation flag), with a ``compact`` column."""
-    keep = sources[(sources["snr"] >= cfg.min_snr) & ~sources["edge"] & ~sources["nan"]
-                   & ~sources["saturated"]].reset_index(drop=True)
+    keep = sources[
+        (sources["snr"] >= cfg.min_snr) & ~sources["edge"] & ~sources["nan"] & ~sources["saturated"]
+    ].reset_index(drop=True)
     keep["compact"] = keep["size"] <= cfg.compact_factor * psf_size(sources, cfg.min_snr)
     return keep
 
 
 # --- the check ------------------------------------------------------------------------------
 
-def colour_of(images: dict[str, SurveyImage], term: ColourTerm, sources: pd.DataFrame,
-              cfg: CrossCheckConfig) -> np.ndarray:
+
+def colour_of(
+    images: dict[str, SurveyImage], term: ColourTerm, sources: pd.DataFrame, cfg: CrossCheckConfig
+) -> np.ndarray:
     """The colour term's reference colour (mag) of each source, by forced photometry."""
     blue, red = images[term.blue], images[term.red]
     fb = forced_photometry(blue.pixels, blue.wcs, sources["ra"], sources["dec"], cfg.detect)
@@ -218,8 +236,12 @@ def colour_of(images: dict[str, SurveyImage], term: ColourTerm, sources: pd.Data
     return np.where(fb["edge"] | fr["edge"], np.nan, colour)
 
 
-def check_pair(reference: SurveyImage, image: SurveyImage, cfg: CrossCheckConfig | None = None,
-               colour_images: dict[str, SurveyImage] | None = None) -> CrossCheck:
+def check_pair(
+    reference: SurveyImage,
+    image: SurveyImage,
+    cfg: CrossCheckConfig | None = None,
+    colour_images: dict[str, SurveyImage] | None = None,
+) -> CrossCheck:
     """Check ``image`` against ``reference`` (see the module docstring).
 
     ``colour_images`` (band -> image) supply the colour of a colour term between the two
@@ -235,14 +257,26 @@ def check_pair(reference: SurveyImage, image: SurveyImage, cfg: CrossCheckConfig
     r, o = ref.iloc[pairs["ref"]], other.iloc[pairs["other"]]
     compact = r["compact"].to_numpy() & o["compact"].to_numpy()
     flux = _flux_ratios(reference, image, r[compact], o[compact], colour_images or {}, cfg)
-    partial = CrossCheck(reference.band, image.band, image.label, len(ref), len(other),
-                         len(pairs), dra, ddec, float(np.hypot(dra, ddec)),
-                         float(np.sqrt((sra**2 + sdec**2) / 2)), *flux, Verdict(True, ""))
+    partial = CrossCheck(
+        reference.band,
+        image.band,
+        image.label,
+        len(ref),
+        len(other),
+        len(pairs),
+        dra,
+        ddec,
+        float(np.hypot(dra, ddec)),
+        float(np.sqrt((sra**2 + sdec**2) / 2)),
+        *flux,
+        Verdict(True, ""),
+    )
     return _with_verdict(partial, cfg)
 
 
-def psf_matched(a: SurveyImage, b: SurveyImage, size_a: np.ndarray, size_b: np.ndarray
-                ) -> tuple[SurveyImage, SurveyImage, float]:
+def psf_matched(
+    a: SurveyImage, b: SurveyImage, size_a: np.ndarray, size_b: np.ndarray
+) -> tuple[SurveyImage, SurveyImage, float]:
     """Both images blurred to the broader PSF, so one aperture holds the same light in each.
 
     The Gaussian kernel FWHM is sqrt(median(size_a^2 - size_b^2)) over the same sources:
@@ -272,9 +306,14 @@ def _blurred(image: SurveyImage, fwhm_arcsec: float) -> SurveyImage:
     return SurveyImage(np.where(nan, np.nan, pixels), image.wcs, image.band, image.label)
 
 
-def _flux_ratios(reference: SurveyImage, image: SurveyImage, r: pd.DataFrame, o: pd.DataFrame,
-                 colour_images: dict[str, SurveyImage], cfg: CrossCheckConfig
-                 ) -> tuple[int, float, float, float, str]:
+def _flux_ratios(
+    reference: SurveyImage,
+    image: SurveyImage,
+    r: pd.DataFrame,
+    o: pd.DataFrame,
+    colour_images: dict[str, SurveyImage],
+    cfg: CrossCheckConfig,
+) -> tuple[int, float, float, float, str]:
     """n, median raw ratio, median colour-corrected ratio, its scatter, the term applied.
 
     Fluxes are re-measured on PSF-matched images (``psf_matched``), each source at its own
@@ -290,8 +329,10 @@ def _flux_ratios(reference: SurveyImage, image: SurveyImage, r: pd.DataFrame, o:
     applied, expected = "none", np.ones(len(r))
     if term is not None and {term.blue, term.red} <= set(colour_images):
         expected = 10 ** (-0.4 * term.delta_mag(colour_of(colour_images, term, r, cfg)))
-        applied = f"{term.target} - {term.reference} = {term.coeffs} in ({term.blue} - " \
-                  f"{term.red}); {term.source}"
+        applied = (
+            f"{term.target} - {term.reference} = {term.coeffs} in ({term.blue} - "
+            f"{term.red}); {term.source}"
+        )
     use = np.isfinite(expected) & np.isfinite(ratio)
     raw, _ = robust_centre(ratio[use])
     corrected, scatter = robust_centre((ratio / expected)[use])
@@ -307,20 +348,29 @@ def _with_verdict(check: CrossCheck, cfg: CrossCheckConfig) -> CrossCheck:
 def verdict(check: CrossCheck, cfg: CrossCheckConfig) -> Verdict:
     """Whether the image's WCS (and, when asked, its flux scale) agrees with the reference."""
     if check.n_reference == 0:
-        return Verdict(False, "no bright reference source falls on the image: the footprints "
-                       "do not overlap (wrong WCS or wrong field)")
+        return Verdict(
+            False,
+            "no bright reference source falls on the image: the footprints "
+            "do not overlap (wrong WCS or wrong field)",
+        )
     if check.n_matched < cfg.min_matches:
-        return Verdict(False, f"only {check.n_matched} of {check.n_reference} bright reference "
-                       f"sources matched within {cfg.match_radius_arcsec}\" (need "
-                       f"{cfg.min_matches}): WCS wrong by more than the match radius?")
+        return Verdict(
+            False,
+            f"only {check.n_matched} of {check.n_reference} bright reference "
+            f'sources matched within {cfg.match_radius_arcsec}" (need '
+            f"{cfg.min_matches}): WCS wrong by more than the match radius?",
+        )
     if check.offset_arcsec > cfg.max_offset_arcsec:
-        return Verdict(False, f"median offset {check.offset_arcsec:.2f}\" exceeds "
-                       f"{cfg.max_offset_arcsec}\"")
+        return Verdict(
+            False, f'median offset {check.offset_arcsec:.2f}" exceeds {cfg.max_offset_arcsec}"'
+        )
     deviation = abs(check.flux_ratio - 1.0)
     if cfg.max_flux_deviation is not None and check.n_flux and deviation > cfg.max_flux_deviation:
-        return Verdict(False, f"flux ratio {check.flux_ratio:.3f} is off by more than "
-                       f"{cfg.max_flux_deviation:.0%}")
-    return Verdict(True, f"{check.n_matched} matches, offset {check.offset_arcsec:.3f}\"")
+        return Verdict(
+            False,
+            f"flux ratio {check.flux_ratio:.3f} is off by more than {cfg.max_flux_deviation:.0%}",
+        )
+    return Verdict(True, f'{check.n_matched} matches, offset {check.offset_arcsec:.3f}"')
 
 
 def reference_band_for(band: str, reference: dict[str, SurveyImage], survey: str) -> str:
@@ -333,23 +383,34 @@ def reference_band_for(band: str, reference: dict[str, SurveyImage], survey: str
     return next(iter(reference))
 
 
-def check_field(images: Sequence[SurveyImage], reference_survey: str = "ps1",
-                cfg: CrossCheckConfig | None = None) -> list[CrossCheck]:
+def check_field(
+    images: Sequence[SurveyImage],
+    reference_survey: str = "ps1",
+    cfg: CrossCheckConfig | None = None,
+) -> list[CrossCheck]:
     """Check every image not of ``reference_survey`` against that survey's images."""
     prefix = f"{reference_survey}_"
     reference = {i.band: i for i in images if i.band.startswith(prefix)}
-    return [check_pair(reference[reference_band_for(i.band, reference, reference_survey)], i,
-                       cfg, reference)
-            for i in images if not i.band.startswith(prefix)]
+    return [
+        check_pair(
+            reference[reference_band_for(i.band, reference, reference_survey)], i, cfg, reference
+        )
+        for i in images
+        if not i.band.startswith(prefix)
+    ]
 
 
 def report(checks: list[CrossCheck], reference_survey: str) -> dict:
     """The JSON-ready field report: every check and whether all passed."""
-    return {"reference_survey": reference_survey, "ok": all(c.verdict.ok for c in checks),
-            "checks": [c.to_dict() for c in checks]}
+    return {
+        "reference_survey": reference_survey,
+        "ok": all(c.verdict.ok for c in checks),
+        "checks": [c.to_dict() for c in checks],
+    }
 
 
 # --- command line ---------------------------------------------------------------------------
+
 
 def _band_file(text: str) -> tuple[str, str]:
     band, sep, path = text.partition("=")
@@ -364,32 +425,62 @@ def build_parser(prog: str = "python -m raycat.quality.crosscheck") -> argparse.
         description="Cross-survey consistency check of one field: detect bright sources in "
         "every image, match them to the reference survey's, and report the astrometric offset "
         "and colour-corrected flux ratio per band as JSON. Exit status 0 when every image "
-        "agrees with the reference, 1 when one does not, 2 for bad input.")
-    p.add_argument("images", nargs="+", type=_band_file, metavar="BAND=FILE",
-                   help="an image and its raycat band, e.g. ps1_r=PS1_r.fits sdss_r=SDSS_r.fits")
+        "agrees with the reference, 1 when one does not, 2 for bad input.",
+    )
+    p.add_argument(
+        "images",
+        nargs="+",
+        type=_band_file,
+        metavar="BAND=FILE",
+        help="an image and its raycat band, e.g. ps1_r=PS1_r.fits sdss_r=SDSS_r.fits",
+    )
     p.add_argument("--reference-survey", default="ps1", help="survey checked against (ps1)")
     defaults = CrossCheckConfig()
-    p.add_argument("--max-offset", type=float, default=defaults.max_offset_arcsec,
-                   help="largest acceptable median offset, arcsec (%(default)s)")
-    p.add_argument("--match-radius", type=float, default=defaults.match_radius_arcsec,
-                   help="match radius, arcsec (%(default)s)")
-    p.add_argument("--min-matches", type=int, default=defaults.min_matches,
-                   help="fewest matched bright sources (%(default)s)")
-    p.add_argument("--min-snr", type=float, default=defaults.min_snr,
-                   help="S/N of a bright source (%(default)s)")
-    p.add_argument("--max-flux-deviation", type=float, default=defaults.max_flux_deviation,
-                   help="largest |flux ratio - 1|; negative turns the flux test off "
-                   "(%(default)s)")
+    p.add_argument(
+        "--max-offset",
+        type=float,
+        default=defaults.max_offset_arcsec,
+        help="largest acceptable median offset, arcsec (%(default)s)",
+    )
+    p.add_argument(
+        "--match-radius",
+        type=float,
+        default=defaults.match_radius_arcsec,
+        help="match radius, arcsec (%(default)s)",
+    )
+    p.add_argument(
+        "--min-matches",
+        type=int,
+        default=defaults.min_matches,
+        help="fewest matched bright sources (%(default)s)",
+    )
+    p.add_argument(
+        "--min-snr",
+        type=float,
+        default=defaults.min_snr,
+        help="S/N of a bright source (%(default)s)",
+    )
+    p.add_argument(
+        "--max-flux-deviation",
+        type=float,
+        default=defaults.max_flux_deviation,
+        help="largest |flux ratio - 1|; negative turns the flux test off (%(default)s)",
+    )
     return p
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m raycat.quality.crosscheck") -> int:
+def main(
+    argv: Sequence[str] | None = None, prog: str = "python -m raycat.quality.crosscheck"
+) -> int:
     """Run the field check and print the JSON report; see ``build_parser``."""
     args = build_parser(prog).parse_args(argv)
-    cfg = CrossCheckConfig(max_offset_arcsec=args.max_offset,
-                           match_radius_arcsec=args.match_radius, min_matches=args.min_matches,
-                           min_snr=args.min_snr, max_flux_deviation=None
-                           if args.max_flux_deviation < 0 else args.max_flux_deviation)
+    cfg = CrossCheckConfig(
+        max_offset_arcsec=args.max_offset,
+        match_radius_arcsec=args.match_radius,
+        min_matches=args.min_matches,
+        min_snr=args.min_snr,
+        max_flux_deviation=None if args.max_flux_deviation < 0 else args.max_flux_deviation,
+    )
     try:
         images = [read_image(path, band) for band, path in args.images]
         result = report(check_field(images, args.reference_survey, cfg), args.reference_survey)

@@ -36,8 +36,22 @@ import pandas as pd
 from raycat.stats import mad_sigma
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
-COLUMNS = ("x", "y", "ra", "dec", "flux", "flux_err", "snr", "size", "peak", "npix",
-           "blended", "edge", "nan", "saturated")
+COLUMNS = (
+    "x",
+    "y",
+    "ra",
+    "dec",
+    "flux",
+    "flux_err",
+    "snr",
+    "size",
+    "peak",
+    "npix",
+    "blended",
+    "edge",
+    "nan",
+    "saturated",
+)
 
 
 @dataclass(frozen=True)
@@ -89,8 +103,7 @@ def background_map(image: np.ndarray, box: int | None, clip: float = 3.0) -> np.
         return np.full(image.shape, level, dtype=float)
     ny, nx = image.shape
     my, mx = -(-ny // box), -(-nx // box)
-    padded = np.pad(image.astype(float), ((0, my * box - ny), (0, mx * box - nx)),
-                    mode="reflect")
+    padded = np.pad(image.astype(float), ((0, my * box - ny), (0, mx * box - nx)), mode="reflect")
     blocks = padded.reshape(my, box, mx, box).transpose(0, 2, 1, 3).reshape(my, mx, -1)
     mesh = np.array([[robust_stats(b, clip)[0] for b in row] for row in blocks])
     mesh = np.where(np.isfinite(mesh), mesh, level)
@@ -108,8 +121,9 @@ def pixel_scale_arcsec(wcs: Any) -> float:
     return float(np.sqrt(np.prod(proj_plane_pixel_scales(wcs.celestial)))) * 3600.0
 
 
-def stamps(image: np.ndarray, x: np.ndarray, y: np.ndarray, half: int
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def stamps(
+    image: np.ndarray, x: np.ndarray, y: np.ndarray, half: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Square stamps (n, 2h+1, 2h+1) around rounded positions, NaN outside the image.
 
     Also returns dx, dy: each stamp pixel's offset from the exact position, for apertures
@@ -138,8 +152,9 @@ def _window(image, x, y, sigma_px: float, half: int):
     return good, mx, my, m2
 
 
-def windowed_moments(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma_px: float,
-                     iterations: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def windowed_moments(
+    image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma_px: float, iterations: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gaussian-windowed centroids and sizes (XWIN-style) for background-free ``image``.
 
     Each step moves the centre by twice the windowed first moment (exact for a Gaussian
@@ -161,9 +176,14 @@ def windowed_moments(image: np.ndarray, x: np.ndarray, y: np.ndarray, sigma_px: 
     return x, y, size
 
 
-def aperture_photometry(image: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float,
-                        annulus: tuple[float, float], sky_sigma: float
-                        ) -> dict[str, np.ndarray]:
+def aperture_photometry(
+    image: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    radius: float,
+    annulus: tuple[float, float],
+    sky_sigma: float,
+) -> dict[str, np.ndarray]:
     """Aperture flux minus the annulus median, for all positions at once (pixel units).
 
     Pixel weights are the clipped linear overlap ``clip(r + 0.5 - d, 0, 1)``, a cheap
@@ -188,15 +208,19 @@ def aperture_photometry(image: np.ndarray, x: np.ndarray, y: np.ndarray, radius:
     flux = (weight * values).sum(axis=(1, 2))
     n_ann = np.maximum(in_annulus.sum(axis=(1, 2)), 1)
     flux_err = sky_sigma * np.sqrt(area * (1 + np.pi / 2 * area / n_ann))
-    return {"flux": flux, "flux_err": flux_err, "local_background": local, "edge": edge,
-            "nan": nan}
+    return {"flux": flux, "flux_err": flux_err, "local_background": local, "edge": edge, "nan": nan}
 
 
-def _aperture_leaves_image(shape: tuple[int, int], x: np.ndarray, y: np.ndarray,
-                           radius: float) -> np.ndarray:
+def _aperture_leaves_image(
+    shape: tuple[int, int], x: np.ndarray, y: np.ndarray, radius: float
+) -> np.ndarray:
     ny, nx = shape
-    return ((x - radius < -0.5) | (y - radius < -0.5) | (x + radius > nx - 0.5)
-            | (y + radius > ny - 0.5))
+    return (
+        (x - radius < -0.5)
+        | (y - radius < -0.5)
+        | (x + radius > nx - 0.5)
+        | (y + radius > ny - 0.5)
+    )
 
 
 @dataclass(frozen=True)
@@ -212,8 +236,11 @@ def prepare(image: np.ndarray, wcs: Any, cfg: DetectConfig) -> Prepared:
     """Subtract the (global or mesh) background and measure the sky noise."""
     image = np.asarray(image, dtype=float)
     scale = pixel_scale_arcsec(wcs)
-    box = None if cfg.background_box_arcsec is None else \
-        max(4, int(round(cfg.background_box_arcsec / scale)))
+    box = (
+        None
+        if cfg.background_box_arcsec is None
+        else max(4, int(round(cfg.background_box_arcsec / scale)))
+    )
     residual = image - background_map(image, box, cfg.clip_sigma)
     return Prepared(residual, robust_stats(residual, cfg.clip_sigma)[1], scale)
 
@@ -237,8 +264,9 @@ def detect(image: np.ndarray, wcs: Any, config: DetectConfig | None = None) -> p
     return _measure(image, prep, found, wcs, cfg)
 
 
-def forced_photometry(image: np.ndarray, wcs: Any, ra: np.ndarray, dec: np.ndarray,
-                      config: DetectConfig | None = None) -> pd.DataFrame:
+def forced_photometry(
+    image: np.ndarray, wcs: Any, ra: np.ndarray, dec: np.ndarray, config: DetectConfig | None = None
+) -> pd.DataFrame:
     """Aperture fluxes at given sky positions, measured exactly as ``detect`` measures.
 
     Used for colours: the same aperture on another band's image gives a colour that is not
@@ -248,10 +276,17 @@ def forced_photometry(image: np.ndarray, wcs: Any, ra: np.ndarray, dec: np.ndarr
     prep = prepare(image, wcs, cfg)
     x, y = wcs.celestial.world_to_pixel_values(np.asarray(ra, float), np.asarray(dec, float))
     x, y = np.atleast_1d(x), np.atleast_1d(y)
-    phot = aperture_photometry(prep.residual, x, y, cfg.aperture_arcsec / prep.scale,
-                               _annulus_px(cfg, prep.scale), prep.sky_sigma)
-    return pd.DataFrame({"x": x, "y": y, **{k: phot[k] for k in
-                                            ("flux", "flux_err", "edge", "nan")}})
+    phot = aperture_photometry(
+        prep.residual,
+        x,
+        y,
+        cfg.aperture_arcsec / prep.scale,
+        _annulus_px(cfg, prep.scale),
+        prep.sky_sigma,
+    )
+    return pd.DataFrame(
+        {"x": x, "y": y, **{k: phot[k] for k in ("flux", "flux_err", "edge", "nan")}}
+    )
 
 
 def _annulus_px(cfg: DetectConfig, scale: float) -> tuple[float, float]:
@@ -281,8 +316,9 @@ def _find(residual: np.ndarray, cfg: DetectConfig, scale: float) -> _Found:
     from scipy import ndimage
 
     fwhm_px = cfg.smooth_fwhm_arcsec / scale
-    smooth = ndimage.gaussian_filter(np.nan_to_num(residual), fwhm_px / FWHM_PER_SIGMA,
-                                     mode="nearest")
+    smooth = ndimage.gaussian_filter(
+        np.nan_to_num(residual), fwhm_px / FWHM_PER_SIGMA, mode="nearest"
+    )
     smooth[np.isnan(residual)] = 0.0
     _, noise = robust_stats(smooth, cfg.clip_sigma)
     labels, n = ndimage.label(smooth > cfg.threshold * noise)
@@ -297,8 +333,9 @@ def _find(residual: np.ndarray, cfg: DetectConfig, scale: float) -> _Found:
     d = np.hypot(dx, dy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        base = np.nanmedian(np.where((d >= 2 * radius) & (d <= 3 * radius), ring, np.nan),
-                            axis=(1, 2))
+        base = np.nanmedian(
+            np.where((d >= 2 * radius) & (d <= 3 * radius), ring, np.nan), axis=(1, 2)
+        )
     seg = labels[py, px]
     top = np.zeros(len(seg), dtype=bool)
     if len(seg):
@@ -306,8 +343,9 @@ def _find(residual: np.ndarray, cfg: DetectConfig, scale: float) -> _Found:
         first = np.r_[True, seg[order][1:] != seg[order][:-1]]
         top[order[first]] = True
     keep = top | (value - np.nan_to_num(base) >= cfg.threshold * noise)
-    return _Found(px[keep].astype(float), py[keep].astype(float), seg[keep],
-                  value[keep] / noise, labels)
+    return _Found(
+        px[keep].astype(float), py[keep].astype(float), seg[keep], value[keep] / noise, labels
+    )
 
 
 def _measure(image, prep: Prepared, found: _Found, wcs, cfg: DetectConfig) -> pd.DataFrame:
@@ -315,26 +353,37 @@ def _measure(image, prep: Prepared, found: _Found, wcs, cfg: DetectConfig) -> pd
 
     residual, scale = prep.residual, prep.scale
     sigma_px = cfg.smooth_fwhm_arcsec / FWHM_PER_SIGMA / scale
-    x, y, size_px = windowed_moments(residual, found.x, found.y, sigma_px * 1.5,
-                                     cfg.window_iterations)
+    x, y, size_px = windowed_moments(
+        residual, found.x, found.y, sigma_px * 1.5, cfg.window_iterations
+    )
     moved = np.hypot(x - found.x, y - found.y) > 2 * sigma_px  # window ran off: keep the peak
     x, y = np.where(moved, found.x, x), np.where(moved, found.y, y)
-    phot = aperture_photometry(residual, x, y, cfg.aperture_arcsec / scale,
-                               _annulus_px(cfg, scale), prep.sky_sigma)
+    phot = aperture_photometry(
+        residual, x, y, cfg.aperture_arcsec / scale, _annulus_px(cfg, scale), prep.sky_sigma
+    )
     ra, dec = wcs.celestial.pixel_to_world_values(x, y)
     n_seg = int(found.labels.max())
     npix = ndimage.sum_labels(np.ones_like(residual), found.labels, np.arange(n_seg + 1))
     peaks_per_segment = np.bincount(found.segment, minlength=n_seg + 1)
     nan_segment = _segment_has(np.isnan(image), found.labels, n_seg)
-    table = pd.DataFrame({
-        "x": x, "y": y, "ra": np.asarray(ra) % 360.0, "dec": np.asarray(dec),
-        "flux": phot["flux"], "flux_err": phot["flux_err"],
-        "snr": phot["flux"] / phot["flux_err"], "size": size_px * FWHM_PER_SIGMA * scale,
-        "peak": found.significance, "npix": npix[found.segment].astype(int),
-        "blended": peaks_per_segment[found.segment] > 1,
-        "edge": phot["edge"], "nan": phot["nan"] | nan_segment[found.segment],
-        "saturated": _saturated(image, found, x, y, cfg, scale),
-    })
+    table = pd.DataFrame(
+        {
+            "x": x,
+            "y": y,
+            "ra": np.asarray(ra) % 360.0,
+            "dec": np.asarray(dec),
+            "flux": phot["flux"],
+            "flux_err": phot["flux_err"],
+            "snr": phot["flux"] / phot["flux_err"],
+            "size": size_px * FWHM_PER_SIGMA * scale,
+            "peak": found.significance,
+            "npix": npix[found.segment].astype(int),
+            "blended": peaks_per_segment[found.segment] > 1,
+            "edge": phot["edge"],
+            "nan": phot["nan"] | nan_segment[found.segment],
+            "saturated": _saturated(image, found, x, y, cfg, scale),
+        }
+    )
     return table.sort_values("flux", ascending=False, ignore_index=True)
 
 
@@ -363,8 +412,12 @@ def psf_size(sources: pd.DataFrame, min_snr: float = 20.0) -> float:
     The median of the smallest third of clean high-S/N sizes, so galaxies do not pull it up;
     NaN when there is no such source.
     """
-    clean = sources[(sources["snr"] >= min_snr) & ~sources["edge"] & ~sources["saturated"]
-                    & np.isfinite(sources["size"])]
+    clean = sources[
+        (sources["snr"] >= min_snr)
+        & ~sources["edge"]
+        & ~sources["saturated"]
+        & np.isfinite(sources["size"])
+    ]
     if clean.empty:
         return float("nan")
     sizes = np.sort(clean["size"].to_numpy())

@@ -48,16 +48,19 @@ class _TruthLookup:
         return np.where(self.ids[position] == ids, self.z[position], np.nan)
 
 
-def _read_truth(url: str, id_column: str, z_column: str,
-                storage_options: dict | None) -> _TruthLookup:
+def _read_truth(
+    url: str, id_column: str, z_column: str, storage_options: dict | None
+) -> _TruthLookup:
     fs, path = fsutil.filesystem(url, storage_options)
     try:
         table = pq.read_table(path, columns=[id_column, z_column], filesystem=fs)
     except FileNotFoundError:
         raise RaycatError(f"truth table not found: {url}") from None
     except (KeyError, ValueError) as err:  # pyarrow: a column that does not exist
-        raise RaycatError(f"truth table {url}: needs columns {id_column!r} and {z_column!r} "
-                          f"({str(err).splitlines()[0]})") from None
+        raise RaycatError(
+            f"truth table {url}: needs columns {id_column!r} and {z_column!r} "
+            f"({str(err).splitlines()[0]})"
+        ) from None
     if table.num_rows == 0:
         raise RaycatError(f"truth table {url} is empty")
     ids = table[id_column].to_numpy()
@@ -65,8 +68,9 @@ def _read_truth(url: str, id_column: str, z_column: str,
     return _TruthLookup(ids, z)
 
 
-def collect_scores(catalog_url: str, truth: _TruthLookup | None,
-                   storage_options: dict | None = None) -> Scores:
+def collect_scores(
+    catalog_url: str, truth: _TruthLookup | None, storage_options: dict | None = None
+) -> Scores:
     """Stream the catalog; without ``truth``, its own ``z_spec`` column is the truth."""
     edges = read_catalog_info(catalog_url, storage_options).bin_edges
     columns = [S.ID, S.Z_MEAN, S.PDF] + ([] if truth else [S.Z_SPEC])
@@ -79,17 +83,27 @@ def collect_scores(catalog_url: str, truth: _TruthLookup | None,
             else:
                 z_true = np.asarray(table[S.Z_SPEC].to_numpy(zero_copy_only=False), np.float64)
             pdf = pdf_matrix(table[S.PDF])
-            parts.append((z_phot, z_true, pit(pdf, edges, z_true),
-                          crps_per_object(pdf, edges, z_true)))
+            parts.append(
+                (z_phot, z_true, pit(pdf, edges, z_true), crps_per_object(pdf, edges, z_true))
+            )
     except (KeyError, ValueError) as err:
-        raise RaycatError(f"catalog {catalog_url}: missing column ({err}); give a truth "
-                          "table when the catalog has no z_spec") from None
+        raise RaycatError(
+            f"catalog {catalog_url}: missing column ({err}); give a truth "
+            "table when the catalog has no z_spec"
+        ) from None
     return Scores(*(np.concatenate(column) for column in zip(*parts)))
 
 
-def evaluate_catalog(catalog_url: str, truth_url: str | None, out_dir: str, *,
-                     storage_options: dict | None = None, id_column: str = "id",
-                     z_column: str = "z", train_median_z: float | None = None) -> dict:
+def evaluate_catalog(
+    catalog_url: str,
+    truth_url: str | None,
+    out_dir: str,
+    *,
+    storage_options: dict | None = None,
+    id_column: str = "id",
+    z_column: str = "z",
+    train_median_z: float | None = None,
+) -> dict:
     """Metrics of a catalog against true redshifts, plus PNG plots and ``metrics.json``.
 
     Objects are joined on ``id_column``; ``truth_url`` None uses the catalog's ``z_spec``.
@@ -99,8 +113,9 @@ def evaluate_catalog(catalog_url: str, truth_url: str | None, out_dir: str, *,
     """
     truth = _read_truth(truth_url, id_column, z_column, storage_options) if truth_url else None
     scores = collect_scores(catalog_url, truth, storage_options)
-    metrics: dict = summary_metrics(scores.z_phot, scores.z_true, pit_values=scores.pit,
-                                    crps_values=scores.crps)
+    metrics: dict = summary_metrics(
+        scores.z_phot, scores.z_true, pit_values=scores.pit, crps_values=scores.crps
+    )
     if train_median_z is not None:
         metrics.update(_baseline(scores, train_median_z))
     fs, out = fsutil.filesystem(out_dir, storage_options)
@@ -116,22 +131,30 @@ def evaluate_catalog(catalog_url: str, truth_url: str | None, out_dir: str, *,
 def _baseline(scores: Scores, median_z: float) -> dict[str, float]:
     used = np.isfinite(scores.z_true) & np.isfinite(scores.z_phot)
     constant = np.full(int(used.sum()), float(median_z))
-    return {"baseline_median_z": float(median_z),
-            "baseline_nmad": nmad(constant, scores.z_true[used]),
-            "baseline_outlier_frac_0.15": outlier_fraction(constant, scores.z_true[used], 0.15)}
+    return {
+        "baseline_median_z": float(median_z),
+        "baseline_nmad": nmad(constant, scores.z_true[used]),
+        "baseline_outlier_frac_0.15": outlier_fraction(constant, scores.z_true[used], 0.15),
+    }
 
 
 # --- plots ------------------------------------------------------------------------------------
 
-def metrics_in_z_bins(z_phot: np.ndarray, z_true: np.ndarray,
-                      n_bins: int = 10) -> dict[str, np.ndarray]:
+
+def metrics_in_z_bins(
+    z_phot: np.ndarray, z_true: np.ndarray, n_bins: int = 10
+) -> dict[str, np.ndarray]:
     """NMAD and outlier fraction (0.15) in bins of true redshift (NaN for sparse bins)."""
     used = np.isfinite(z_phot) & np.isfinite(z_true)
     z_phot, z_true = z_phot[used], z_true[used]
     edges = np.linspace(z_true.min(), z_true.max(), n_bins + 1) if z_true.size else np.zeros(2)
     index = np.clip(np.searchsorted(edges, z_true, side="right") - 1, 0, n_bins - 1)
-    result = {"z": 0.5 * (edges[:-1] + edges[1:]), "nmad": np.full(n_bins, np.nan),
-              "outlier_frac": np.full(n_bins, np.nan), "count": np.zeros(n_bins, int)}
+    result = {
+        "z": 0.5 * (edges[:-1] + edges[1:]),
+        "nmad": np.full(n_bins, np.nan),
+        "outlier_frac": np.full(n_bins, np.nan),
+        "count": np.zeros(n_bins, int),
+    }
     for b in range(n_bins if z_true.size else 0):
         inside = index == b
         result["count"][b] = int(inside.sum())
@@ -158,8 +181,11 @@ def _figures(scores: Scores, metrics: dict, median_z: float | None) -> dict:
         ax.plot(line, line, "w-", lw=0.8)
         for sign in (-1, 1):
             ax.plot(line, line + sign * 0.15 * (1 + line), "w--", lw=0.6)
-    ax.set(xlabel="true redshift", ylabel="photo-z (PDF mean)",
-           title=f"NMAD {metrics['nmad']:.4f}, outliers {metrics['outlier_frac_0.15']:.1%}")
+    ax.set(
+        xlabel="true redshift",
+        ylabel="photo-z (PDF mean)",
+        title=f"NMAD {metrics['nmad']:.4f}, outliers {metrics['outlier_frac_0.15']:.1%}",
+    )
     figures[PLOT_SCATTER] = fig
 
     fig = Figure(figsize=(5, 4), layout="constrained")
@@ -177,8 +203,9 @@ def _figures(scores: Scores, metrics: dict, median_z: float | None) -> dict:
     bottom.plot(binned["z"], binned["outlier_frac"], "o-", label="model")
     if median_z is not None:
         top.axhline(metrics["baseline_nmad"], color="gray", ls="--", label="median baseline")
-        bottom.axhline(metrics["baseline_outlier_frac_0.15"], color="gray", ls="--",
-                       label="median baseline")
+        bottom.axhline(
+            metrics["baseline_outlier_frac_0.15"], color="gray", ls="--", label="median baseline"
+        )
     top.set(ylabel="NMAD")
     bottom.set(xlabel="true redshift", ylabel="outlier fraction (>0.15)")
     top.legend()

@@ -11,8 +11,7 @@ import io
 from raycat import fsutil
 
 
-def save_figures(figures: dict, out_dir: str, storage_options: dict | None,
-                 dpi: int = 100) -> None:
+def save_figures(figures: dict, out_dir: str, storage_options: dict | None, dpi: int = 100) -> None:
     """Write each figure (name -> matplotlib figure) as the PNG ``<out_dir>/<name>``.
 
     Rendered in memory and written in one piece: an object store takes whole files.

@@ -18,14 +18,19 @@ import pyarrow.parquet as pq
 from raycat import fsutil
 from raycat import schema as S
 from raycat.catalog.read import existing_schema, iter_partitions
+from raycat.errors import RaycatError
+from raycat.photoz.pdf import bin_centres, nmad, outlier_fraction, point_estimates
 from raycat.quality.evaluate import evaluate_catalog
 from raycat.quality.plots import save_figures
-from raycat.photoz.pdf import bin_centres, nmad, outlier_fraction, point_estimates
 
 REPORT_FILE = "index.html"
 PLOT_VS_MAG, PLOT_ATTR, PLOT_ATTR_BANDS, PLOT_STABILITY, PLOT_EXAMPLES = (
-    "metrics_vs_mag.png", "attribution_vs_z.png", "attribution_bands_vs_z.png",
-    "stability.png", "examples.png")
+    "metrics_vs_mag.png",
+    "attribution_vs_z.png",
+    "attribution_bands_vs_z.png",
+    "stability.png",
+    "examples.png",
+)
 BAND_SAMPLE, BAND_PERMUTATIONS = 200, 8  # per-band Shapley on a sample: 66 passes per object
 STABILITY_OBJECTS = 400  # cutouts predicted 8 times each: enough for a 95th percentile
 EXAMPLE_BANDS = ("galex_nuv", "ps1_r", "unwise_w1")
@@ -33,8 +38,14 @@ EXAMPLE_BANDS = ("galex_nuv", "ps1_r", "unwise_w1")
 
 # --- data -------------------------------------------------------------------------------------
 
-def joined_columns(catalog_url: str, truth_url: str, truth_columns: list[str],
-                   catalog_columns: list[str], storage_options: dict | None = None) -> dict:
+
+def joined_columns(
+    catalog_url: str,
+    truth_url: str,
+    truth_columns: list[str],
+    catalog_columns: list[str],
+    storage_options: dict | None = None,
+) -> dict:
     """Catalog columns for every object, with the truth columns joined on id (NaN if absent)."""
     fs, path = fsutil.filesystem(truth_url, storage_options)
     names = set(pq.read_schema(path, filesystem=fs).names)
@@ -48,15 +59,17 @@ def joined_columns(catalog_url: str, truth_url: str, truth_columns: list[str],
         found = ids[at] == table[S.ID].to_numpy()
         for name in catalog_columns:
             parts.setdefault(name, []).append(
-                np.asarray(table[name].to_numpy(zero_copy_only=False), np.float64))
+                np.asarray(table[name].to_numpy(zero_copy_only=False), np.float64)
+            )
         for name in wanted:
             values = np.asarray(truth[name].to_numpy(zero_copy_only=False), np.float64)[order]
             parts.setdefault(name, []).append(np.where(found, values[at], np.nan))
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-def attribution_shares(z: np.ndarray, attributions: dict[str, np.ndarray],
-                       n_bins: int = 6) -> dict[str, np.ndarray]:
+def attribution_shares(
+    z: np.ndarray, attributions: dict[str, np.ndarray], n_bins: int = 6
+) -> dict[str, np.ndarray]:
     """Share of the mean |attribution| held by each player, in bins of redshift."""
     used = np.isfinite(z) & np.all([np.isfinite(a) for a in attributions.values()], axis=0)
     edges = np.quantile(z[used], np.linspace(0, 1, n_bins + 1)) if used.any() else np.zeros(2)
@@ -64,9 +77,12 @@ def attribution_shares(z: np.ndarray, attributions: dict[str, np.ndarray],
     shares = {"z": 0.5 * (edges[:-1] + edges[1:])}
     totals = np.zeros(len(edges) - 1)
     for name, values in attributions.items():
-        shares[name] = np.array([np.abs(values[used & (index == b)]).mean()
-                                 if np.any(used & (index == b)) else 0.0
-                                 for b in range(len(edges) - 1)])
+        shares[name] = np.array(
+            [
+                np.abs(values[used & (index == b)]).mean() if np.any(used & (index == b)) else 0.0
+                for b in range(len(edges) - 1)
+            ]
+        )
         totals += shares[name]
     for name in attributions:
         shares[name] = shares[name] / np.where(totals > 0, totals, 1.0)
@@ -79,8 +95,7 @@ def sample_cutouts(cutouts, n: int) -> dict[str, np.ndarray]:
 
     taken: list[dict] = []
     columns = [S.ID, S.CUBE, S.FLAGS, S.Z_SPEC]
-    for batch in cutouts.select_columns(columns).iter_batches(batch_size=128,
-                                                              batch_format="numpy"):
+    for batch in cutouts.select_columns(columns).iter_batches(batch_size=128, batch_format="numpy"):
         keep = has_pixels(batch[S.CUBE], batch[S.FLAGS])
         taken.append({k: v[keep] for k, v in batch.items()})
         if sum(len(t[S.ID]) for t in taken) >= n:
@@ -92,8 +107,12 @@ def stability(model, meta, cubes: np.ndarray) -> tuple[dict, np.ndarray]:
     """|dz_mode| / z_std under the 8 dihedral transforms: summary and per-object shifts."""
     import torch
 
-    from raycat.photoz.uncertainty import (dihedral_pdfs, point_from_pdfs, rotation_shifts,
-                                    rotation_stability)
+    from raycat.photoz.uncertainty import (
+        dihedral_pdfs,
+        point_from_pdfs,
+        rotation_shifts,
+        rotation_stability,
+    )
 
     pdfs = dihedral_pdfs(model, torch.from_numpy(np.ascontiguousarray(cubes, np.float32)))
     sigma = np.maximum(point_estimates(pdfs[0].numpy(), meta.bin_edges)[S.Z_STD], 1e-6)
@@ -103,6 +122,7 @@ def stability(model, meta, cubes: np.ndarray) -> tuple[dict, np.ndarray]:
 
 # --- figures ----------------------------------------------------------------------------------
 
+
 def _figure(rows: int = 1, cols: int = 1, size=(6, 4)):
     from matplotlib.figure import Figure
 
@@ -110,16 +130,19 @@ def _figure(rows: int = 1, cols: int = 1, size=(6, 4)):
     return fig, fig.subplots(rows, cols)
 
 
-def metrics_by(values: np.ndarray, z_phot: np.ndarray, z_true: np.ndarray,
-               n_bins: int = 6) -> dict[str, np.ndarray]:
+def metrics_by(
+    values: np.ndarray, z_phot: np.ndarray, z_true: np.ndarray, n_bins: int = 6
+) -> dict[str, np.ndarray]:
     """NMAD and outlier fraction in equal-count bins of ``values`` (e.g. a magnitude)."""
     used = np.isfinite(values) & np.isfinite(z_phot) & np.isfinite(z_true)
     edges = np.quantile(values[used], np.linspace(0, 1, n_bins + 1))
     index = np.clip(np.searchsorted(edges, values[used], side="right") - 1, 0, n_bins - 1)
     parts = [(z_phot[used][index == b], z_true[used][index == b]) for b in range(n_bins)]
-    return {"centre": 0.5 * (edges[:-1] + edges[1:]),
-            "nmad": np.array([nmad(p, t) for p, t in parts]),
-            "outlier_frac": np.array([outlier_fraction(p, t) for p, t in parts])}
+    return {
+        "centre": 0.5 * (edges[:-1] + edges[1:]),
+        "nmad": np.array([nmad(p, t) for p, t in parts]),
+        "outlier_frac": np.array([outlier_fraction(p, t) for p, t in parts]),
+    }
 
 
 def magnitude_figure(binned: dict, label: str):
@@ -134,10 +157,17 @@ def magnitude_figure(binned: dict, label: str):
 def attribution_figure(shares: dict, what: str = "per survey, every object"):
     fig, ax = _figure()
     players = [k for k in shares if k != "z"]
-    ax.stackplot(shares["z"], [shares[p] for p in players],
-                 labels=[p.removeprefix(S.attr_column("")) for p in players])
-    ax.set(xlabel="true redshift", ylabel="share of mean |attribution|", ylim=(0, 1),
-           title=f"which inputs the model uses, by redshift ({what})")
+    ax.stackplot(
+        shares["z"],
+        [shares[p] for p in players],
+        labels=[p.removeprefix(S.attr_column("")) for p in players],
+    )
+    ax.set(
+        xlabel="true redshift",
+        ylabel="share of mean |attribution|",
+        ylim=(0, 1),
+        title=f"which inputs the model uses, by redshift ({what})",
+    )
     ax.legend(loc="upper left", fontsize=7, ncol=3)
     return fig
 
@@ -146,8 +176,11 @@ def stability_figure(shifts: np.ndarray, summary: dict):
     fig, ax = _figure()
     ax.hist(shifts, bins=30, color="tab:purple")
     ax.axvline(summary["p95"], color="k", ls="--", label=f"95th percentile {summary['p95']:.2f}")
-    ax.set(xlabel="max |dz_mode| / sigma over the 8 rotations and flips", ylabel="objects",
-           title=f"rotation stability (mean {summary['mean']:.3f})")
+    ax.set(
+        xlabel="max |dz_mode| / sigma over the 8 rotations and flips",
+        ylabel="objects",
+        title=f"rotation stability (mean {summary['mean']:.3f})",
+    )
     ax.legend()
     return fig
 
@@ -174,30 +207,50 @@ def examples_figure(sample: dict, pdfs: np.ndarray, edges: np.ndarray, bands: li
 
 # --- the page ---------------------------------------------------------------------------------
 
-def build_report(catalog_url: str, truth_url: str, out_dir: str, *, cutouts=None,
-                 model_url: str | None = None, baseline: dict | None = None,
-                 train_median_z: float | None = None, mag_column: str = "mag_ps1_r",
-                 storage_options: dict | None = None) -> tuple[str, dict]:
+
+def build_report(
+    catalog_url: str,
+    truth_url: str,
+    out_dir: str,
+    *,
+    cutouts=None,
+    model_url: str | None = None,
+    baseline: dict | None = None,
+    train_median_z: float | None = None,
+    mag_column: str = "mag_ps1_r",
+    storage_options: dict | None = None,
+) -> tuple[str, dict]:
     """Write ``out_dir/index.html`` with its figures; returns its path and the metrics.
 
     ``cutouts`` (a Ray Dataset of cutout rows) and ``model_url`` add the stability and the
     example sections; ``baseline`` (metrics of the catalog-photometry baseline on the same
     held-out objects) adds its column to the comparison table.
     """
-    metrics = evaluate_catalog(catalog_url, truth_url, out_dir, storage_options=storage_options,
-                               train_median_z=train_median_z)
+    metrics = evaluate_catalog(
+        catalog_url,
+        truth_url,
+        out_dir,
+        storage_options=storage_options,
+        train_median_z=train_median_z,
+    )
     figures, sections = {}, [_metrics_table(metrics, baseline)]
     sections.append(_images("Photo-z against truth", list(metrics["plots"])))
-    attr = [n for n in _catalog_names(catalog_url, storage_options)
-            if n.startswith(S.attr_column("")) and n != S.ATTR_BASELINE]
-    data = joined_columns(catalog_url, truth_url, [S.TRUTH_Z, mag_column], [S.Z_MEAN, *attr],
-                          storage_options)
+    attr = [
+        n
+        for n in _catalog_names(catalog_url, storage_options)
+        if n.startswith(S.attr_column("")) and n != S.ATTR_BASELINE
+    ]
+    data = joined_columns(
+        catalog_url, truth_url, [S.TRUTH_Z, mag_column], [S.Z_MEAN, *attr], storage_options
+    )
     if mag_column in data:
         figures[PLOT_VS_MAG] = magnitude_figure(
-            metrics_by(data[mag_column], data[S.Z_MEAN], data[S.TRUTH_Z]), mag_column)
+            metrics_by(data[mag_column], data[S.Z_MEAN], data[S.TRUTH_Z]), mag_column
+        )
     if attr:
         figures[PLOT_ATTR] = attribution_figure(
-            attribution_shares(data[S.TRUTH_Z], {a: data[a] for a in attr}))
+            attribution_shares(data[S.TRUTH_Z], {a: data[a] for a in attr})
+        )
     if cutouts is not None and model_url:
         figures.update(_model_figures(cutouts, model_url, storage_options, metrics))
     save_figures(figures, out_dir, storage_options)
@@ -211,18 +264,25 @@ def build_report(catalog_url: str, truth_url: str, out_dir: str, *, cutouts=None
 def _catalog_names(catalog_url: str, storage_options: dict | None) -> list[str]:
     """Column names from the catalog's metadata, without reading any rows."""
     fs, path = fsutil.filesystem(catalog_url, storage_options)
-    return existing_schema(fs, path.rstrip("/")).names
+    found = existing_schema(fs, path.rstrip("/"))
+    if found is None:
+        raise RaycatError(f"catalog not found (no partitions): {catalog_url}")
+    return found.names
 
 
-def _model_figures(cutouts, model_url: str, storage_options: dict | None,
-                   metrics: dict) -> dict:
+def _model_figures(cutouts, model_url: str, storage_options: dict | None, metrics: dict) -> dict:
     from raycat.config import InferConfig
     from raycat.photoz.infer import Predictor
 
     # one model load for every section; its attribution settings are the band figure's
-    settings = InferConfig.model_validate({
-        "model": model_url, "attributions": "bands", "attribution_method": "sampled",
-        "attribution_permutations": BAND_PERMUTATIONS})
+    settings = InferConfig.model_validate(
+        {
+            "model": model_url,
+            "attributions": "bands",
+            "attribution_method": "sampled",
+            "attribution_permutations": BAND_PERMUTATIONS,
+        }
+    )
     predictor = Predictor(settings, storage_options)
     meta = predictor.meta
     sample = sample_cutouts(cutouts, STABILITY_OBJECTS)
@@ -232,11 +292,14 @@ def _model_figures(cutouts, model_url: str, storage_options: dict | None,
     picks = order[np.linspace(0, len(order) - 1, min(4, len(order))).astype(int)]
     example = {k: v[picks] for k, v in sample.items()}
     pdfs = predictor.predict(example[S.CUBE])
-    band_shares = attribution_shares(sample[S.Z_SPEC][:BAND_SAMPLE],
-                                     band_attributions(predictor, sample[S.CUBE][:BAND_SAMPLE]))
-    return {PLOT_STABILITY: stability_figure(shifts, summary),
-            PLOT_EXAMPLES: examples_figure(example, pdfs, meta.bin_edges, meta.bands),
-            PLOT_ATTR_BANDS: attribution_figure(band_shares, "per band, on a sample")}
+    band_shares = attribution_shares(
+        sample[S.Z_SPEC][:BAND_SAMPLE], band_attributions(predictor, sample[S.CUBE][:BAND_SAMPLE])
+    )
+    return {
+        PLOT_STABILITY: stability_figure(shifts, summary),
+        PLOT_EXAMPLES: examples_figure(example, pdfs, meta.bin_edges, meta.bands),
+        PLOT_ATTR_BANDS: attribution_figure(band_shares, "per band, on a sample"),
+    }
 
 
 def band_attributions(predictor, cubes: np.ndarray) -> dict[str, np.ndarray]:
@@ -265,15 +328,20 @@ def _metrics_table(metrics: dict, baseline: dict | None) -> str:
 def _images(title: str, paths: list[str]) -> str:
     names = [p.rsplit("/", 1)[-1] for p in paths]
     return f"<h2>{html.escape(title)}</h2>" + "".join(
-        f'<img src="{html.escape(n)}" alt="{html.escape(n)}">' for n in names)
+        f'<img src="{html.escape(n)}" alt="{html.escape(n)}">' for n in names
+    )
 
 
 def _page(sections: list[str], metrics: dict) -> str:
-    raw = html.escape(json.dumps({k: v for k, v in metrics.items() if k != "plots"},
-                                 indent=1, default=str))
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>raycat report</title>"
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-            "img{max-width:48%;margin:4px}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:4px 8px}</style></head><body>"
-            "<h1>raycat catalog report</h1>" + "".join(sections) +
-            f"<h2>All metrics</h2><pre>{raw}</pre></body></html>")
+    raw = html.escape(
+        json.dumps({k: v for k, v in metrics.items() if k != "plots"}, indent=1, default=str)
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>raycat report</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+        "img{max-width:48%;margin:4px}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px}</style></head><body>"
+        "<h1>raycat catalog report</h1>"
+        + "".join(sections)
+        + f"<h2>All metrics</h2><pre>{raw}</pre></body></html>"
+    )

@@ -19,7 +19,7 @@ draw; flux and centroid are exact, only the unresolved shape is approximated.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import galsim
 import numpy as np
@@ -28,8 +28,8 @@ from scipy.special import erf
 
 from raycat import schema
 from raycat.sky.population import KIND_STAR, bulge_mag_column, disk_mag_column
-from raycat.sky.tiles import TileGeometry
 from raycat.sky.sed import MAG_NO_FLUX
+from raycat.sky.tiles import TileGeometry
 from raycat.surveys.bands import BANDS, Band
 
 PS1_MOFFAT_BETA = 3.5
@@ -44,7 +44,7 @@ UNRESOLVED_HLR_FRACTION = 0.25  # hlr / FWHM below which Gaussian-PSF bands use 
 GAUSSIAN_HLR_PER_SIGMA = 1.1774  # half-light radius of a Gaussian in units of its sigma
 
 
-@lru_cache(maxsize=None)
+@cache
 def band_psf(band: str) -> galsim.GSObject:
     """The band's PSF: Moffat for PS1 (seeing-limited), Gaussian for GALEX and unWISE."""
     info = BANDS[band]
@@ -53,11 +53,13 @@ def band_psf(band: str) -> galsim.GSObject:
     return galsim.Gaussian(fwhm=info.psf_fwhm)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _unit_profiles() -> tuple[galsim.GSObject, galsim.GSObject]:
     """Unit-size bulge and disk; dilating them reuses GalSim's cached profile tables."""
-    return (galsim.DeVaucouleurs(half_light_radius=1.0, trunc=BULGE_TRUNCATION),
-            galsim.Exponential(half_light_radius=1.0))
+    return (
+        galsim.DeVaucouleurs(half_light_radius=1.0, trunc=BULGE_TRUNCATION),
+        galsim.Exponential(half_light_radius=1.0),
+    )
 
 
 def galsim_beta_deg(pa_deg: np.ndarray | float) -> np.ndarray | float:
@@ -70,25 +72,33 @@ def flux_in_pixel_units(mag: np.ndarray, zero_point: float) -> np.ndarray:
     return 10.0 ** (-0.4 * (np.asarray(mag, dtype=float) - zero_point))
 
 
-def sources_on_tile(tile: TileGeometry, sources: pd.DataFrame,
-                    margin_px: float) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def sources_on_tile(
+    tile: TileGeometry, sources: pd.DataFrame, margin_px: float
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Sources whose stamps can touch ``tile``, with their 0-based pixel positions."""
     x, y = tile.wcs.all_world2pix(sources[schema.RA].to_numpy(), sources[schema.DEC].to_numpy(), 0)
-    inside = ((x > -margin_px) & (x < tile.naxis - 1 + margin_px)
-              & (y > -margin_px) & (y < tile.naxis - 1 + margin_px))
+    inside = (
+        (x > -margin_px)
+        & (x < tile.naxis - 1 + margin_px)
+        & (y > -margin_px)
+        & (y < tile.naxis - 1 + margin_px)
+    )
     return sources[inside], x[inside], y[inside]
 
 
 def stamp_half_px(sources: pd.DataFrame, band: Band) -> np.ndarray:
     """Half-size of each source's stamp in pixels (see the module docstring)."""
-    hlr = np.fmax(sources[schema.TRUTH_HLR_DISK].fillna(0).to_numpy(),
-                  sources[schema.TRUTH_HLR_BULGE].fillna(0).to_numpy())
+    hlr = np.fmax(
+        sources[schema.TRUTH_HLR_DISK].fillna(0).to_numpy(),
+        sources[schema.TRUTH_HLR_BULGE].fillna(0).to_numpy(),
+    )
     half = (STAMP_HLR * hlr + STAMP_FWHM * band.psf_fwhm) / band.pixel_scale
     return np.minimum(np.ceil(half), MAX_STAMP_HALF_PX).astype(int)
 
 
-def _component(unit: galsim.GSObject, flux: float, hlr: float, q: float,
-               beta: galsim.Angle) -> galsim.GSObject:
+def _component(
+    unit: galsim.GSObject, flux: float, hlr: float, q: float, beta: galsim.Angle
+) -> galsim.GSObject:
     return unit.dilate(hlr).shear(q=q, beta=beta).withFlux(flux)
 
 
@@ -96,10 +106,14 @@ def _galaxy_profile(row, zero_point: float) -> galsim.GSObject | None:
     """Bulge + disk of one drawing-table row; None if neither has flux."""
     unit_bulge, unit_disk = _unit_profiles()
     beta = float(galsim_beta_deg(row.pa)) * galsim.degrees
-    parts = [_component(unit, float(flux_in_pixel_units(mag, zero_point)), hlr, q, beta)
-             for unit, mag, hlr, q in ((unit_bulge, row.bulge_mag, row.hlr_bulge, row.q_bulge),
-                                       (unit_disk, row.disk_mag, row.hlr_disk, row.q_disk))
-             if mag < MAG_NO_FLUX]
+    parts = [
+        _component(unit, float(flux_in_pixel_units(mag, zero_point)), hlr, q, beta)
+        for unit, mag, hlr, q in (
+            (unit_bulge, row.bulge_mag, row.hlr_bulge, row.q_bulge),
+            (unit_disk, row.disk_mag, row.hlr_disk, row.q_disk),
+        )
+        if mag < MAG_NO_FLUX
+    ]
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else galsim.Add(parts)
@@ -107,19 +121,23 @@ def _galaxy_profile(row, zero_point: float) -> galsim.GSObject | None:
 
 def _drawing_table(sources: pd.DataFrame, band: str) -> pd.DataFrame:
     """The fields drawing needs in ``band``, under short names for ``itertuples``."""
-    return pd.DataFrame({
-        "star": (sources[schema.TRUTH_KIND] == KIND_STAR).to_numpy(),
-        "bulge_mag": sources[bulge_mag_column(band)].to_numpy(),
-        "disk_mag": sources[disk_mag_column(band)].to_numpy(),
-        "hlr_bulge": sources[schema.TRUTH_HLR_BULGE].to_numpy(),
-        "hlr_disk": sources[schema.TRUTH_HLR_DISK].to_numpy(),
-        "q_bulge": sources[schema.TRUTH_Q_BULGE].to_numpy(),
-        "q_disk": sources[schema.TRUTH_Q_DISK].to_numpy(),
-        "pa": sources[schema.TRUTH_PA].to_numpy()})
+    return pd.DataFrame(
+        {
+            "star": (sources[schema.TRUTH_KIND] == KIND_STAR).to_numpy(),
+            "bulge_mag": sources[bulge_mag_column(band)].to_numpy(),
+            "disk_mag": sources[disk_mag_column(band)].to_numpy(),
+            "hlr_bulge": sources[schema.TRUTH_HLR_BULGE].to_numpy(),
+            "hlr_disk": sources[schema.TRUTH_HLR_DISK].to_numpy(),
+            "q_bulge": sources[schema.TRUTH_Q_BULGE].to_numpy(),
+            "q_disk": sources[schema.TRUTH_Q_DISK].to_numpy(),
+            "pa": sources[schema.TRUTH_PA].to_numpy(),
+        }
+    )
 
 
-def _add_circular_gaussian(image: np.ndarray, x: float, y: float, flux: float, sigma: float,
-                           half: int) -> None:
+def _add_circular_gaussian(
+    image: np.ndarray, x: float, y: float, flux: float, sigma: float, half: int
+) -> None:
     """Add a pixel-integrated circular Gaussian (pixel units, 0-based centre) in place.
 
     A circular Gaussian integrated over square pixels separates into x and y erf
@@ -140,13 +158,23 @@ def _unresolved(sources: pd.DataFrame, band: Band) -> np.ndarray:
     """Sources the band cannot resolve (Gaussian-PSF bands only; see the module docstring)."""
     if isinstance(band_psf(band.name), galsim.Moffat):
         return np.zeros(len(sources), dtype=bool)
-    hlr = np.fmax(sources[schema.TRUTH_HLR_DISK].fillna(0).to_numpy(),
-                  sources[schema.TRUTH_HLR_BULGE].fillna(0).to_numpy())
+    hlr = np.fmax(
+        sources[schema.TRUTH_HLR_DISK].fillna(0).to_numpy(),
+        sources[schema.TRUTH_HLR_BULGE].fillna(0).to_numpy(),
+    )
     return hlr <= UNRESOLVED_HLR_FRACTION * band.psf_fwhm
 
 
-def _draw_profile(image: galsim.ImageF, wcs: galsim.JacobianWCS, psf: galsim.GSObject, row,
-                  x: float, y: float, half: int, zero_point: float) -> None:
+def _draw_profile(
+    image: galsim.ImageF,
+    wcs: galsim.JacobianWCS,
+    psf: galsim.GSObject,
+    row,
+    x: float,
+    y: float,
+    half: int,
+    zero_point: float,
+) -> None:
     """Draw one source with GalSim (FFT) into its clipped stamp of ``image``."""
     ix, iy = round(x) + 1, round(y) + 1  # GalSim pixels are 1-based
     bounds = galsim.BoundsI(ix - half, ix + half, iy - half, iy + half) & image.bounds
@@ -157,12 +185,22 @@ def _draw_profile(image: galsim.ImageF, wcs: galsim.JacobianWCS, psf: galsim.GSO
     else:
         light = _galaxy_profile(row, zero_point)
     if light is not None:
-        galsim.Convolve(light, psf).drawImage(image=image[bounds], wcs=wcs, add_to_image=True,
-                                              center=galsim.PositionD(x + 1.0, y + 1.0))
+        galsim.Convolve(light, psf).drawImage(
+            image=image[bounds],
+            wcs=wcs,
+            add_to_image=True,
+            center=galsim.PositionD(x + 1.0, y + 1.0),
+        )
 
 
-def draw_band(tile: TileGeometry, band: str, sources: pd.DataFrame, x: np.ndarray,
-              y: np.ndarray, zero_point: float) -> np.ndarray:
+def draw_band(
+    tile: TileGeometry,
+    band: str,
+    sources: pd.DataFrame,
+    x: np.ndarray,
+    y: np.ndarray,
+    zero_point: float,
+) -> np.ndarray:
     """Noiseless float32 image of ``sources`` (at 0-based pixels x, y) in one tile band."""
     info = BANDS[band]
     image = galsim.ImageF(tile.naxis, tile.naxis)
@@ -190,8 +228,9 @@ def add_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> None
     image += np.float32(sigma) * rng.standard_normal(image.shape, dtype=np.float32)
 
 
-def star_mask_circles(stars: pd.DataFrame, x: np.ndarray, y: np.ndarray,
-                      pixel_scale: float) -> list[tuple[float, float, float]]:
+def star_mask_circles(
+    stars: pd.DataFrame, x: np.ndarray, y: np.ndarray, pixel_scale: float
+) -> list[tuple[float, float, float]]:
     """(x, y, radius px) of the NaN masks around bright stars, the same in every band."""
     mag = stars[schema.truth_mag("ps1_r")].to_numpy()
     bright = (stars[schema.TRUTH_KIND] == KIND_STAR).to_numpy() & (mag < STAR_MASK_MAG)
@@ -199,8 +238,12 @@ def star_mask_circles(stars: pd.DataFrame, x: np.ndarray, y: np.ndarray,
     return list(zip(x[bright], y[bright], radius))
 
 
-def apply_masks(image: np.ndarray, circles: list[tuple[float, float, float]], band: str,
-                rng: np.random.Generator) -> None:
+def apply_masks(
+    image: np.ndarray,
+    circles: list[tuple[float, float, float]],
+    band: str,
+    rng: np.random.Generator,
+) -> None:
     """Set masked pixels to NaN: star circles, and sometimes a bad PS1 column."""
     ny, nx = image.shape
     for cx, cy, radius in circles:
@@ -213,4 +256,4 @@ def apply_masks(image: np.ndarray, circles: list[tuple[float, float, float]], ba
         region[(xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2] = np.nan
     if BANDS[band].survey == "ps1" and rng.uniform() < BAD_COLUMN_PROBABILITY:
         column = int(rng.integers(0, nx))
-        image[:, column:column + int(rng.integers(1, 4))] = np.nan
+        image[:, column : column + int(rng.integers(1, 4))] = np.nan

@@ -28,8 +28,14 @@ import numpy as np
 import pandas as pd
 
 from raycat import schema
-from raycat.sky.sed import (MAG_NO_FLUX, STAR_TEFF_GRID, TEMPLATES, ColourGrid, kflux_to_mag,
-                        star_colour_grid)
+from raycat.sky.sed import (
+    MAG_NO_FLUX,
+    STAR_TEFF_GRID,
+    TEMPLATES,
+    ColourGrid,
+    kflux_to_mag,
+    star_colour_grid,
+)
 
 BULGE_TEMPLATE = "E"
 BULGE_TO_DISK_SIZE = 0.6  # bulge half-light radius / disk half-light radius
@@ -83,12 +89,31 @@ class Population:
 
 
 POPULATIONS: tuple[Population, ...] = (
-    Population("bright", 0.20, (0.02, 0.35), (2.0, 3.0),
-               {"E": 0.3, "Sbc": 0.35, "Scd": 0.25, "Im": 0.1}, -21.2, -1.2, 1.0, 19.5),
-    Population("lrg", 0.35, (0.2, 0.85), (3.0, 3.0), {"E": 1.0}, -21.6, -0.5, 1.0, 21.8,
-               luminous_only=True),
-    Population("elg", 0.45, (0.55, 1.55), (2.2, 2.5),
-               {"Sbc": 0.2, "Scd": 0.4, "Im": 0.4}, -21.0, -1.3, 1.5, 22.5),
+    Population(
+        "bright",
+        0.20,
+        (0.02, 0.35),
+        (2.0, 3.0),
+        {"E": 0.3, "Sbc": 0.35, "Scd": 0.25, "Im": 0.1},
+        -21.2,
+        -1.2,
+        1.0,
+        19.5,
+    ),
+    Population(
+        "lrg", 0.35, (0.2, 0.85), (3.0, 3.0), {"E": 1.0}, -21.6, -0.5, 1.0, 21.8, luminous_only=True
+    ),
+    Population(
+        "elg",
+        0.45,
+        (0.55, 1.55),
+        (2.2, 2.5),
+        {"Sbc": 0.2, "Scd": 0.4, "Im": 0.4},
+        -21.0,
+        -1.3,
+        1.5,
+        22.5,
+    ),
 )
 NEIGHBOUR_TYPES = {"Sbc": 0.3, "Scd": 0.35, "Im": 0.35}
 
@@ -108,8 +133,9 @@ def _bulge_fractions(rng: np.random.Generator, types: np.ndarray) -> np.ndarray:
     return rng.uniform(lo, hi)
 
 
-def component_kflux(grid: ColourGrid, disk_types: np.ndarray, bulge_frac: np.ndarray,
-                    z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def component_kflux(
+    grid: ColourGrid, disk_types: np.ndarray, bulge_frac: np.ndarray, z: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(bulge, disk) K-flux factors, (n, n_bands) each, weighted by their rest-r shares."""
     bulge_t = np.full(len(z), TEMPLATES.index(BULGE_TEMPLATE))
     bulge = grid.template_kflux(bulge_t, z) * bulge_frac[:, None]
@@ -117,8 +143,9 @@ def component_kflux(grid: ColourGrid, disk_types: np.ndarray, bulge_frac: np.nda
     return bulge, disk
 
 
-def _k_correction_r(grid: ColourGrid, types: np.ndarray, bulge_frac: np.ndarray,
-                   z: np.ndarray) -> np.ndarray:
+def _k_correction_r(
+    grid: ColourGrid, types: np.ndarray, bulge_frac: np.ndarray, z: np.ndarray
+) -> np.ndarray:
     """PS1 r K-correction (apparent minus absolute r, less the distance modulus): the one
     step between absolute and apparent r, for the target selection and the neighbours."""
     bulge, disk = component_kflux(grid, types, bulge_frac, z)
@@ -134,22 +161,24 @@ def _schechter_cdf(alpha: float) -> tuple[np.ndarray, np.ndarray]:
     return x, cdf / cdf[-1]
 
 
-def _truncated_schechter(rng: np.random.Generator, pop: Population,
-                         x_faint: np.ndarray) -> np.ndarray:
+def _truncated_schechter(
+    rng: np.random.Generator, pop: Population, x_faint: np.ndarray
+) -> np.ndarray:
     """x = M - M* drawn from the Schechter function, only brighter than ``x_faint``."""
     x, cdf = _schechter_cdf(pop.alpha)
     u_max = np.interp(x_faint, x, cdf)
     return np.interp(rng.uniform(0, 1, len(x_faint)) * u_max, cdf, x)
 
 
-def _feasible_draws(rng: np.random.Generator, pop: Population, n: int,
-                    grid: ColourGrid) -> list[np.ndarray]:
+def _feasible_draws(
+    rng: np.random.Generator, pop: Population, n: int, grid: ColourGrid
+) -> list[np.ndarray]:
     """z, types, bulge fractions and faint limits x = M_faint - M*(z) of ``n`` galaxies.
 
     A redshift at which no galaxy of the luminosity function passes the population's r limit
     (x < -3) is redrawn, so n(z) is the population's wherever the selection allows it.
     """
-    chunks = []
+    chunks: list[tuple[np.ndarray, ...]] = []
     while sum(len(chunk[0]) for chunk in chunks) < n:
         k = 2 * n + 8
         z = pop.z_range[0] + (pop.z_range[1] - pop.z_range[0]) * rng.beta(*pop.z_beta, k)
@@ -164,44 +193,69 @@ def _feasible_draws(rng: np.random.Generator, pop: Population, n: int,
     return [np.concatenate(parts)[:n] for parts in zip(*chunks)]
 
 
-def _draw_population(rng: np.random.Generator, pop: Population, n: int,
-                     grid: ColourGrid) -> pd.DataFrame:
+def _draw_population(
+    rng: np.random.Generator, pop: Population, n: int, grid: ColourGrid
+) -> pd.DataFrame:
     """``n`` galaxies of one population, all passing its r limit."""
     z, types, bulge_frac, x_faint = _feasible_draws(rng, pop, n, grid)
     abs_mag = pop.m_star - pop.evolution * z + _truncated_schechter(rng, pop, x_faint)
     return _galaxy_table(rng, grid, z, types, bulge_frac, abs_mag, pop.name)
 
 
-def _sizes(rng: np.random.Generator, grid: ColourGrid, types: np.ndarray,
-           abs_mag: np.ndarray, z: np.ndarray) -> np.ndarray:
+def _sizes(
+    rng: np.random.Generator,
+    grid: ColourGrid,
+    types: np.ndarray,
+    abs_mag: np.ndarray,
+    z: np.ndarray,
+) -> np.ndarray:
     """Half-light radius in arcsec from the size-luminosity relation (see module doc)."""
     r0 = np.array([SIZE_KPC_AT_M21[t] for t in types])
     lum_ratio = 10.0 ** (-0.4 * (abs_mag + 21.0))
-    r_kpc = (r0 * lum_ratio ** SIZE_LUMINOSITY_SLOPE * (1 + z) ** SIZE_EVOLUTION
-             * np.exp(SIZE_SCATTER_LN * rng.standard_normal(len(z))))
+    r_kpc = (
+        r0
+        * lum_ratio**SIZE_LUMINOSITY_SLOPE
+        * (1 + z) ** SIZE_EVOLUTION
+        * np.exp(SIZE_SCATTER_LN * rng.standard_normal(len(z)))
+    )
     return np.clip(r_kpc / grid.angular_scale(z), *HLR_RANGE_ARCSEC)
 
 
-def _galaxy_table(rng: np.random.Generator, grid: ColourGrid, z: np.ndarray, types: np.ndarray,
-                  bulge_frac: np.ndarray, abs_mag: np.ndarray, population: str) -> pd.DataFrame:
+def _galaxy_table(
+    rng: np.random.Generator,
+    grid: ColourGrid,
+    z: np.ndarray,
+    types: np.ndarray,
+    bulge_frac: np.ndarray,
+    abs_mag: np.ndarray,
+    population: str,
+) -> pd.DataFrame:
     """Magnitudes (total and per component), sizes and shapes of galaxies."""
     n = len(z)
     hlr = _sizes(rng, grid, types, abs_mag, z)
     hlr_disk = hlr / (1 - (1 - BULGE_TO_DISK_SIZE) * bulge_frac)
     bulge, disk = component_kflux(grid, types, bulge_frac, z)
     scale = 10.0 ** (-0.4 * (abs_mag + grid.distance_modulus(z)))[:, None]
-    table = {schema.TRUTH_Z: z, schema.TRUTH_SED: types, schema.TRUTH_POPULATION: population,
-             schema.TRUTH_ABS_MAG_R: abs_mag, schema.TRUTH_BULGE_FRAC: bulge_frac,
-             schema.TRUTH_HLR: hlr, schema.TRUTH_HLR_BULGE: BULGE_TO_DISK_SIZE * hlr_disk,
-             schema.TRUTH_HLR_DISK: hlr_disk, schema.TRUTH_Q_BULGE: rng.uniform(0.55, 1.0, n),
-             schema.TRUTH_Q_DISK: rng.uniform(0.25, 1.0, n),
-             schema.TRUTH_PA: rng.uniform(0.0, 180.0, n)}
+    table = {
+        schema.TRUTH_Z: z,
+        schema.TRUTH_SED: types,
+        schema.TRUTH_POPULATION: population,
+        schema.TRUTH_ABS_MAG_R: abs_mag,
+        schema.TRUTH_BULGE_FRAC: bulge_frac,
+        schema.TRUTH_HLR: hlr,
+        schema.TRUTH_HLR_BULGE: BULGE_TO_DISK_SIZE * hlr_disk,
+        schema.TRUTH_HLR_DISK: hlr_disk,
+        schema.TRUTH_Q_BULGE: rng.uniform(0.55, 1.0, n),
+        schema.TRUTH_Q_DISK: rng.uniform(0.25, 1.0, n),
+        schema.TRUTH_PA: rng.uniform(0.0, 180.0, n),
+    }
     table.update(_magnitude_columns(grid.bands, bulge * scale, disk * scale))
     return pd.DataFrame(table)
 
 
-def _magnitude_columns(bands: tuple[str, ...], bulge: np.ndarray,
-                       disk: np.ndarray) -> dict[str, np.ndarray]:
+def _magnitude_columns(
+    bands: tuple[str, ...], bulge: np.ndarray, disk: np.ndarray
+) -> dict[str, np.ndarray]:
     """Total truth magnitudes, plus the per-component ones the drawing code needs."""
     columns = {}
     for b, band in enumerate(bands):
@@ -230,8 +284,9 @@ def draw_targets(rng: np.random.Generator, n: int, grid: ColourGrid) -> pd.DataF
     return targets.iloc[rng.permutation(len(targets))].reset_index(drop=True)
 
 
-def _power_law_mags(rng: np.random.Generator, n: int, lo: float, hi: float,
-                    slope: float) -> np.ndarray:
+def _power_law_mags(
+    rng: np.random.Generator, n: int, lo: float, hi: float, slope: float
+) -> np.ndarray:
     """Magnitudes with dN/dm ~ 10^(slope m) between ``lo`` and ``hi`` (inverse CDF)."""
     a, b = 10.0 ** (slope * lo), 10.0 ** (slope * hi)
     return np.log10(a + rng.uniform(0, 1, n) * (b - a)) / slope
@@ -255,9 +310,14 @@ def draw_stars(rng: np.random.Generator, n: int, bands: tuple[str, ...]) -> pd.D
     r_mag = _power_law_mags(rng, n, *STAR_MAG_RANGE, slope=0.15)
     teff = rng.uniform(*STAR_TEFF_RANGE, n)
     colours = star_colour_grid(bands)
-    table = {schema.TRUTH_Z: np.zeros(n), schema.TRUTH_SED: KIND_STAR,
-             schema.TRUTH_POPULATION: KIND_STAR, schema.TRUTH_KIND: KIND_STAR,
-             schema.TRUTH_HLR: np.zeros(n), schema.TRUTH_TEFF: teff}
+    table = {
+        schema.TRUTH_Z: np.zeros(n),
+        schema.TRUTH_SED: KIND_STAR,
+        schema.TRUTH_POPULATION: KIND_STAR,
+        schema.TRUTH_KIND: KIND_STAR,
+        schema.TRUTH_HLR: np.zeros(n),
+        schema.TRUTH_TEFF: teff,
+    }
     for b, band in enumerate(bands):
         ratio = np.interp(teff, STAR_TEFF_GRID, colours[:, b])
         mag = r_mag - 2.5 * np.log10(ratio)
@@ -267,9 +327,15 @@ def draw_stars(rng: np.random.Generator, n: int, bands: tuple[str, ...]) -> pd.D
     return pd.DataFrame(table)
 
 
-def draw_sources(rng: np.random.Generator, n_targets: int, target_field: Field,
-                 background_field: Field, neighbour_density: float, star_density: float,
-                 grid: ColourGrid) -> pd.DataFrame:
+def draw_sources(
+    rng: np.random.Generator,
+    n_targets: int,
+    target_field: Field,
+    background_field: Field,
+    neighbour_density: float,
+    star_density: float,
+    grid: ColourGrid,
+) -> pd.DataFrame:
     """All sources with unique ids (targets first).
 
     Targets lie in ``target_field``; neighbours and stars (``*_density`` per deg^2) fill
@@ -277,8 +343,11 @@ def draw_sources(rng: np.random.Generator, n_targets: int, target_field: Field,
     """
     n_neighbours = round(neighbour_density * background_field.area_deg2)
     n_stars = round(star_density * background_field.area_deg2)
-    parts = [draw_targets(rng, n_targets, grid), draw_neighbours(rng, n_neighbours, grid),
-             draw_stars(rng, n_stars, grid.bands)]
+    parts = [
+        draw_targets(rng, n_targets, grid),
+        draw_neighbours(rng, n_neighbours, grid),
+        draw_stars(rng, n_stars, grid.bands),
+    ]
     sources = pd.concat(parts, ignore_index=True)
     sources.insert(0, schema.ID, np.arange(1, len(sources) + 1, dtype=np.int64))
     ra_t, dec_t = target_field.uniform_positions(rng, n_targets)

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import galsim
 import numpy as np
 import speclite.filters
 
-from raycat.surveys.bands import BANDS, BAND_NAMES
+from raycat.surveys.bands import BAND_NAMES, BANDS
 
 TEMPLATES: tuple[str, ...] = ("E", "Sbc", "Scd", "Im")
 REFERENCE_FILTER = "panstarrs-r"  # absolute magnitudes are rest-frame PS1 r
@@ -45,7 +45,7 @@ MAG_NO_FLUX = 99.0  # magnitude written where a band receives no flux (Lyman bre
 _SAMPLES_PER_LN_WAVE = 1000  # observed-frame sampling: 0.1% in wavelength
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_template(name: str) -> tuple[np.ndarray, np.ndarray]:
     """Rest-frame (wavelength in A, f_lambda) of a CWW template, extended to 6 um."""
     if name not in TEMPLATES:
@@ -55,12 +55,15 @@ def load_template(name: str) -> tuple[np.ndarray, np.ndarray]:
     return extend_rayleigh_jeans(wave, flam, REST_WAVE_MAX)
 
 
-def extend_rayleigh_jeans(wave: np.ndarray, flam: np.ndarray, wave_max: float,
-                          n_points: int = 200) -> tuple[np.ndarray, np.ndarray]:
+def extend_rayleigh_jeans(
+    wave: np.ndarray, flam: np.ndarray, wave_max: float, n_points: int = 200
+) -> tuple[np.ndarray, np.ndarray]:
     """Append an f_lambda ~ lambda^-4 tail from the last tabulated point out to ``wave_max``."""
     tail = np.geomspace(wave[-1], wave_max, n_points)[1:]
-    return (np.concatenate([wave, tail]),
-            np.concatenate([flam, flam[-1] * (tail / wave[-1]) ** -4]))
+    return (
+        np.concatenate([wave, tail]),
+        np.concatenate([flam, flam[-1] * (tail / wave[-1]) ** -4]),
+    )
 
 
 def igm_transmission(wave_obs: np.ndarray, z: np.ndarray | float) -> np.ndarray:
@@ -75,7 +78,7 @@ def igm_transmission(wave_obs: np.ndarray, z: np.ndarray | float) -> np.ndarray:
     return np.where(rest < LYMAN_LIMIT, 0.0, transmission)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_filter(filter_name: str) -> speclite.filters.FilterResponse:
     return speclite.filters.load_filter(filter_name)
 
@@ -87,8 +90,9 @@ def _observed_grid(filt: speclite.filters.FilterResponse) -> np.ndarray:
     return np.unique(np.concatenate([filt.wavelength, fine, [hi]]))
 
 
-def redshifted_maggies(wave_rest: np.ndarray, flam: np.ndarray, z: np.ndarray,
-                       filter_name: str) -> np.ndarray:
+def redshifted_maggies(
+    wave_rest: np.ndarray, flam: np.ndarray, z: np.ndarray, filter_name: str
+) -> np.ndarray:
     """AB maggies of the SED seen at each redshift through one filter (no distance dimming).
 
     The SED is evaluated at lambda_obs / (1 + z) on one observed wavelength grid for all
@@ -106,16 +110,21 @@ def _rest_reference_maggies(wave_rest: np.ndarray, flam: np.ndarray) -> float:
     return float(redshifted_maggies(wave_rest, flam, np.zeros(1), REFERENCE_FILTER)[0])
 
 
-def kflux_of_sed(wave_rest: np.ndarray, flam: np.ndarray, z: np.ndarray,
-                 filter_names: list[str]) -> np.ndarray:
+def kflux_of_sed(
+    wave_rest: np.ndarray, flam: np.ndarray, z: np.ndarray, filter_names: list[str]
+) -> np.ndarray:
     """10^(-0.4 K_b(z)) for each filter (rows) and redshift (columns); see the module doc."""
     reference = _rest_reference_maggies(wave_rest, flam)
     stretch = 1.0 + np.asarray(z, dtype=float)
-    return np.stack([redshifted_maggies(wave_rest, flam, z, name) * stretch / reference
-                     for name in filter_names])
+    return np.stack(
+        [
+            redshifted_maggies(wave_rest, flam, z, name) * stretch / reference
+            for name in filter_names
+        ]
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cosmology():
     from astropy.cosmology import Planck18
 
@@ -144,7 +153,7 @@ class ColourGrid:
         weight = (position - lower)[:, None]
         table = self.kflux[np.asarray(template)]  # (n, n_bands, n_z)
         rows = np.arange(len(z))
-        return (table[rows, :, lower] * (1 - weight) + table[rows, :, lower + 1] * weight)
+        return table[rows, :, lower] * (1 - weight) + table[rows, :, lower + 1] * weight
 
     def distance_modulus(self, z: np.ndarray) -> np.ndarray:
         """5 log10(D_L / 10 pc), D_L interpolated linearly (smooth, zero at z = 0)."""
@@ -166,9 +175,13 @@ def colour_grid(bands: tuple[str, ...] = BAND_NAMES) -> ColourGrid:
     filters = [BANDS[b].filter_name for b in bands]
     kflux = np.stack([kflux_of_sed(*load_template(t), z, filters) for t in TEMPLATES])
     kpc = cosmo.kpc_proper_per_arcmin(np.maximum(z, 1e-6)).to(u.kpc / u.arcsec).value
-    return ColourGrid(z=z, bands=tuple(bands), kflux=kflux,
-                      lum_distance_mpc=cosmo.luminosity_distance(z).to(u.Mpc).value,
-                      kpc_per_arcsec=kpc)
+    return ColourGrid(
+        z=z,
+        bands=tuple(bands),
+        kflux=kflux,
+        lum_distance_mpc=cosmo.luminosity_distance(z).to(u.Mpc).value,
+        kpc_per_arcsec=kpc,
+    )
 
 
 def kcorrection_direct(template: str, z: float, band: str) -> float:
@@ -202,7 +215,7 @@ def blackbody_flam(wave: np.ndarray, teff: np.ndarray | float) -> np.ndarray:
     """Planck f_lambda (arbitrary normalisation) at wavelengths ``wave`` (A)."""
     hc_over_k = 1.438777e8  # A K
     x = hc_over_k / (np.asarray(wave, dtype=float) * np.asarray(teff, dtype=float))
-    return wave ** -5.0 / np.expm1(np.minimum(x, 700.0))
+    return wave**-5.0 / np.expm1(np.minimum(x, 700.0))
 
 
 @lru_cache(maxsize=4)

@@ -34,12 +34,17 @@ from fsspec.implementations.local import LocalFileSystem
 
 from raycat import schema
 from raycat.errors import RaycatError
-from raycat.sky.draw import (MAX_STAMP_HALF_PX, add_noise, apply_masks, draw_band,
-                              sources_on_tile, star_mask_circles)
+from raycat.sky.draw import (
+    MAX_STAMP_HALF_PX,
+    add_noise,
+    apply_masks,
+    draw_band,
+    sources_on_tile,
+    star_mask_circles,
+)
 from raycat.sky.population import KIND_GALAXY, Field, draw_sources
-from raycat.sky.tiles import (TileGeometry, covering_field, grid_size, layout_survey,
-                               tile_header)
 from raycat.sky.sed import colour_grid
+from raycat.sky.tiles import TileGeometry, covering_field, grid_size, layout_survey, tile_header
 from raycat.surveys.bands import BANDS, SURVEYS, Band, sigma_pixel
 
 FIELD_CENTRE = (150.0, 2.0)  # deg: a COSMOS-like high-latitude field
@@ -64,9 +69,11 @@ class SkySummary:
     seconds: float
 
     def __str__(self) -> str:
-        return (f"mock sky: {self.n_galaxies} target galaxies ({self.n_sources} sources) over "
-                f"{self.area_deg2:.4g} deg2, {self.n_tiles} tile files, "
-                f"{self.bytes_written / 1e6:.1f} MB in {self.seconds:.1f} s -> {self.out}")
+        return (
+            f"mock sky: {self.n_galaxies} target galaxies ({self.n_sources} sources) over "
+            f"{self.area_deg2:.4g} deg2, {self.n_tiles} tile files, "
+            f"{self.bytes_written / 1e6:.1f} MB in {self.seconds:.1f} s -> {self.out}"
+        )
 
 
 class _Store:
@@ -109,12 +116,15 @@ def _check_arguments(n_galaxies: int, seed: int, area_deg2: float | None) -> flo
         raise RaycatError(f"seed must be a non-negative integer, got {seed!r}")
     area = n_galaxies / TARGET_DENSITY_DEG2 if area_deg2 is None else area_deg2
     if not isinstance(area, (int, float)) or not math.isfinite(area) or area <= 0:
-        raise RaycatError(f"area_deg2 must be a positive number (square degrees), "
-                          f"got {area_deg2!r}")
+        raise RaycatError(
+            f"area_deg2 must be a positive number (square degrees), got {area_deg2!r}"
+        )
     expected = _expected_bytes(math.sqrt(area))
     if expected > MAX_OUTPUT_BYTES:
-        raise RaycatError(f"area {area:g} deg2 would write about {expected / 1e9:.0f} GB of "
-                          f"tiles (limit {MAX_OUTPUT_BYTES / 1e9:.0f} GB); choose a smaller area")
+        raise RaycatError(
+            f"area {area:g} deg2 would write about {expected / 1e9:.0f} GB of "
+            f"tiles (limit {MAX_OUTPUT_BYTES / 1e9:.0f} GB); choose a smaller area"
+        )
     return float(area)
 
 
@@ -147,9 +157,16 @@ def _fits_bytes(header: fits.Header, data: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _render_band(tile: TileGeometry, band: str, on_tile: pd.DataFrame, x: np.ndarray,
-                 y: np.ndarray, circles: list, rng: np.random.Generator,
-                 seed: int) -> tuple[fits.Header, np.ndarray]:
+def _render_band(
+    tile: TileGeometry,
+    band: str,
+    on_tile: pd.DataFrame,
+    x: np.ndarray,
+    y: np.ndarray,
+    circles: list,
+    rng: np.random.Generator,
+    seed: int,
+) -> tuple[fits.Header, np.ndarray]:
     """Header and pixels of one band of one tile: sources, noise, masks."""
     info = BANDS[band]
     exptime = _nominal_exptime(info) * rng.uniform(1 - EXPTIME_SPREAD, 1 + EXPTIME_SPREAD)
@@ -163,8 +180,9 @@ def _render_band(tile: TileGeometry, band: str, on_tile: pd.DataFrame, x: np.nda
     return header, image
 
 
-def _write_tile(store: _Store, tile: TileGeometry, sources: pd.DataFrame, seed: int,
-                survey_index: int) -> list[dict]:
+def _write_tile(
+    store: _Store, tile: TileGeometry, sources: pd.DataFrame, seed: int, survey_index: int
+) -> list[dict]:
     """Draw and write every band of one tile; return its tile-index rows."""
     survey = SURVEYS[tile.survey]
     on_tile, x, y = sources_on_tile(tile, sources, margin_px=MAX_STAMP_HALF_PX + 1)
@@ -173,8 +191,9 @@ def _write_tile(store: _Store, tile: TileGeometry, sources: pd.DataFrame, seed: 
     for band_index, band in enumerate(survey.bands):
         rng = np.random.default_rng([seed, 2, survey_index, tile.index, band_index])
         header, image = _render_band(tile, band, on_tile, x, y, circles, rng, seed)
-        store.write_bytes(schema.tile_relpath(tile.survey, tile.name, band),
-                          _fits_bytes(header, image))
+        store.write_bytes(
+            schema.tile_relpath(tile.survey, tile.name, band), _fits_bytes(header, image)
+        )
         rows.append(tile.index_row(band))
     return rows
 
@@ -197,8 +216,14 @@ def _progress(enabled: bool, message: str) -> None:
         print(f"simulate: {message}", file=sys.stderr, flush=True)
 
 
-def simulate_sky(out: str, n_galaxies: int = 2000, seed: int = 0, area_deg2: float | None = None,
-                 storage_options: dict | None = None, progress: bool = True) -> SkySummary:
+def simulate_sky(
+    out: str,
+    n_galaxies: int = 2000,
+    seed: int = 0,
+    area_deg2: float | None = None,
+    storage_options: dict | None = None,
+    progress: bool = True,
+) -> SkySummary:
     """Write a mock 9-band sky (tiles, truth, sources, tile index) under ``out``.
 
     Parameters
@@ -218,25 +243,54 @@ def simulate_sky(out: str, n_galaxies: int = 2000, seed: int = 0, area_deg2: flo
     area = _check_arguments(n_galaxies, seed, area_deg2)
     store = _Store(out, storage_options)
     field = Field(*FIELD_CENTRE, math.sqrt(area))
-    store.write_bytes(schema.MOCK_SKY_META_FILE, json.dumps(  # first: fails fast if unwritable
-        {"n_galaxies": int(n_galaxies), "seed": int(seed), "area_deg2": area,
-         "centre_deg": list(FIELD_CENTRE), "side_deg": field.side_deg}, indent=1).encode())
-    layouts = {survey.name: layout_survey(survey, field, np.random.default_rng([seed, 3, i]))
-               for i, survey in enumerate(SURVEYS.values())}
+    store.write_bytes(
+        schema.MOCK_SKY_META_FILE,
+        json.dumps(  # first: fails fast if unwritable
+            {
+                "n_galaxies": int(n_galaxies),
+                "seed": int(seed),
+                "area_deg2": area,
+                "centre_deg": list(FIELD_CENTRE),
+                "side_deg": field.side_deg,
+            },
+            indent=1,
+        ).encode(),
+    )
+    layouts = {
+        survey.name: layout_survey(survey, field, np.random.default_rng([seed, 3, i]))
+        for i, survey in enumerate(SURVEYS.values())
+    }
     background = covering_field(field, [t for tiles in layouts.values() for t in tiles])
-    sources = draw_sources(np.random.default_rng([seed, 1]), int(n_galaxies), field, background,
-                           NEIGHBOUR_DENSITY_DEG2, STAR_DENSITY_DEG2, colour_grid())
-    _progress(progress, f"{len(sources)} sources ({n_galaxies} targets) over "
-                        f"{background.area_deg2:.3g} deg2")
+    sources = draw_sources(
+        np.random.default_rng([seed, 1]),
+        int(n_galaxies),
+        field,
+        background,
+        NEIGHBOUR_DENSITY_DEG2,
+        STAR_DENSITY_DEG2,
+        colour_grid(),
+    )
+    _progress(
+        progress,
+        f"{len(sources)} sources ({n_galaxies} targets) over {background.area_deg2:.3g} deg2",
+    )
     _write_catalogs(store, sources)
     rows: list[dict] = []
     for survey_index, survey in enumerate(SURVEYS.values()):
         tiles = layouts[survey.name]
         for tile in tiles:
-            _progress(progress, f"{survey.name} tile {tile.index + 1}/{len(tiles)} "
-                                f"({len(survey.bands)} bands)")
+            _progress(
+                progress,
+                f"{survey.name} tile {tile.index + 1}/{len(tiles)} ({len(survey.bands)} bands)",
+            )
             rows += _write_tile(store, tile, sources, seed, survey_index)
     store.write_table(schema.TILE_INDEX_FILE, pd.DataFrame(rows))  # last: marks completion
-    return SkySummary(out=out, n_galaxies=int(n_galaxies), n_sources=len(sources),
-                      n_tiles=len(rows), area_deg2=area, bytes_written=store.bytes_written,
-                      seconds=time.perf_counter() - started)
+    return SkySummary(
+        out=out,
+        n_galaxies=int(n_galaxies),
+        n_sources=len(sources),
+        n_tiles=len(rows),
+        area_deg2=area,
+        bytes_written=store.bytes_written,
+        seconds=time.perf_counter() - started,
+    )

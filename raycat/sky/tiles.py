@@ -23,9 +23,9 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from raycat import schema
-from raycat.surveys.footprint import index_row
 from raycat.sky.population import Field
 from raycat.surveys.bands import BANDS, Survey
+from raycat.surveys.footprint import index_row
 
 ROTATE_EVERY = 3  # tiles k with k % ROTATE_EVERY == 0 are rotated
 
@@ -87,8 +87,13 @@ class TileGeometry:
 
     def index_row(self, band: str) -> dict:
         """The tile index row of this tile in ``band`` (footprint shared with real tiles)."""
-        return index_row(self.survey, band, self.name,
-                         schema.tile_relpath(self.survey, self.name, band), self.wcs_header)
+        return index_row(
+            self.survey,
+            band,
+            self.name,
+            schema.tile_relpath(self.survey, self.name, band),
+            self.wcs_header,
+        )
 
 
 def grid_size(survey: Survey, side_deg: float) -> int:
@@ -111,8 +116,18 @@ def layout_survey(survey: Survey, field: Field, rng: np.random.Generator) -> lis
         rotation = float(rng.uniform(0.0, 360.0)) if k % ROTATE_EVERY == 0 else 0.0
         t = math.radians(rotation)
         naxis = math.ceil(side_px * (abs(math.cos(t)) + abs(math.sin(t))))
-        tiles.append(TileGeometry(survey.name, f"{survey.name}_{k:04d}", k, ra, dec,
-                                  rotation, naxis, survey.pixel_scale))
+        tiles.append(
+            TileGeometry(
+                survey.name,
+                f"{survey.name}_{k:04d}",
+                k,
+                ra,
+                dec,
+                rotation,
+                naxis,
+                survey.pixel_scale,
+            )
+        )
     return tiles
 
 
@@ -122,8 +137,9 @@ def covering_field(field: Field, tiles: list[TileGeometry]) -> Field:
     half = field.side_deg / 2
     for tile in tiles:
         ra, dec = tile.corners()
-        half = max(half, *(abs(r - field.ra) * cos_dec for r in ra),
-                   *(abs(d - field.dec) for d in dec))
+        half = max(
+            half, *(abs(r - field.ra) * cos_dec for r in ra), *(abs(d - field.dec) for d in dec)
+        )
     return Field(field.ra, field.dec, 2 * half)
 
 

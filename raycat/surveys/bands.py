@@ -93,8 +93,7 @@ class Calibration:
         """Pixels as linear units: PS1 asinh decompression when the header says it applies."""
         header = header or {}
         if self.decompress == "ps1_asinh" and "BSOFTEN" in header and "BOFFSET" in header:
-            return ps1_asinh_to_linear(pixels, float(header["BOFFSET"]),
-                                       float(header["BSOFTEN"]))
+            return ps1_asinh_to_linear(pixels, float(header["BOFFSET"]), float(header["BSOFTEN"]))
         return pixels
 
     @property
@@ -193,13 +192,22 @@ class Survey:
     layout: ReadLayout = field(default_factory=ReadLayout)
 
 
-UNWISE_LAYOUT = ReadLayout(companions=(
-    Companion("invvar", r"-img-m\.fits$", "-invvar-m.fits.gz"),
-    Companion("mask", r"-w\d-img-m\.fits$", "-msk.fits.gz")))
+UNWISE_LAYOUT = ReadLayout(
+    companions=(
+        Companion("invvar", r"-img-m\.fits$", "-invvar-m.fits.gz"),
+        Companion("mask", r"-w\d-img-m\.fits$", "-msk.fits.gz"),
+    )
+)
 
 SURVEYS: dict[str, Survey] = {  # the default surveys: the nine bands the mock sky draws
-    "galex": Survey("galex", 1.5, ("galex_fuv", "galex_nuv"), 0.20, 30.0,
-                    ReadLayout(fov_radius_deg=GALEX_FOV_RADIUS_DEG)),
+    "galex": Survey(
+        "galex",
+        1.5,
+        ("galex_fuv", "galex_nuv"),
+        0.20,
+        30.0,
+        ReadLayout(fov_radius_deg=GALEX_FOV_RADIUS_DEG),
+    ),
     "ps1": Survey("ps1", 0.25, ("ps1_g", "ps1_r", "ps1_i", "ps1_z", "ps1_y"), 0.12, 20.0),
     "unwise": Survey("unwise", 2.75, ("unwise_w1", "unwise_w2"), 0.25, 60.0, UNWISE_LAYOUT),
 }
@@ -211,36 +219,82 @@ REAL_ONLY_SURVEYS: dict[str, Survey] = {  # read from real tiles; not in the def
 ALL_SURVEYS: dict[str, Survey] = {**SURVEYS, **REAL_ONLY_SURVEYS}
 
 
-def _band(survey: str, short: str, filter_name: str, fwhm: float, depth: float, unit: str,
-          calibration: Calibration, **extra) -> Band:
+def _band(
+    survey: str,
+    short: str,
+    filter_name: str,
+    fwhm: float,
+    depth: float,
+    unit: str,
+    calibration: Calibration,
+    **extra,
+) -> Band:
     info = ALL_SURVEYS[survey]
-    return Band(f"{survey}_{short}", survey, filter_name, fwhm, depth, unit, calibration,
-                info.pixel_scale, info.layout, **extra)
+    return Band(
+        f"{survey}_{short}",
+        survey,
+        filter_name,
+        fwhm,
+        depth,
+        unit,
+        calibration,
+        info.pixel_scale,
+        info.layout,
+        **extra,
+    )
 
 
 def _galex(name: str, fwhm: float, depth: float, zp: float) -> Band:
-    return _band("galex", name, f"galex-{name}", fwhm, depth, "cps",
-                 Calibration("fixed", zp))
+    return _band("galex", name, f"galex-{name}", fwhm, depth, "cps", Calibration("fixed", zp))
 
 
 def _ps1(name: str, fwhm: float, depth: float, exptime: float) -> Band:
-    return _band("ps1", name, f"panstarrs-{name}", fwhm, depth, "counts",
-                 Calibration("exptime", 25.0, decompress="ps1_asinh"), mock_exptime=exptime)
+    return _band(
+        "ps1",
+        name,
+        f"panstarrs-{name}",
+        fwhm,
+        depth,
+        "counts",
+        Calibration("exptime", 25.0, decompress="ps1_asinh"),
+        mock_exptime=exptime,
+    )
 
 
 def _unwise(name: str, fwhm: float, depth: float, ab_offset: float) -> Band:
-    return _band("unwise", name.lower(), f"wise2010-{name}", fwhm, depth, "nanomaggy",
-                 Calibration("header", NANOMAGGY_ZP, "MAGZP", ab_offset))
+    return _band(
+        "unwise",
+        name.lower(),
+        f"wise2010-{name}",
+        fwhm,
+        depth,
+        "nanomaggy",
+        Calibration("header", NANOMAGGY_ZP, "MAGZP", ab_offset),
+    )
 
 
 def _nanomaggies(survey: str, name: str, filter_group: str, fwhm: float, depth: float) -> Band:
-    return _band(survey, name, f"{filter_group}-{name}", fwhm, depth, "nanomaggy",
-                 Calibration("fixed", NANOMAGGY_ZP))
+    return _band(
+        survey,
+        name,
+        f"{filter_group}-{name}",
+        fwhm,
+        depth,
+        "nanomaggy",
+        Calibration("fixed", NANOMAGGY_ZP),
+    )
 
 
 def _hsc(name: str, fwhm: float, depth: float) -> Band:
-    return _band("hsc", name, f"hsc2017-{name}", fwhm, depth, "counts",
-                 Calibration("fluxmag0", 27.0, "FLUXMAG0"))
+    return _band(
+        "hsc",
+        name,
+        f"hsc2017-{name}",
+        fwhm,
+        depth,
+        "counts",
+        Calibration("fluxmag0", 27.0, "FLUXMAG0"),
+    )
 
 
 BANDS: dict[str, Band] = {
@@ -256,14 +310,24 @@ BANDS: dict[str, Band] = {
         _unwise("W1", 6.08, 20.63, 2.699),
         _unwise("W2", 6.84, 20.06, 3.339),
         # SDSS DR7 (Abazajian et al. 2009); frames are AB nanomaggies
-        *(_nanomaggies("sdss", b, "sdss2010", fwhm, depth) for b, fwhm, depth in
-          zip("ugriz", (1.53, 1.44, 1.32, 1.26, 1.29), (22.0, 22.2, 22.2, 21.3, 20.5))),
+        *(
+            _nanomaggies("sdss", b, "sdss2010", fwhm, depth)
+            for b, fwhm, depth in zip(
+                "ugriz", (1.53, 1.44, 1.32, 1.26, 1.29), (22.0, 22.2, 22.2, 21.3, 20.5)
+            )
+        ),
         # HSC-SSP Wide PDR3 (Aihara et al. 2022): median seeing and 5-sigma point-source depth
-        *(_hsc(b, fwhm, depth) for b, fwhm, depth in
-          zip("grizy", (0.77, 0.76, 0.58, 0.68, 0.68), (26.5, 26.5, 26.2, 25.2, 24.4))),
+        *(
+            _hsc(b, fwhm, depth)
+            for b, fwhm, depth in zip(
+                "grizy", (0.77, 0.76, 0.58, 0.68, 0.68), (26.5, 26.5, 26.2, 25.2, 24.4)
+            )
+        ),
         # Legacy Surveys DR9 (Dey et al. 2019); DECam filters, nanomaggies
-        *(_nanomaggies("ls", b, "decam2014", fwhm, depth) for b, fwhm, depth in
-          zip("grz", (1.29, 1.18, 1.11), (24.7, 23.9, 23.0))),
+        *(
+            _nanomaggies("ls", b, "decam2014", fwhm, depth)
+            for b, fwhm, depth in zip("grz", (1.29, 1.18, 1.11), (24.7, 23.9, 23.0))
+        ),
     )
 }
 
@@ -301,6 +365,7 @@ def sigma_pixel(band: Band, zero_point_ab: float) -> float:
 # Cutouts are asinh(flux / softening) per band; the default softening is the band's sky noise,
 # which follows from its depth, so it lives beside the band definitions.
 
+
 def default_softening(band: str | Band, pixel_scale: float) -> float:
     """About the 1-sigma sky noise per output pixel (nanomaggies), from the band's depth.
 
@@ -331,5 +396,7 @@ class CutoutBands(Protocol):
 
 def softenings(cfg: CutoutBands) -> np.ndarray:
     """asinh softening per band, in ``cfg.bands`` order (config value, else the default)."""
-    return np.array([cfg.softening.get(b, default_softening(cfg.band(b), cfg.pixel_scale))
-                     for b in cfg.bands], dtype=np.float32)
+    return np.array(
+        [cfg.softening.get(b, default_softening(cfg.band(b), cfg.pixel_scale)) for b in cfg.bands],
+        dtype=np.float32,
+    )

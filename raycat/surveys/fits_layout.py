@@ -17,8 +17,9 @@ import bz2
 import gzip
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Literal
+from typing import IO, Any, Literal, cast
 
 import numpy as np
 
@@ -27,8 +28,23 @@ BZIP2_MAGIC = b"BZh"
 Compression = Literal["gzip", "bz2"]
 TileKind = Literal["raw", "compressed", "gzip", "bz2"]
 _OLD_PC = re.compile(r"^PC0*(\d)0*(\d)$")
-_NOT_INHERITED = {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND",
-                  "PCOUNT", "GCOUNT", "COMMENT", "HISTORY", "", "EXTNAME", "CHECKSUM", "DATASUM"}
+_NOT_INHERITED = {
+    "SIMPLE",
+    "XTENSION",
+    "BITPIX",
+    "NAXIS",
+    "NAXIS1",
+    "NAXIS2",
+    "EXTEND",
+    "PCOUNT",
+    "GCOUNT",
+    "COMMENT",
+    "HISTORY",
+    "",
+    "EXTNAME",
+    "CHECKSUM",
+    "DATASUM",
+}
 
 
 def compression_of(magic: bytes) -> Compression | None:
@@ -40,10 +56,13 @@ def compression_of(magic: bytes) -> Compression | None:
     return None
 
 
-def decompressing(f: IO[bytes], compression: Compression | None) -> IO[bytes]:
+BinaryFile = IO[bytes] | io.RawIOBase  # a local file or a RangeFile over an object store
+
+
+def decompressing(f: BinaryFile, compression: Compression | None) -> BinaryFile:
     """A file object that yields the FITS bytes of ``f`` (streamed, for header reads)."""
     if compression == "gzip":
-        return gzip.GzipFile(fileobj=f)
+        return cast(IO[bytes], gzip.GzipFile(fileobj=f))
     if compression == "bz2":
         return bz2.BZ2File(f)
     return f
@@ -61,8 +80,11 @@ def decompressed(raw: bytes) -> bytes:
 
 def modern_wcs_keywords(header) -> None:
     """Rename old-style ``PC00i00j`` keywords (PS1 fitscut) to ``PCi_j`` in place."""
-    for key in [k for k in header.keys() if _OLD_PC.match(k)]:
-        i, j = _OLD_PC.match(key).groups()
+    for key in list(header):  # a copy: the loop adds keywords
+        old = _OLD_PC.match(key)
+        if old is None:
+            continue
+        i, j = old.groups()
         if f"PC{i}_{j}" not in header:
             header[f"PC{i}_{j}"] = header[key]
         del header[key]
@@ -144,9 +166,10 @@ class RangeFile(io.RawIOBase):
         block_end = self._block_start + len(self._block)
         if not (self._block_start <= self._pos and end <= block_end):
             self._block_start = self._pos
-            self._block = self._fetch(self._pos, min(self._size, max(end, self._pos +
-                                                                     self._block_size)))
-        chunk = self._block[self._pos - self._block_start: end - self._block_start]
+            self._block = self._fetch(
+                self._pos, min(self._size, max(end, self._pos + self._block_size))
+            )
+        chunk = self._block[self._pos - self._block_start : end - self._block_start]
         buffer[: len(chunk)] = chunk
         self._pos += len(chunk)
         return len(chunk)
@@ -158,17 +181,26 @@ def layout_of(hdu, index: int, compression: Compression | None, primary=None) ->
     from astropy.io import fits
 
     header = normalised_header(hdu.header, primary)
-    shape = tuple(int(n) for n in hdu.shape[-2:])
+    shape = (int(hdu.shape[-2]), int(hdu.shape[-1]))
     if len(hdu.shape) > 2 and int(np.prod(hdu.shape[:-2])) != 1:
         raise ValueError(f"image has shape {hdu.shape}; raycat reads 2-D images")
     if compression is not None:
         return TileLayout(header, index, shape, compression)
     if isinstance(hdu, fits.CompImageHDU):
         return TileLayout(header, index, shape, "compressed")
-    dtype = np.dtype({8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4",
-                      -64: ">f8"}[int(header["BITPIX"])])
-    return TileLayout(header, index, shape, "raw", int(hdu.fileinfo()["datLoc"]), dtype,
-                      float(header.get("BSCALE", 1.0)), float(header.get("BZERO", 0.0)))
+    dtype = np.dtype(
+        {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}[int(header["BITPIX"])]
+    )
+    return TileLayout(
+        header,
+        index,
+        shape,
+        "raw",
+        int(hdu.fileinfo()["datLoc"]),
+        dtype,
+        float(header.get("BSCALE", 1.0)),
+        float(header.get("BZERO", 0.0)),
+    )
 
 
 def checked_size(layout: TileLayout, file_size: int) -> TileLayout:
@@ -193,10 +225,9 @@ def decode(raw: bytes | memoryview, layout: TileLayout, shape: tuple[int, int]) 
     return data
 
 
-
-
-def image_layout(hdus, compression: Compression | None, file_size: int,
-                 hdu: int | None = None) -> TileLayout:
+def image_layout(
+    hdus, compression: Compression | None, file_size: int, hdu: int | None = None
+) -> TileLayout:
     """Layout of image HDU ``hdu``, or (None) of the first image HDU with data."""
     primary = hdus[0].header
     candidates = enumerate(hdus) if hdu is None else [(hdu, hdus[hdu])]

@@ -29,7 +29,7 @@ def celestial_wcs(header):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # FITS-standard fixes (old PC001001 keywords...)
             wcs = WCS(header, naxis=2)
-    except Exception:  # noqa: BLE001 - any parse failure means "no usable WCS"
+    except Exception:
         return None
     if not wcs.has_celestial or (wcs.wcs.lng, wcs.wcs.lat) != (0, 1):
         return None
@@ -56,18 +56,23 @@ def footprint(header) -> dict:
     if wcs is None:
         raise ValueError("header has no celestial WCS")
     nx, ny = wcs.pixel_shape
-    (ra, dec), = wcs.all_pix2world([[(nx - 1) / 2, (ny - 1) / 2]], 0)
+    ((ra, dec),) = wcs.all_pix2world([[(nx - 1) / 2, (ny - 1) / 2]], 0)
     lo_x, hi_x, lo_y, hi_y = -0.5, nx - 0.5, -0.5, ny - 0.5
-    corners_ra, corners_dec = wcs.all_pix2world([lo_x, hi_x, hi_x, lo_x],
-                                                [lo_y, lo_y, hi_y, hi_y], 0)
+    corners_ra, corners_dec = wcs.all_pix2world(
+        [lo_x, hi_x, hi_x, lo_x], [lo_y, lo_y, hi_y, hi_y], 0
+    )
     radius = float(np.max(separation_deg(ra, dec, corners_ra, corners_dec)))
-    return {schema.TILE_NAXIS1: int(nx), schema.TILE_NAXIS2: int(ny),
-            schema.TILE_RA: float(ra) % 360.0, schema.TILE_DEC: float(dec),
-            schema.TILE_RADIUS: radius,
-            schema.TILE_CORNERS_RA: [float(v) for v in corners_ra],
-            schema.TILE_CORNERS_DEC: [float(v) for v in corners_dec],
-            schema.TILE_ROTATION: rotation_deg(wcs),
-            schema.TILE_WCS: wcs_string(wcs)}
+    return {
+        schema.TILE_NAXIS1: int(nx),
+        schema.TILE_NAXIS2: int(ny),
+        schema.TILE_RA: float(ra) % 360.0,
+        schema.TILE_DEC: float(dec),
+        schema.TILE_RADIUS: radius,
+        schema.TILE_CORNERS_RA: [float(v) for v in corners_ra],
+        schema.TILE_CORNERS_DEC: [float(v) for v in corners_dec],
+        schema.TILE_ROTATION: rotation_deg(wcs),
+        schema.TILE_WCS: wcs_string(wcs),
+    }
 
 
 def rotation_deg(wcs) -> float:
@@ -95,5 +100,10 @@ def wcs_string(wcs) -> str:
 
 def index_row(survey: str, band: str, name: str, uri: str, header) -> dict:
     """One tile index row: identity columns plus the footprint of ``header``."""
-    return {schema.TILE_SURVEY: survey, schema.TILE_BAND: band, schema.TILE_NAME: name,
-            schema.TILE_URI: uri, **footprint(header)}
+    return {
+        schema.TILE_SURVEY: survey,
+        schema.TILE_BAND: band,
+        schema.TILE_NAME: name,
+        schema.TILE_URI: uri,
+        **footprint(header),
+    }

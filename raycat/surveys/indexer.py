@@ -57,8 +57,9 @@ def band_rule(band_from: str | None):
     try:
         pattern = re.compile(band_from)
     except re.error as err:
-        raise RaycatError(f"--band-from {band_from!r} is neither a FITS keyword nor a "
-                          f"regex: {err}") from None
+        raise RaycatError(
+            f"--band-from {band_from!r} is neither a FITS keyword nor a regex: {err}"
+        ) from None
 
     def from_path(uri: str, header) -> str:
         match = pattern.search(uri)
@@ -67,6 +68,7 @@ def band_rule(band_from: str | None):
         if "band" in pattern.groupindex:
             return match.group("band")
         return match.group(1) if pattern.groups else match.group(0)
+
     return from_path
 
 
@@ -84,15 +86,16 @@ def list_files(store, pattern: str = schema.INDEX_FILE_PATTERN) -> list[str]:
     root = store.root.rstrip("/")
     uris = []
     for path in store.fs.find(root):
-        uri = path[len(root):].lstrip("/") if path.startswith(root) else path
+        uri = path[len(root) :].lstrip("/") if path.startswith(root) else path
         target = uri if "/" in pattern else posixpath.basename(uri)
         if fnmatch.fnmatch(target, pattern) and not posixpath.basename(uri).startswith("."):
             uris.append(uri)
     return sorted(uris)
 
 
-def header_rows(store, uris: list[str], band_from: str | None = None,
-                survey: str | None = None) -> list[dict]:
+def header_rows(
+    store, uris: list[str], band_from: str | None = None, survey: str | None = None
+) -> list[dict]:
     """One row per file: index columns, or ``_problem`` saying why it has none (pure, no Ray).
 
     Each row carries the bytes its header read took (``_bytes_read``), so the caller can
@@ -133,10 +136,16 @@ def _read_batch(batch: dict, store_url: str, storage_options: dict, band_from, s
     return pd.DataFrame(rows)
 
 
-def build_index(store_url: str, out: str | None = None, pattern: str = schema.INDEX_FILE_PATTERN,
-                band_from: str | None = None, survey: str | None = None,
-                storage_options: dict | None = None, use_ray: bool = True,
-                progress=sys.stderr) -> IndexSummary:
+def build_index(
+    store_url: str,
+    out: str | None = None,
+    pattern: str = schema.INDEX_FILE_PATTERN,
+    band_from: str | None = None,
+    survey: str | None = None,
+    storage_options: dict | None = None,
+    use_ray: bool = True,
+    progress=sys.stderr,
+) -> IndexSummary:
     """List the store, read every matching file's header, write the tile index to ``out``
     (default: tiles.parquet at the store root) and say what was done."""
     from raycat.fsutil import join
@@ -160,12 +169,16 @@ def _rows_on_ray(uris, store_url, storage_options, band_from, survey, progress) 
 
     from raycat.runtime import READ_ARGS, ray_session
 
-    kwargs = {"store_url": store_url, "storage_options": storage_options,
-              "band_from": band_from, "survey": survey}
+    kwargs = {
+        "store_url": store_url,
+        "storage_options": storage_options,
+        "band_from": band_from,
+        "survey": survey,
+    }
     with ray_session():  # joins a running Ray (or the cluster) as it is
         ds = ray.data.from_items([{"uri": u} for u in uris]).map_batches(
-            _read_batch, batch_size=BATCH_FILES, batch_format="numpy", fn_kwargs=kwargs,
-            **READ_ARGS)
+            _read_batch, batch_size=BATCH_FILES, batch_format="numpy", fn_kwargs=kwargs, **READ_ARGS
+        )
         return _collect(ds, len(uris), progress)
 
 
@@ -190,21 +203,42 @@ def _finish(frame: pd.DataFrame, out: str, storage_options, n_files: int) -> Ind
     problems = sorted(bad[_PROBLEM])
     unreadable = sum(": unreadable: " in p for p in problems)
     if problems:
-        warnings.warn(f"{len(problems)} of {n_files} files not indexed ({unreadable} "
-                      f"unreadable, {len(problems) - unreadable} without a celestial WCS): "
-                      + "; ".join(problems[:REPORT_LIMIT]), stacklevel=2)
+        warnings.warn(
+            f"{len(problems)} of {n_files} files not indexed ({unreadable} "
+            f"unreadable, {len(problems) - unreadable} without a celestial WCS): "
+            + "; ".join(problems[:REPORT_LIMIT]),
+            stacklevel=2,
+        )
     if good.empty:
         raise RaycatError(f"none of the {n_files} files has a usable celestial WCS")
-    columns = [schema.TILE_SURVEY, schema.TILE_BAND, schema.TILE_NAME, schema.TILE_URI,
-               schema.TILE_NAXIS1, schema.TILE_NAXIS2, schema.TILE_RA, schema.TILE_DEC,
-               schema.TILE_RADIUS, schema.TILE_CORNERS_RA, schema.TILE_CORNERS_DEC,
-               schema.TILE_ROTATION, schema.TILE_WCS]
+    columns = [
+        schema.TILE_SURVEY,
+        schema.TILE_BAND,
+        schema.TILE_NAME,
+        schema.TILE_URI,
+        schema.TILE_NAXIS1,
+        schema.TILE_NAXIS2,
+        schema.TILE_RA,
+        schema.TILE_DEC,
+        schema.TILE_RADIUS,
+        schema.TILE_CORNERS_RA,
+        schema.TILE_CORNERS_DEC,
+        schema.TILE_ROTATION,
+        schema.TILE_WCS,
+    ]
     good = good[columns].sort_values([schema.TILE_NAME, schema.TILE_BAND]).reset_index(drop=True)
     fs, path = filesystem(out, storage_options)
     with fs.open(path, "wb") as f:
         good.to_parquet(f, index=False)
-    return IndexSummary(out, n_files, len(good), int(frame[_BYTES].sum()),
-                        len(problems) - unreadable, unreadable, problems[:REPORT_LIMIT])
+    return IndexSummary(
+        out,
+        n_files,
+        len(good),
+        int(frame[_BYTES].sum()),
+        len(problems) - unreadable,
+        unreadable,
+        problems[:REPORT_LIMIT],
+    )
 
 
 def _say(stream, line: str) -> None:

@@ -14,15 +14,16 @@ import logging
 
 import numpy as np
 
-from raycat.surveys.fits_layout import TileLayout
 from raycat.surveys.bands import Band
+from raycat.surveys.fits_layout import TileLayout
 
 log = logging.getLogger(__name__)
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (0-based, end exclusive)
 
 
-def read_pixels(store, uri: str, band: Band, layout: TileLayout, native_scale: float,
-                box: Box | None = None) -> np.ndarray:
+def read_pixels(
+    store, uri: str, band: Band, layout: TileLayout, native_scale: float, box: Box | None = None
+) -> np.ndarray:
     """The tile's pixels (all, or ``box``) as linear float32 units, non-data pixels NaN.
 
     ``store`` is a ``raycat.surveys.store.TileStore``; ``native_scale`` the tile's arcsec/px.
@@ -34,25 +35,34 @@ def read_pixels(store, uri: str, band: Band, layout: TileLayout, native_scale: f
         pixels, _ = store.read_section(uri, *box, hdu=hdu)
     pixels = np.asarray(band.calibration.linearise(pixels, layout.header), dtype=np.float32)
     rules = band.layout
-    if (rules.fov_radius_deg or rules.mask_bits or rules.invvar_nodata) \
-            and not pixels.flags.writeable:
+    if (
+        rules.fov_radius_deg or rules.mask_bits or rules.invvar_nodata
+    ) and not pixels.flags.writeable:
         pixels = pixels.copy()  # masks are applied in place; no copy on the common path
     origin = (0, 0) if box is None else (box[0], box[2])
     if rules.fov_radius_deg:
         radius_px = rules.fov_radius_deg * 3600.0 / native_scale
         pixels[outside_circle(pixels.shape, origin, layout.shape, radius_px)] = np.nan
     if rules.mask_bits:
-        _apply_companion(pixels, store, uri, band, box, "mask",
-                         lambda mask: (np.nan_to_num(mask).astype(np.int64)
-                                       & rules.mask_bits) != 0)
+        _apply_companion(
+            pixels,
+            store,
+            uri,
+            band,
+            box,
+            "mask",
+            lambda mask: (np.nan_to_num(mask).astype(np.int64) & rules.mask_bits) != 0,
+        )
     if rules.invvar_nodata:
-        _apply_companion(pixels, store, uri, band, box, "invvar",
-                         lambda invvar: ~(np.nan_to_num(invvar) > 0))
+        _apply_companion(
+            pixels, store, uri, band, box, "invvar", lambda invvar: ~(np.nan_to_num(invvar) > 0)
+        )
     return pixels
 
 
-def outside_circle(shape: tuple[int, int], origin: tuple[int, int],
-                   full_shape: tuple[int, int], radius_px: float) -> np.ndarray:
+def outside_circle(
+    shape: tuple[int, int], origin: tuple[int, int], full_shape: tuple[int, int], radius_px: float
+) -> np.ndarray:
     """Which pixels of a ``shape`` section at ``origin`` lie farther than ``radius_px`` from
     the centre of the ``full_shape`` image (GALEX's circular field of view)."""
     cy, cx = (full_shape[0] - 1) / 2.0, (full_shape[1] - 1) / 2.0
@@ -61,8 +71,9 @@ def outside_circle(shape: tuple[int, int], origin: tuple[int, int],
     return y**2 + x**2 > radius_px**2
 
 
-def _apply_companion(pixels: np.ndarray, store, uri: str, band: Band, box: Box | None,
-                     kind: str, not_data) -> None:
+def _apply_companion(
+    pixels: np.ndarray, store, uri: str, band: Band, box: Box | None, kind: str, not_data
+) -> None:
     """NaN the pixels where ``not_data(companion pixels)`` holds, for the ``kind`` companion
     (mask, inverse variance). Companions are optional: a tile without one (or with an
     unreadable one) keeps its pixels, with a warning."""
@@ -72,13 +83,21 @@ def _apply_companion(pixels: np.ndarray, store, uri: str, band: Band, box: Box |
     if companion_uri is None:
         return
     try:
-        values = store.read_full(companion_uri)[0] if box is None else \
-            store.read_section(companion_uri, *box)[0]
+        values = (
+            store.read_full(companion_uri)[0]
+            if box is None
+            else store.read_section(companion_uri, *box)[0]
+        )
     except (TileReadError, StorePathError, ValueError) as err:
         log.warning("%s companion of %s not used: %s", kind, uri, err)
         return
     if values.shape != pixels.shape:
-        log.warning("%s companion %s has shape %s, image %s: not used", kind, companion_uri,
-                    values.shape, pixels.shape)
+        log.warning(
+            "%s companion %s has shape %s, image %s: not used",
+            kind,
+            companion_uri,
+            values.shape,
+            pixels.shape,
+        )
         return
     pixels[not_data(values)] = np.nan

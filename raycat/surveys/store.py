@@ -29,20 +29,36 @@ import io
 import os
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from raycat import schema
 from raycat.errors import RaycatError, StorePathError
-from raycat.surveys.fits_layout import (RangeFile, TileKind, TileLayout, compression_of, decode,
-                                decompressed, decompressing, image_layout)
+from raycat.surveys.fits_layout import (
+    RangeFile,
+    TileKind,
+    TileLayout,
+    compression_of,
+    decode,
+    decompressed,
+    decompressing,
+    image_layout,
+)
 from raycat.surveys.retry import RetryPolicy, call_with_retries, is_transient
 
 HEADER_BLOCK = 32 * 1024  # one fetch covers the headers of most tiles (a few 2880-byte blocks)
-__all__ = ["LRUCache", "StorePathError", "TileKind", "TileLayout", "TileReadError", "TileStore",
-           "open_store"]
+__all__ = [
+    "LRUCache",
+    "StorePathError",
+    "TileKind",
+    "TileLayout",
+    "TileReadError",
+    "TileStore",
+    "open_store",
+]
 
 
 class TileReadError(RaycatError):
@@ -52,8 +68,12 @@ class TileReadError(RaycatError):
 class LRUCache:
     """Least-recently-used mapping bounded by item count and by total ``nbytes``."""
 
-    def __init__(self, max_items: int, max_bytes: int | None = None,
-                 sizeof: Callable[[Any], int] = lambda value: 0):
+    def __init__(
+        self,
+        max_items: int,
+        max_bytes: int | None = None,
+        sizeof: Callable[[Any], int] = lambda value: 0,
+    ):
         self.max_items, self.max_bytes, self._sizeof = max_items, max_bytes, sizeof
         self._items: OrderedDict[Any, Any] = OrderedDict()
         self.nbytes = 0
@@ -69,8 +89,10 @@ class LRUCache:
             self.nbytes -= self._sizeof(self._items.pop(key))
         self._items[key] = value
         self.nbytes += self._sizeof(value)
-        while self._items and (len(self._items) > self.max_items or (
-                self.max_bytes is not None and self.nbytes > self.max_bytes)):
+        while self._items and (
+            len(self._items) > self.max_items
+            or (self.max_bytes is not None and self.nbytes > self.max_bytes)
+        ):
             _, old = self._items.popitem(last=False)
             self.nbytes -= self._sizeof(old)
 
@@ -93,7 +115,7 @@ def _tile_errors(uri: str) -> Iterator[None]:
             yield
     except TileReadError:
         raise
-    except Exception as err:  # noqa: BLE001 - see docstring
+    except Exception as err:
         reason = (str(err).strip().splitlines() or [""])[0]  # cfitsio appends its error stack
         raise TileReadError(f"cannot read tile {uri}: {type(err).__name__}: {reason}") from err
 
@@ -101,8 +123,13 @@ def _tile_errors(uri: str) -> Iterator[None]:
 class TileStore:
     """Tiles under one root, read through fsspec; see the module docstring."""
 
-    def __init__(self, root: str, storage_options: dict | None = None,
-                 header_cache_size: int = 1024, retry: RetryPolicy | None = None):
+    def __init__(
+        self,
+        root: str,
+        storage_options: dict | None = None,
+        header_cache_size: int = 1024,
+        retry: RetryPolicy | None = None,
+    ):
         import fsspec
 
         self.retry = retry or RetryPolicy()
@@ -142,16 +169,21 @@ class TileStore:
         path = self.resolve(uri)
 
         def read() -> np.ndarray:
-            data = self._read_local_full(path, layout) if self.is_local \
+            data = (
+                self._read_local_full(path, layout)
+                if self.is_local
                 else self._read_remote_full(path, layout)
+            )
             data = np.asarray(data, dtype=np.float32)
             if data.shape != layout.shape:
                 raise ValueError(f"image shape {data.shape}, header says {layout.shape}")
             return data
+
         return self._guarded(uri, read), layout.header
 
-    def read_section(self, uri: str, y0: int, y1: int, x0: int, x1: int,
-                     hdu: int | None = None) -> tuple[np.ndarray, Any]:
+    def read_section(
+        self, uri: str, y0: int, y1: int, x0: int, x1: int, hdu: int | None = None
+    ) -> tuple[np.ndarray, Any]:
         """Pixels ``[y0:y1, x0:x1]`` (0-based, inside the image) as float32, and the header."""
         layout = self.layout(uri, hdu)
         ny, nx = layout.shape
@@ -168,11 +200,14 @@ class TileStore:
     def _guarded(self, uri: str, read: Callable[[], Any]) -> Any:
         """``read()`` with transient store errors retried (bounded, with backoff); any
         failure left is one TileReadError naming the tile."""
+
         def attempt() -> Any:
             with _tile_errors(uri):
                 return read()
-        return call_with_retries(attempt, self.retry, f"tile {uri}",
-                                 transient=lambda err: is_transient(err.__cause__))
+
+        return call_with_retries(
+            attempt, self.retry, f"tile {uri}", transient=lambda err: is_transient(err.__cause__)
+        )
 
     def _fetch(self, path: str, start: int, end: int) -> bytes:
         chunk = self.fs.cat_file(path, start=start, end=end)
@@ -208,12 +243,13 @@ class TileStore:
         self.bytes_read += len(raw)
         raw = decompressed(raw)
         if layout.kind == "raw":  # no astropy parse needed: decode the pixels in place
-            return decode(memoryview(raw)[layout.data_offset:], layout, layout.shape)
+            return decode(memoryview(raw)[layout.data_offset :], layout, layout.shape)
         with fits.open(io.BytesIO(raw)) as hdus:
             return np.array(hdus[layout.hdu_index].data, dtype=np.float32)
 
-    def _read_raw_section(self, path: str, layout: TileLayout, y0: int, y1: int, x0: int,
-                          x1: int) -> np.ndarray:
+    def _read_raw_section(
+        self, path: str, layout: TileLayout, y0: int, y1: int, x0: int, x1: int
+    ) -> np.ndarray:
         """One byte range per row, or one range for all rows when the gaps are small."""
         nx = layout.shape[1]
         item = layout.disk_dtype.itemsize
@@ -229,8 +265,9 @@ class TileStore:
     def _fetch_ranges(self, path: str, starts: list[int], ends: list[int]) -> list[bytes]:
         if self.is_local:  # one open file; fsspec would reopen it per range
             with open(path, "rb") as f:
-                chunks = [os.pread(f.fileno(), end - start, start)
-                          for start, end in zip(starts, ends)]
+                chunks = [
+                    os.pread(f.fileno(), end - start, start) for start, end in zip(starts, ends)
+                ]
         else:
             chunks = self.fs.cat_ranges([path] * len(starts), starts, ends)
         for chunk, start, end in zip(chunks, starts, ends):
@@ -247,8 +284,7 @@ def _protocols(fs) -> tuple[str, ...]:
     return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
-def open_store(root: str, storage_options: dict | None = None,
-               read_attempts: int = 5) -> TileStore:
+def open_store(root: str, storage_options: dict | None = None, read_attempts: int = 5) -> TileStore:
     """Open the tile store at ``root`` (path or URL) with explicit fsspec options.
 
     Never put credentials in ``storage_options``: the AWS/GCS credential chains supply them.

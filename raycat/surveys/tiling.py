@@ -19,8 +19,8 @@ Pan-STARRS1 RINGS.V3 (2644 projection cells of 10 x 10 skycells, 0.25"/px):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 
@@ -93,6 +93,7 @@ def _ra_pad(radius: float, dec_min: float, dec_max: float) -> float:
 
 # --- unWISE -------------------------------------------------------------------------------
 
+
 class UnwiseTiling:
     """The unWISE (AllWISE atlas) tile set: 18,240 tiles, names like ``1866p257``."""
 
@@ -107,8 +108,9 @@ class UnwiseTiling:
         k = np.arange(-self.n_rows_half, self.n_rows_half + 1)
         self.row_dec = k * self.row_step
         equatorward = np.radians(np.maximum(np.abs(self.row_dec) - self.half_side, 0.0))
-        self.row_count = np.maximum(np.round(360 * np.cos(equatorward) / self.row_step), 1
-                                    ).astype(int)
+        self.row_count = np.maximum(np.round(360 * np.cos(equatorward) / self.row_step), 1).astype(
+            int
+        )
 
     @property
     def n_tiles(self) -> int:
@@ -125,8 +127,14 @@ class UnwiseTiling:
         dec = float(self.row_dec[row])
         name = self.tile_name(ra, dec)
         centre = (self.naxis + 1) / 2.0
-        return RealTile(self.survey, name, (ra, dec), (centre, centre), (self.naxis, self.naxis),
-                        self.scale_arcsec)
+        return RealTile(
+            self.survey,
+            name,
+            (ra, dec),
+            (centre, centre),
+            (self.naxis, self.naxis),
+            self.scale_arcsec,
+        )
 
     def lookup(self, ra, dec) -> np.ndarray:
         """Name of the tile holding each position farthest from its edge."""
@@ -176,6 +184,7 @@ class UnwiseTiling:
 
 
 # --- Pan-STARRS1 RINGS.V3 -----------------------------------------------------------------
+
 
 class PS1Tiling:
     """The PS1 3pi RINGS.V3 skycells: names like ``1329.005`` (projection cell.skycell).
@@ -233,16 +242,14 @@ class PS1Tiling:
         Where that skycell's image misses the point (zone edges curve in the tangent plane,
         far from the cell centre), the neighbouring zone's skycell that holds it is used."""
         ra, dec = _check_positions(ra, dec)
-        zone = np.clip(np.searchsorted(self.zone_dec + self.zone_deg / 2, dec), 0,
-                       self.n_zones - 1)
+        zone = np.clip(np.searchsorted(self.zone_dec + self.zone_deg / 2, dec), 0, self.n_zones - 1)
         best = self._in_zone(ra, dec, zone)
         polar = (zone <= 1) | (zone >= self.n_zones - 2)
         for step in (-1, 1):  # the next zone where the pick misses (curved zone edges)
             other = self._in_zone(ra, dec, np.clip(zone + step, 0, self.n_zones - 1))
             best = _better(best, other, (best[3] < 0) | polar)
         cell, k, j, _ = best
-        return np.array([f"{c:04d}.{10 * r + q:03d}" for c, q, r in zip(cell, k, j)],
-                        dtype=object)
+        return np.array([f"{c:04d}.{10 * r + q:03d}" for c, q, r in zip(cell, k, j)], dtype=object)
 
     def _in_zone(self, ra, dec, zone):
         """(cell, col, row, edge margin in px) of positions placed in the given zones."""
@@ -255,8 +262,9 @@ class PS1Tiling:
         with np.errstate(invalid="ignore"):
             k = np.clip(np.floor(x / px) + 5, 0, 9).astype(int)
             j = np.clip(np.floor(y / py) + 5, 0, 9).astype(int)
-        margin = np.minimum.reduce([x - (k - 5) * px, (k - 4) * px - x,
-                                    y - (j - 5) * py, (j - 4) * py - y])
+        margin = np.minimum.reduce(
+            [x - (k - 5) * px, (k - 4) * px - x, y - (j - 5) * py, (j - 4) * py - y]
+        )
         margin = np.where(np.isfinite(margin), margin + self.pad, -np.inf)
         return self.zone_first[zone] + index, k, j, margin
 
@@ -277,9 +285,15 @@ class PS1Tiling:
         crval = (index * 360.0 / self.zone_count[zone], float(self.zone_dec[zone]))
         crpix = (self.pad + 0.5 + (5 - col) * px, self.pad + 0.5 + (5 - row) * py)
         cell = int(self.zone_first[zone]) + index
-        return RealTile(self.survey, f"{cell:04d}.{sub:03d}", crval, crpix,
-                        (px + 2 * self.pad, py + 2 * self.pad), self.scale_arcsec,
-                        {"projcell": cell, "skycell": sub})
+        return RealTile(
+            self.survey,
+            f"{cell:04d}.{sub:03d}",
+            crval,
+            crpix,
+            (px + 2 * self.pad, py + 2 * self.pad),
+            self.scale_arcsec,
+            {"projcell": cell, "skycell": sub},
+        )
 
     def tiles(self, ra_min=0.0, ra_max=360.0, dec_min=-90.0, dec_max=90.0) -> Iterator[RealTile]:
         """Skycells that may touch the box (centre within the box grown by their radius)."""
@@ -288,12 +302,19 @@ class PS1Tiling:
             sub = np.arange(100)
             xi = -((sub % 10) - 4.5) * self.core_x[zone] * self.scale_arcsec * ARCSEC
             eta = ((sub // 10) - 4.5) * self.core_y[zone] * self.scale_arcsec * ARCSEC
-            radius = math.hypot(self.core_x[zone] + 2 * self.pad,
-                                self.core_y[zone] + 2 * self.pad) * self.scale_arcsec * ARCSEC / 2
+            radius = (
+                math.hypot(self.core_x[zone] + 2 * self.pad, self.core_y[zone] + 2 * self.pad)
+                * self.scale_arcsec
+                * ARCSEC
+                / 2
+            )
             for index in range(n):
                 ra, dec = tan_deproject(xi, eta, index * 360.0 / n, self.zone_dec[zone])
-                keep = ((dec + radius >= dec_min) & (dec - radius <= dec_max) &
-                        _ra_in_range(ra, ra_min, ra_max, _ra_pad(radius, dec_min, dec_max)))
+                keep = (
+                    (dec + radius >= dec_min)
+                    & (dec - radius <= dec_max)
+                    & _ra_in_range(ra, ra_min, ra_max, _ra_pad(radius, dec_min, dec_max))
+                )
                 for s in np.flatnonzero(keep):
                     yield self._skycell(int(zone), index, int(s))
 
@@ -310,16 +331,19 @@ TILINGS = {"unwise": UnwiseTiling, "ps1": PS1Tiling}
 def get_tiling(survey: str):
     """The computed tiling of a survey ("unwise", "ps1")."""
     if survey not in TILINGS:
-        raise RaycatError(f"no computed tiling for survey {survey!r}; known: "
-                          f"{', '.join(TILINGS)}")
+        raise RaycatError(f"no computed tiling for survey {survey!r}; known: {', '.join(TILINGS)}")
     return TILINGS[survey]()
 
 
 # --- index rows ---------------------------------------------------------------------------
 
-def index_rows(tiling, bands: list[str], uri_template: str,
-               box: tuple[float, float, float, float] = (0.0, 360.0, -90.0, 90.0)
-               ) -> Iterator[dict]:
+
+def index_rows(
+    tiling,
+    bands: list[str],
+    uri_template: str,
+    box: tuple[float, float, float, float] = (0.0, 360.0, -90.0, 90.0),
+) -> Iterator[dict]:
     """Tile index rows (the mock sky's columns) of every tile of ``tiling`` in ``box``.
 
     ``box`` is (ra_min, ra_max, dec_min, dec_max); ra_min > ra_max wraps through 0. The
@@ -337,6 +361,10 @@ def index_rows(tiling, bands: list[str], uri_template: str,
                 uri = uri_template.format(tile=tile.name, band=band, filter=short, **tile.fields)
             except (KeyError, IndexError, ValueError) as err:
                 raise RaycatError(f"bad uri template {uri_template!r}: {err}") from None
-            yield {schema.TILE_SURVEY: tiling.survey, schema.TILE_BAND: band,
-                   schema.TILE_NAME: tile.name, schema.TILE_URI: schema.relative_tile_uri(uri),
-                   **columns}
+            yield {
+                schema.TILE_SURVEY: tiling.survey,
+                schema.TILE_BAND: band,
+                schema.TILE_NAME: tile.name,
+                schema.TILE_URI: schema.relative_tile_uri(uri),
+                **columns,
+            }

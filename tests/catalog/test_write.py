@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raycat.catalog import info as I
-from raycat.catalog import write as C
-from raycat.catalog import read as R
 from raycat import schema as S
+from raycat.catalog import info as I
+from raycat.catalog import read as R
+from raycat.catalog import write as C
 from raycat.errors import RaycatError
 from raycat.healpix import healpix29
 from raycat.photoz.pdf import bin_centres, bin_edges
@@ -37,8 +37,14 @@ def objects() -> dict[str, np.ndarray]:
     pdf[::25] = np.nan  # no prediction for these
     ra, dec = rng.uniform(150, 154, n), rng.uniform(1, 5, n)
     pixel = healpix29(ra, dec) >> (2 * (29 - ORDER))
-    return {"id": rng.permutation(10 * n)[:n].astype(np.int64), "ra": ra, "dec": dec, "z": z,
-            "pdf": pdf, "pixel": pixel}
+    return {
+        "id": rng.permutation(10 * n)[:n].astype(np.int64),
+        "ra": ra,
+        "dec": dec,
+        "z": z,
+        "pdf": pdf,
+        "pixel": pixel,
+    }
 
 
 def tables_by_pixel(objects, schema) -> dict[int, pa.Table]:
@@ -46,9 +52,14 @@ def tables_by_pixel(objects, schema) -> dict[int, pa.Table]:
     for pixel in np.unique(objects["pixel"]):
         rows = objects["pixel"] == pixel
         tables[int(pixel)] = C.partition_table(
-            schema, ids=objects["id"][rows], ra=objects["ra"][rows], dec=objects["dec"][rows],
-            flags=np.zeros(rows.sum(), np.int32), pdf=objects["pdf"][rows],
-            extra={S.Z_SPEC: objects["z"][rows]})
+            schema,
+            ids=objects["id"][rows],
+            ra=objects["ra"][rows],
+            dec=objects["dec"][rows],
+            flags=np.zeros(rows.sum(), np.int32),
+            pdf=objects["pdf"][rows],
+            extra={S.Z_SPEC: objects["z"][rows]},
+        )
     return tables
 
 
@@ -61,10 +72,22 @@ def write_catalog(root: str, objects, *, mode="new", storage_options=None) -> C.
 
 
 def test_schema_has_the_contract_columns_and_metadata():
-    schema = make_schema(pdf_dtype="float16", attr_players=BANDS, has_z_spec=True,
-                         has_epistemic=True)
-    for name in (S.ID, S.RA, S.DEC, S.HEALPIX_29, *S.POINT_ESTIMATES, S.PDF, S.FLAGS,
-                 S.Z_SPEC, S.Z_STD_EPISTEMIC, S.ATTR_BASELINE, *map(S.attr_column, BANDS)):
+    schema = make_schema(
+        pdf_dtype="float16", attr_players=BANDS, has_z_spec=True, has_epistemic=True
+    )
+    for name in (
+        S.ID,
+        S.RA,
+        S.DEC,
+        S.HEALPIX_29,
+        *S.POINT_ESTIMATES,
+        S.PDF,
+        S.FLAGS,
+        S.Z_SPEC,
+        S.Z_STD_EPISTEMIC,
+        S.ATTR_BASELINE,
+        *map(S.attr_column, BANDS),
+    ):
         assert name in schema.names, name
     assert schema.field(S.ID).type == pa.int64() and schema.field(S.HEALPIX_29).type == pa.int64()
     assert schema.field(S.RA).type == pa.float64() and schema.field(S.Z_MEAN).type == pa.float32()
@@ -148,8 +171,7 @@ def test_modes_new_overwrite_and_mixed_models(tmp_path, objects):
         C.CatalogWriter(root, make_schema("model-b", has_z_spec=True), ORDER, mode="resume")
     with pytest.raises(RaycatError, match="other columns"):
         C.CatalogWriter(root, make_schema(has_z_spec=True, pdf_dtype="float16"), ORDER)
-    writer = C.CatalogWriter(root, make_schema("model-b", has_z_spec=True), ORDER,
-                             mode="overwrite")
+    writer = C.CatalogWriter(root, make_schema("model-b", has_z_spec=True), ORDER, mode="overwrite")
     assert writer.done_pixels() == set()
     assert not (tmp_path / "cat" / S.CATALOG_DATASET_DIR).exists()
 

@@ -10,15 +10,21 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
+from tiles import PointSource, tile_wcs, truncate, write_fits, write_tile
 
 from raycat import schema
 from raycat.config import CutoutConfig
 from raycat.cutouts.actor import CutoutActor, TileCache, cutout_batch, normalise
 from raycat.cutouts.resample import CutoutGrid, local_affine, offset_sky
+from raycat.surveys.bands import (
+    BAND_NAMES,
+    NANOMAGGY_ZP,
+    default_softening,
+    get_band,
+    sigma_pixel,
+    softenings,
+)
 from raycat.surveys.store import open_store
-from raycat.surveys.bands import (BAND_NAMES, NANOMAGGY_ZP, default_softening, get_band,
-                                  sigma_pixel, softenings)
-from tiles import PointSource, tile_wcs, truncate, write_fits, write_tile
 
 Flag = schema.Flag
 RA0, DEC0 = 150.0, 2.0
@@ -53,10 +59,22 @@ def write_sky(root, folder: str = "tiles", noise: float = 0.0) -> None:
             wcs = tile_wcs(RA0, DEC0, shape, scale, rotation, flip)
             x, y = wcs.all_world2pix([sky(*NAN_SPOT)], 0)[0]
             nan_boxes = [(int(y) - 2, int(y) + 3, int(x) - 2, int(x) + 3)]
-        sources = [PointSource(*sky(*off), FLUX, get_band(band).psf_fwhm)
-                   for off in SOURCES.values()]
-        write_tile(root / uri(band, folder), band, RA0, DEC0, shape, scale, rotation_deg=rotation,
-                   flip=flip, sources=sources, nan_boxes=nan_boxes, noise_nmgy=noise)
+        sources = [
+            PointSource(*sky(*off), FLUX, get_band(band).psf_fwhm) for off in SOURCES.values()
+        ]
+        write_tile(
+            root / uri(band, folder),
+            band,
+            RA0,
+            DEC0,
+            shape,
+            scale,
+            rotation_deg=rotation,
+            flip=flip,
+            sources=sources,
+            nan_boxes=nan_boxes,
+            noise_nmgy=noise,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +117,7 @@ def centroid(image: np.ndarray) -> tuple[float, float]:
 
 def run(root, batch, mode="auto", normalised=False, store=None, **cfg):
     cutout_cfg = CutoutConfig(bands=BANDS, read_mode=mode, **cfg)
-    return cutout_batch(batch, store or open_store(str(root)), cutout_cfg,
-                        normalised=normalised)
+    return cutout_batch(batch, store or open_store(str(root)), cutout_cfg, normalised=normalised)
 
 
 @pytest.mark.parametrize("mode", ["dense", "sparse"])
@@ -120,15 +137,25 @@ def test_point_sources_land_in_the_centre_with_their_flux(root, mode):
 def test_distorted_tile_keeps_sources_centred(tmp_path):
     """A TAN-SIP tile whose distortion moves the source by > 2 native px still centres it."""
     source = PointSource(*sky(-70.0, 70.0), FLUX, get_band("ps1_r").psf_fwhm)
-    write_tile(tmp_path / uri("ps1_r"), "ps1_r", RA0, DEC0, (800, 800), 0.25, distortion=4e-5,
-               rotation_deg=20.0, sources=[source])
+    write_tile(
+        tmp_path / uri("ps1_r"),
+        "ps1_r",
+        RA0,
+        DEC0,
+        (800, 800),
+        0.25,
+        distortion=4e-5,
+        rotation_deg=20.0,
+        sources=[source],
+    )
     header = fits.getheader(tmp_path / uri("ps1_r"))
     exact = WCS(header).all_world2pix([[source.ra, source.dec]], 0)[0]
     linear = WCS(header).wcs_world2pix([[source.ra, source.dec]], 0)[0]
     assert np.hypot(*(exact - linear)) > 2  # native px: the distortion matters here
     batch = make_batch([(source.ra, source.dec)], [{"ps1_r": uri("ps1_r")}])
-    out = cutout_batch(batch, open_store(str(tmp_path)), CutoutConfig(bands=["ps1_r"]),
-                       normalised=False)
+    out = cutout_batch(
+        batch, open_store(str(tmp_path)), CutoutConfig(bands=["ps1_r"]), normalised=False
+    )
     cx, cy = centroid(out[schema.CUBE][0, 0])
     assert abs(cx - 15.5) < 0.1 and abs(cy - 15.5) < 0.1
     assert out[schema.CUBE][0, 0].sum() == pytest.approx(FLUX, rel=0.03)
@@ -136,8 +163,12 @@ def test_distorted_tile_keeps_sources_centred(tmp_path):
 
 def test_cutouts_are_north_up_east_left(root):
     """An object 5" south and 5" west of a source sees it up (north) and left (east)."""
-    ra, dec = offset_sky(np.array(sky(*SOURCES["a"])[0]), np.array(sky(*SOURCES["a"])[1]),
-                         np.array(-5.0), np.array(-5.0))
+    ra, dec = offset_sky(
+        np.array(sky(*SOURCES["a"])[0]),
+        np.array(sky(*SOURCES["a"])[1]),
+        np.array(-5.0),
+        np.array(-5.0),
+    )
     out = run(root, make_batch([(float(ra), float(dec))], [ALL]))
     for b in range(len(BANDS)):
         cx, cy = centroid(out[schema.CUBE][0, b])
@@ -148,13 +179,14 @@ def test_local_affine_matches_exact_wcs(root):
     """The affine map is within 1e-3 native px of astropy's exact transform over the cutout."""
     grid = CutoutGrid(32, 1.0)
     ra, dec = np.array([sky(*SOURCES["a"])[0]]), np.array([sky(*SOURCES["a"])[1]])
-    for band, (scale, rotation, flip, shape) in TILES.items():
+    for _band, (scale, rotation, flip, shape) in TILES.items():
         wcs = tile_wcs(RA0, DEC0, shape, scale, rotation, flip)
         affine = local_affine(wcs, ra, dec, grid.half_extent)
         x, y = affine.positions(grid)
         xi, eta = np.meshgrid(grid.xi, grid.eta)
-        exact = wcs.all_world2pix(np.column_stack(
-            [a.ravel() for a in offset_sky(ra[0], dec[0], xi, eta)]), 0)
+        exact = wcs.all_world2pix(
+            np.column_stack([a.ravel() for a in offset_sky(ra[0], dec[0], xi, eta)]), 0
+        )
         assert np.abs(x[0].ravel() - exact[:, 0]).max() < 1e-3
         assert np.abs(y[0].ravel() - exact[:, 1]).max() < 1e-3
 
@@ -183,8 +215,9 @@ def test_truncated_tile_only_hurts_its_own_objects(root, tmp_path, mode):
     shutil.copy(root / uri("ps1_r"), tmp_path / "bad.fits")
     truncate(tmp_path / "bad.fits", 0.5)
     good = [sky(*off) for off in SOURCES.values()]
-    batch = make_batch(good + good, [ALL, ALL, {**ALL, "ps1_r": "bad.fits"},
-                                     {**ALL, "ps1_r": "bad.fits"}])
+    batch = make_batch(
+        good + good, [ALL, ALL, {**ALL, "ps1_r": "bad.fits"}, {**ALL, "ps1_r": "bad.fits"}]
+    )
     out = run(tmp_path, batch, mode)
     flags, cube = out[schema.FLAGS], out[schema.CUBE]
     assert list(flags) == [0, 0, Flag.READ_ERROR, Flag.READ_ERROR]
@@ -194,8 +227,10 @@ def test_truncated_tile_only_hurts_its_own_objects(root, tmp_path, mode):
 
 
 def test_unsafe_or_absent_tile_uri_is_a_read_error(root):
-    batch = make_batch([sky(*SOURCES["a"])] * 3, [{**ALL, "ps1_r": "../escape.fits"},
-                                                   {**ALL, "ps1_r": "tiles/absent.fits"}, ALL])
+    batch = make_batch(
+        [sky(*SOURCES["a"])] * 3,
+        [{**ALL, "ps1_r": "../escape.fits"}, {**ALL, "ps1_r": "tiles/absent.fits"}, ALL],
+    )
     out = run(root, batch)
     assert list(out[schema.FLAGS]) == [Flag.READ_ERROR, Flag.READ_ERROR, 0]
     assert (out[schema.CUBE][:2, 0] == 0).all() and out[schema.CUBE][2, 0].sum() > 9
@@ -213,8 +248,13 @@ def test_missing_band_and_off_footprint(root):
 
 def test_dense_and_sparse_agree(root, tmp_path):
     write_sky(tmp_path, noise=0.05)  # noise everywhere: every pixel of the section matters
-    positions = [sky(*SOURCES["a"]), sky(*SOURCES["b"]), edge_position(root), sky(*NAN_SPOT),
-                 sky(0.0, 0.0)]
+    positions = [
+        sky(*SOURCES["a"]),
+        sky(*SOURCES["b"]),
+        edge_position(root),
+        sky(*NAN_SPOT),
+        sky(0.0, 0.0),
+    ]
     batch = make_batch(positions, [ALL] * 5)
     dense, sparse = run(tmp_path, batch, "dense"), run(tmp_path, batch, "sparse")
     np.testing.assert_array_equal(dense[schema.FLAGS], sparse[schema.FLAGS])
@@ -241,8 +281,10 @@ def _behind_fault_proxy(root, s3_bucket, proxy) -> tuple[str, dict]:
     url, options = s3_bucket
     fs, _ = fsspec.core.url_to_fs(url, **options)
     fs.put(str(root / "tiles"), f"{url}/tiles", recursive=True)
-    return url, {"client_kwargs": {"endpoint_url": proxy.url},
-                 "config_kwargs": {"retries": {"total_max_attempts": 1}}}
+    return url, {
+        "client_kwargs": {"endpoint_url": proxy.url},
+        "config_kwargs": {"retries": {"total_max_attempts": 1}},
+    }
 
 
 def test_s3_throttling_is_retried_over_http(root, s3_bucket, s3_server):
@@ -263,7 +305,6 @@ def test_s3_throttling_is_retried_over_http(root, s3_bucket, s3_server):
 
 def test_s3_tile_that_keeps_failing_is_flagged_not_hung(root, s3_bucket, s3_server):
     import s3fs
-
     from fault_proxy import FaultProxy
 
     batch = make_batch([sky(*SOURCES["a"]), sky(*SOURCES["b"])], [ALL, ALL])
@@ -279,7 +320,7 @@ def test_s3_tile_that_keeps_failing_is_flagged_not_hung(root, s3_bucket, s3_serv
     assert (out[schema.CUBE][:, band] == 0).all()
     keep = [i for i in range(len(BANDS)) if i != band]  # the other bands are still cut out
     np.testing.assert_array_equal(out[schema.CUBE][:, keep], clean[schema.CUBE][:, keep])
-    # each raycat attempt is one s3fs call of s3fs.S3FileSystem.retries tries: bounded, then given up
+    # each raycat attempt is one s3fs call of S3FileSystem.retries tries: bounded, then given up
     assert proxy.failed[uri("ps1_r")] == 2 * s3fs.S3FileSystem.retries
     assert proxy.forwarded[uri("ps1_r")] == 0 and seconds < 60
 
@@ -291,19 +332,26 @@ def test_compressed_tiles_give_the_same_cutouts(root, tmp_path, compression):
         data, header = fits.getdata(tmp_path / uri(band, "plain"), header=True)
         write_fits(tmp_path / uri(band, "packed"), data, header, compression)
     positions = [sky(*SOURCES["a"]), sky(*NAN_SPOT)]
-    plain = run(tmp_path, make_batch(positions, [{b: uri(b, "plain") for b in BANDS}] * 2),
-                "sparse")
-    packed = run(tmp_path, make_batch(positions, [{b: uri(b, "packed") for b in BANDS}] * 2),
-                 "sparse")
+    plain = run(
+        tmp_path, make_batch(positions, [{b: uri(b, "plain") for b in BANDS}] * 2), "sparse"
+    )
+    packed = run(
+        tmp_path, make_batch(positions, [{b: uri(b, "packed") for b in BANDS}] * 2), "sparse"
+    )
     np.testing.assert_array_equal(plain[schema.FLAGS], packed[schema.FLAGS])
     np.testing.assert_allclose(plain[schema.CUBE], packed[schema.CUBE], rtol=1e-6, atol=1e-7)
 
 
 def test_rows_out_equal_rows_in_in_order(root):
     rng = np.random.default_rng(1)
-    kinds = [(sky(*SOURCES["a"]), ALL), (sky(*SOURCES["b"]), {"galex_nuv": uri("galex_nuv")}),
-             (edge_position(root), ALL), (sky(*NAN_SPOT), ALL), ((10.0, 10.0), {}),
-             (sky(0, 0), {**ALL, "ps1_r": "tiles/absent.fits"})]
+    kinds = [
+        (sky(*SOURCES["a"]), ALL),
+        (sky(*SOURCES["b"]), {"galex_nuv": uri("galex_nuv")}),
+        (edge_position(root), ALL),
+        (sky(*NAN_SPOT), ALL),
+        ((10.0, 10.0), {}),
+        (sky(0, 0), {**ALL, "ps1_r": "tiles/absent.fits"}),
+    ]
     picks = rng.integers(0, len(kinds), 40)
     batch = make_batch([kinds[k][0] for k in picks], [kinds[k][1] for k in picks])
     batch[schema.ID] = rng.permutation(10_000)[:40]
@@ -328,8 +376,18 @@ def test_default_softening_is_the_sky_noise_per_output_pixel(tmp_path):
     """
     for band, (scale, rotation, flip, shape) in TILES.items():
         sigma = sigma_pixel(get_band(band), NANOMAGGY_ZP)
-        write_tile(tmp_path / uri(band), band, RA0, DEC0, shape, scale, rotation_deg=rotation,
-                   flip=flip, noise_nmgy=sigma, seed=3)
+        write_tile(
+            tmp_path / uri(band),
+            band,
+            RA0,
+            DEC0,
+            shape,
+            scale,
+            rotation_deg=rotation,
+            flip=flip,
+            noise_nmgy=sigma,
+            seed=3,
+        )
     positions = [sky(xi, eta) for xi in (-30, 0, 30) for eta in (-30, 0, 30)]
     flux = run(tmp_path, make_batch(positions, [ALL] * len(positions)))[schema.CUBE]
     for b, band in enumerate(BANDS):
@@ -367,14 +425,19 @@ def test_cutout_actor_on_ray_data(root, ray_local):
 
     positions = [sky(*SOURCES["a"]), sky(*SOURCES["b"]), (10.0, 10.0)]
     batch = make_batch(positions, [ALL, ALL, {}])
-    rows = [{k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in batch.items()}
-            for i in range(len(positions))]
+    rows = [
+        {k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in batch.items()}
+        for i in range(len(positions))
+    ]
     cfg = CutoutConfig(bands=BANDS)
     ds = ray.data.from_items(rows).map_batches(
-        CutoutActor, fn_constructor_kwargs={"store": str(root), "storage_options": {},
-                                            "cutout_cfg": cfg},
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1), num_cpus=0.5,
-        batch_format="numpy", batch_size=2)
+        CutoutActor,
+        fn_constructor_kwargs={"store": str(root), "storage_options": {}, "cutout_cfg": cfg},
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=1),
+        num_cpus=0.5,
+        batch_format="numpy",
+        batch_size=2,
+    )
     out = sorted(ds.take_all(), key=lambda row: row[schema.ID])
     direct = cutout_batch(batch, open_store(str(root)), cfg)
     assert [row[schema.ID] for row in out] == list(batch[schema.ID])

@@ -13,16 +13,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from raycat import schema
 from realdata import REALDATA
 
-FILES = {**{f"ps1_{b}": f"ps1/PS1_{b}.fits" for b in "griz"},
-         **{f"sdss_{b}": f"sdss/SDSS_{b}_wcsfixed.fits" for b in "griz"}}
+from raycat import schema
+
+FILES = {
+    **{f"ps1_{b}": f"ps1/PS1_{b}.fits" for b in "griz"},
+    **{f"sdss_{b}": f"sdss/SDSS_{b}_wcsfixed.fits" for b in "griz"},
+}
 SIZE_PX, SCALE = 32, 0.5  # cutouts of 16": objects within ~8" of the PS1 border hit its edge
 
-pytestmark = pytest.mark.skipif(not (REALDATA / "ps1" / "PS1_r.fits").exists(),
-                                reason="no ../shared/realdata")
+pytestmark = pytest.mark.skipif(
+    not (REALDATA / "ps1" / "PS1_r.fits").exists(), reason="no ../shared/realdata"
+)
 
 
 def index_row(band: str, uri: str) -> dict:
@@ -66,15 +69,20 @@ def direct(objects, tile_index) -> dict:
     from raycat.surveys.store import open_store
 
     bands = list(FILES)
-    data = DataConfig.model_validate({"store": str(REALDATA), "objects": "unused.parquet",
-                                      "tile_index": str(tile_index)})
+    data = DataConfig.model_validate(
+        {"store": str(REALDATA), "objects": "unused.parquet", "tile_index": str(tile_index)}
+    )
     index = load_tile_index(data, bands)
     assert len(index) == len(bands)
     ra, dec = objects["ra"].to_numpy(), objects["dec"].to_numpy()
     tiles = TileFinder(index, bands).assign(ra, dec)
     assert all((tiles[b] == FILES[b]).all() for b in bands)  # every object is on every tile
-    batch = {schema.ID: objects["id"].to_numpy(), schema.RA: ra, schema.DEC: dec,
-             **{schema.tile_column(b): tiles[b].astype(str) for b in bands}}
+    batch = {
+        schema.ID: objects["id"].to_numpy(),
+        schema.RA: ra,
+        schema.DEC: dec,
+        **{schema.tile_column(b): tiles[b].astype(str) for b in bands},
+    }
     cfg = CutoutConfig(bands=bands, size_px=SIZE_PX, pixel_scale=SCALE, softening=SOFTENING)
     return cutout_batch(batch, open_store(str(REALDATA)), cfg)
 
@@ -88,8 +96,9 @@ def test_cutouts_of_the_real_field(objects, direct):
 
 
 @pytest.mark.slow
-def test_cutout_stage_on_the_real_field_from_a_yaml_config(objects, direct, tile_index,
-                                                           tmp_path, ray_local):
+def test_cutout_stage_on_the_real_field_from_a_yaml_config(
+    objects, direct, tile_index, tmp_path, ray_local
+):
     """`raycat cutouts --config` (the Ray Data stage) with the PS1 + SDSS band set named in a
     YAML file: one row per detected source, with the direct call's flags."""
     import yaml
@@ -97,10 +106,20 @@ def test_cutout_stage_on_the_real_field_from_a_yaml_config(objects, direct, tile
     from raycat.cli import main
 
     objects[["id", "ra", "dec"]].to_parquet(tmp_path / "objects.parquet")
-    config = {"data": {"store": str(REALDATA), "objects": str(tmp_path / "objects.parquet"),
-                       "tile_index": str(tile_index), "z_column": None},
-              "cutouts": {"bands": list(FILES), "size_px": SIZE_PX, "pixel_scale": SCALE,
-                          "softening": SOFTENING}}
+    config = {
+        "data": {
+            "store": str(REALDATA),
+            "objects": str(tmp_path / "objects.parquet"),
+            "tile_index": str(tile_index),
+            "z_column": None,
+        },
+        "cutouts": {
+            "bands": list(FILES),
+            "size_px": SIZE_PX,
+            "pixel_scale": SCALE,
+            "softening": SOFTENING,
+        },
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     out = tmp_path / "cutouts"
     assert main(["cutouts", "--config", str(tmp_path / "config.yaml"), "--out", str(out)]) == 0
@@ -118,8 +137,12 @@ def _check_edge_flags(objects: pd.DataFrame, flags: np.ndarray) -> None:
     edge = (flags & int(schema.Flag.EDGE)) > 0
     assert (margin < 0).any() and (margin > 0).any()
     np.testing.assert_array_equal(edge[clear], (margin < 0)[clear])
-    others = int(schema.Flag.NAN_PIXELS | schema.Flag.MISSING_BAND | schema.Flag.READ_ERROR
-                 | schema.Flag.OFF_FOOTPRINT)
+    others = int(
+        schema.Flag.NAN_PIXELS
+        | schema.Flag.MISSING_BAND
+        | schema.Flag.READ_ERROR
+        | schema.Flag.OFF_FOOTPRINT
+    )
     assert not (flags & others).any()
 
 

@@ -36,11 +36,14 @@ def test_box_average_matches_uniform_filter(box):
     np.testing.assert_allclose(image.mask / np.float32(box**2), mask, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("shape, nan_rows", [
-    ((700, 90), slice(300, 303)),  # NaNs in one strip only: the empty strips are skipped
-    ((700, 90), slice(127, 129)),  # NaNs on a strip boundary: both strips see them
-    ((3, 2), slice(1, 2)),  # smaller than the box
-])
+@pytest.mark.parametrize(
+    "shape, nan_rows",
+    [
+        ((700, 90), slice(300, 303)),  # NaNs in one strip only: the empty strips are skipped
+        ((700, 90), slice(127, 129)),  # NaNs on a strip boundary: both strips see them
+        ((3, 2), slice(1, 2)),  # smaller than the box
+    ],
+)
 def test_box_average_matches_uniform_filter_strip_by_strip(shape, nan_rows):
     pixels = _tile(shape=shape, nan_fraction=0.0)
     pixels[nan_rows, :2] = np.nan

@@ -10,11 +10,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from raycat.photoz.attribute import (absent_baseline, players_for, shapley_exact,  # noqa: E402
-                                     shapley_sampled, use_exact)
-from raycat.photoz.forward import z_mean_fn  # noqa: E402
 from raycat.config import ModelConfig  # noqa: E402
 from raycat.errors import RaycatError  # noqa: E402
+from raycat.photoz.attribute import (  # noqa: E402
+    absent_baseline,
+    players_for,
+    shapley_exact,
+    shapley_sampled,
+    use_exact,
+)
+from raycat.photoz.forward import z_mean_fn  # noqa: E402
 from raycat.photoz.model import build_model  # noqa: E402
 from raycat.photoz.pdf import bin_centres, bin_edges  # noqa: E402
 from raycat.surveys.bands import BAND_NAMES  # noqa: E402
@@ -24,8 +29,9 @@ CENTRES = bin_centres(bin_edges(0.0, 2.0, 20))
 
 
 def cubes(n: int, channels: int = N_BANDS, size: int = 4, seed: int = 0) -> torch.Tensor:
-    return torch.randn(n, channels, size, size, generator=torch.Generator().manual_seed(seed),
-                       dtype=torch.float64)
+    return torch.randn(
+        n, channels, size, size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
 
 
 def linear(weights: list[float], bias: float = 0.3):
@@ -51,6 +57,7 @@ def tiny_net_z_mean():
 
 def shapley_by_definition(f, x, baseline, n_players):
     """Average marginal contribution over all P! orderings (one channel per player)."""
+
     def value(present):
         mask = torch.zeros(n_players, dtype=torch.bool)
         mask[list(present)] = True
@@ -59,7 +66,7 @@ def shapley_by_definition(f, x, baseline, n_players):
     phi = torch.zeros(x.shape[0], n_players, dtype=torch.float64)
     for order in itertools.permutations(range(n_players)):
         for step, player in enumerate(order):
-            phi[:, player] += value(order[:step + 1]) - value(order[:step])
+            phi[:, player] += value(order[: step + 1]) - value(order[:step])
     return phi / math.factorial(n_players)
 
 
@@ -68,6 +75,7 @@ def efficiency_gap(f, x, phi, base) -> float:
 
 
 # --- players and baselines --------------------------------------------------------------------
+
 
 def test_players_bands_are_channels_in_order():
     names, groups = players_for(list(BAND_NAMES), "bands")
@@ -118,6 +126,7 @@ def test_noise_baseline_has_per_channel_sigma():
 
 # --- exact Shapley: the axioms and the analytic case ----------------------------------------
 
+
 @pytest.mark.parametrize("baseline_kind", ["zero", "noise"])
 def test_exact_linear_model_matches_analytic_values(baseline_kind):
     weights = [0.5, -1.0, 2.0, 0.0, 0.25]  # channel 3 is a dummy player
@@ -142,8 +151,8 @@ def test_exact_matches_the_permutation_definition_on_a_nonlinear_toy():
 def test_exact_symmetric_players_get_equal_values():
     x = cubes(4, channels=3)
     x[:, 1] = x[:, 0]  # players 0 and 1 are interchangeable in f
-    means = lambda x: x.mean((-2, -1))  # noqa: E731
-    f = lambda x: means(x)[:, 0] * means(x)[:, 1] * torch.exp(means(x)[:, 2])  # noqa: E731
+    means = lambda x: x.mean((-2, -1))
+    f = lambda x: means(x)[:, 0] * means(x)[:, 1] * torch.exp(means(x)[:, 2])
     phi, base = shapley_exact(f, x, [[0], [1], [2]], torch.zeros_like(x))
     assert torch.allclose(phi[:, 0], phi[:, 1], atol=1e-14)
     assert not torch.allclose(phi[:, 0], phi[:, 2])
@@ -170,10 +179,11 @@ def test_chunking_does_not_change_the_values():
 
 # --- surveys as players ---------------------------------------------------------------------
 
+
 def test_survey_players_sum_their_bands_for_an_additive_model():
     weights = [0.1 * (i + 1) * (-1) ** i for i in range(N_BANDS)]
     f, x = linear(weights), cubes(4)
-    names, groups = players_for(list(BAND_NAMES), "surveys")
+    _names, groups = players_for(list(BAND_NAMES), "surveys")
     band_phi, _ = shapley_exact(f, x, [[i] for i in range(N_BANDS)], torch.zeros_like(x))
     survey_phi, base = shapley_exact(f, x, groups, torch.zeros_like(x))
     assert survey_phi.shape == (4, 3)
@@ -182,8 +192,8 @@ def test_survey_players_sum_their_bands_for_an_additive_model():
     assert efficiency_gap(f, x, survey_phi, base) < 1e-12
 
 
-
 # --- sampled Shapley --------------------------------------------------------------------------
+
 
 def test_sampled_is_exact_for_an_additive_model():
     """Every ordering gives an additive model's exact values: checks the bookkeeping of
@@ -191,16 +201,23 @@ def test_sampled_is_exact_for_an_additive_model():
     weights = [0.5, -1.0, 2.0, 0.0, 0.25, 1.5, -0.7, 0.1, 3.0]
     f, x = linear(weights), cubes(6)
     exact, _ = shapley_exact(f, x, [[i] for i in range(N_BANDS)], torch.zeros_like(x))
-    sampled, _ = shapley_sampled(f, x, [[i] for i in range(N_BANDS)], torch.zeros_like(x),
-                                 permutations=1, generator=torch.Generator().manual_seed(0))
+    sampled, _ = shapley_sampled(
+        f,
+        x,
+        [[i] for i in range(N_BANDS)],
+        torch.zeros_like(x),
+        permutations=1,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.allclose(sampled, exact, atol=1e-12)
 
 
 def _sampling_error(f, x, groups, exact, permutations: int, seeds=range(3)) -> float:
     errors = []
     for seed in seeds:
-        phi, base = shapley_sampled(f, x, groups, torch.zeros_like(x), permutations,
-                                    torch.Generator().manual_seed(seed))
+        phi, base = shapley_sampled(
+            f, x, groups, torch.zeros_like(x), permutations, torch.Generator().manual_seed(seed)
+        )
         assert efficiency_gap(f, x, phi, base) < 1e-12  # exact for every draw
         errors.append(float((phi - exact).abs().mean()))
     return float(np.mean(errors))
@@ -219,8 +236,14 @@ def test_sampled_converges_to_exact_on_a_nonlinear_toy():
 def test_sampled_efficiency_on_the_tiny_network():
     f = tiny_net_z_mean()
     x = cubes(3, size=8).float() * 3
-    phi, base = shapley_sampled(f, x, [[i] for i in range(N_BANDS)], torch.zeros_like(x), 4,
-                                torch.Generator().manual_seed(0))
+    phi, base = shapley_sampled(
+        f,
+        x,
+        [[i] for i in range(N_BANDS)],
+        torch.zeros_like(x),
+        4,
+        torch.Generator().manual_seed(0),
+    )
     assert efficiency_gap(f, x, phi, base) < 1e-5
 
 

@@ -11,8 +11,9 @@ def save_tiny(root, bands=("a", "b", "c"), band_surveys=None, n_bins=20) -> str:
     from raycat.photoz.model import ArtifactMeta, build_model, save_artifact
 
     cfg = ModelConfig(arch="tiny", n_bins=n_bins)
-    meta = ArtifactMeta(model=cfg, bands=list(bands), band_surveys=band_surveys or {},
-                        size_px=16, pixel_scale=1.0)
+    meta = ArtifactMeta(
+        model=cfg, bands=list(bands), band_surveys=band_surveys or {}, size_px=16, pixel_scale=1.0
+    )
     save_artifact(build_model(cfg, len(bands)), str(root), meta)
     return str(root)
 
@@ -29,8 +30,9 @@ def test_predictor_extras_follow_the_config_section_and_the_recorded_surveys(tmp
     predictor = Predictor(InferConfig(model=model, attributions="surveys"))
     assert predictor.players == (["x", "y"], [[0, 2], [1]])
     cube = np.random.default_rng(0).normal(size=(5, 3, 16, 16)).astype(np.float32)
-    out = predictor({schema.CUBE: cube, schema.FLAGS: np.zeros(5, np.int32),
-                     schema.ID: np.arange(5)})
+    out = predictor(
+        {schema.CUBE: cube, schema.FLAGS: np.zeros(5, np.int32), schema.ID: np.arange(5)}
+    )
     z_mean = out[schema.PDF] @ bin_centres(predictor.meta.bin_edges)
     total = out[schema.ATTR_BASELINE] + out["attr_x"] + out["attr_y"]
     np.testing.assert_allclose(total, z_mean, atol=1e-4)

@@ -22,9 +22,15 @@ def tiny_cfg(**changes) -> ModelConfig:
 
 
 def make_meta(cfg: ModelConfig) -> ArtifactMeta:
-    return ArtifactMeta(model=cfg, bands=[f"b{i}" for i in range(N_BANDS)], size_px=SIZE,
-                        pixel_scale=1.0, config_hash="abc123", metrics={"val_nmad": 0.05},
-                        train_median_z=0.6)
+    return ArtifactMeta(
+        model=cfg,
+        bands=[f"b{i}" for i in range(N_BANDS)],
+        size_px=SIZE,
+        pixel_scale=1.0,
+        config_hash="abc123",
+        metrics={"val_nmad": 0.05},
+        train_median_z=0.6,
+    )
 
 
 @pytest.mark.parametrize("stem", ["imagenet", "small"])
@@ -40,8 +46,9 @@ def test_resnet50_maps_cutouts_to_bin_logits(stem):
 def test_stems_differ_in_resolution_kept():
     imagenet = build_model(ModelConfig(arch="resnet50", stem="imagenet"), N_BANDS)
     small = build_model(ModelConfig(arch="resnet50", stem="small"), N_BANDS)
-    assert imagenet.conv1.kernel_size == (7, 7) and not isinstance(imagenet.maxpool,
-                                                                   torch.nn.Identity)
+    assert imagenet.conv1.kernel_size == (7, 7) and not isinstance(
+        imagenet.maxpool, torch.nn.Identity
+    )
     assert small.conv1.kernel_size == (3, 3) and small.conv1.stride == (1, 1)
     assert isinstance(small.maxpool, torch.nn.Identity)
     # what the stems keep of a 32 px cutout before the first residual block
@@ -99,9 +106,14 @@ def test_meta_from_config_keeps_the_grid_and_cutout_settings():
 
 
 def test_meta_records_each_band_survey_and_old_artifacts_use_the_built_in_bands():
-    cfg = RaycatConfig.model_validate({"cutouts": {
-        "bands": ["ps1_g", "hsclike_r"],
-        "surveys": {"hsc_like": {"like": "hsc", "bands": {"hsclike_r": {"like": "hsc_r"}}}}}})
+    cfg = RaycatConfig.model_validate(
+        {
+            "cutouts": {
+                "bands": ["ps1_g", "hsclike_r"],
+                "surveys": {"hsc_like": {"like": "hsc", "bands": {"hsclike_r": {"like": "hsc_r"}}}},
+            }
+        }
+    )
     meta = ArtifactMeta.from_config(cfg)
     assert meta.band_surveys == {"ps1_g": "ps1", "hsclike_r": "hsc_like"}
     assert meta.players("surveys").names == ["ps1", "hsc_like"]

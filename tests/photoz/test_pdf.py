@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from raycat.photoz import pdf as P
 from raycat import schema as S
+from raycat.photoz import pdf as P
 
 EDGES = P.bin_edges(0.0, 2.0, 200)  # width 0.01
 CENTRES = P.bin_centres(EDGES)
@@ -21,7 +21,8 @@ def gaussian_pdfs(mu: np.ndarray, sigma: float | np.ndarray) -> np.ndarray:
 
     sigma = np.broadcast_to(sigma, np.shape(mu))
     cdf = np.vectorize(lambda x: 0.5 * (1 + erf(x / math.sqrt(2))))(
-        (EDGES[None, :] - np.asarray(mu)[:, None]) / np.asarray(sigma)[:, None])
+        (EDGES[None, :] - np.asarray(mu)[:, None]) / np.asarray(sigma)[:, None]
+    )
     probs = np.diff(cdf, axis=1)
     return probs / probs.sum(axis=1, keepdims=True)
 
@@ -133,8 +134,12 @@ def test_crps_of_a_gaussian_matches_the_closed_form():
 def test_summary_excludes_and_counts_missing_rows():
     z_spec = np.array([0.5, 0.5, 0.5, np.nan])
     z_phot = np.array([0.5, 0.5, np.nan, 0.5])
-    metrics = P.summary_metrics(z_phot, z_spec, pit_values=np.array([0.5, 0.5, 0.1, 0.9]),
-                                crps_values=np.array([0.0, 0.2, 9.0, 9.0]))
+    metrics = P.summary_metrics(
+        z_phot,
+        z_spec,
+        pit_values=np.array([0.5, 0.5, 0.1, 0.9]),
+        crps_values=np.array([0.0, 0.2, 9.0, 9.0]),
+    )
     assert metrics["n_objects"] == 4 and metrics["n_evaluated"] == 2
     assert metrics["n_no_prediction"] == 1 and metrics["n_no_truth"] == 1
     assert metrics["nmad"] == 0 and metrics["outlier_frac_0.15"] == 0

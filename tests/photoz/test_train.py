@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -33,8 +35,9 @@ def test_dihedral_augment_gives_one_of_the_8_transforms():
     x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
     out = dihedral_augment(x, generator=torch.Generator().manual_seed(0))
     for i in range(2):
-        options = [torch.rot90(img, k, dims=(-2, -1)) for img in (x[i], x[i].flip(-1))
-                   for k in range(4)]
+        options = [
+            torch.rot90(img, k, dims=(-2, -1)) for img in (x[i], x[i].flip(-1)) for k in range(4)
+        ]
         assert any(torch.equal(out[i], o) for o in options)
 
 
@@ -45,9 +48,12 @@ def _cutouts(n=96, size=16):
     rng = np.random.default_rng(1)
     z = rng.uniform(0.05, 1.0, n)
     cube = rng.normal(0, 0.1, (n, 9, size, size)).astype(np.float32)
-    cube[:, :, size // 2 - 2:size // 2 + 2, size // 2 - 2:size // 2 + 2] += z[:, None, None, None]
-    rows = [{schema.ID: i, schema.CUBE: cube[i], schema.Z_SPEC: z[i], schema.FLAGS: 0}
-            for i in range(n)]
+    cube[:, :, size // 2 - 2 : size // 2 + 2, size // 2 - 2 : size // 2 + 2] += z[
+        :, None, None, None
+    ]
+    rows = [
+        {schema.ID: i, schema.CUBE: cube[i], schema.Z_SPEC: z[i], schema.FLAGS: 0} for i in range(n)
+    ]
     return ray.data.from_items(rows)
 
 
@@ -56,11 +62,19 @@ def test_fit_writes_artifact_and_resumes_from_next_epoch(tmp_path, ray_local):
     from raycat.photoz.model import load_artifact
     from raycat.photoz.train import fit
 
-    cfg = parse_config({
-        "model": {"arch": "tiny", "n_bins": 20, "z_max": 1.0},
-        "cutouts": {"size_px": 16},
-        "train": {"epochs": 2, "batch_size": 32, "storage_path": str(tmp_path / "runs"),
-                  "model_out": str(tmp_path / "model"), "run_name": "t"}})
+    cfg = parse_config(
+        {
+            "model": {"arch": "tiny", "n_bins": 20, "z_max": 1.0},
+            "cutouts": {"size_px": 16},
+            "train": {
+                "epochs": 2,
+                "batch_size": 32,
+                "storage_path": str(tmp_path / "runs"),
+                "model_out": str(tmp_path / "model"),
+                "run_name": "t",
+            },
+        }
+    )
     metrics = fit(cfg, _cutouts())
     assert metrics["epoch"] == 1 and metrics["start_epoch"] == 0
     assert "val_nmad" in metrics and metrics["train_objects"] > 60
@@ -77,17 +91,25 @@ def test_cosine_lr_decays_from_peak_to_a_floor():
     from raycat.photoz.train import cosine_lr
 
     rates = [cosine_lr(1e-3, e, 10) for e in range(10)]
-    assert rates[0] == pytest.approx(1e-3) and all(a > b for a, b in zip(rates, rates[1:]))
+    assert rates[0] == pytest.approx(1e-3) and all(a > b for a, b in itertools.pairwise(rates))
     assert rates[-1] > 0.05e-3
 
 
 def test_epoch_progress_line_names_the_epoch_and_validation_metrics():
     from raycat.photoz.train import _epoch_line
 
-    metrics = {"epoch": 2, "train_loss": 3.21, "images_per_s": 151.4, "val_nmad": 0.0812,
-               "val_outliers_015": 0.123, "val_objects": 300}
-    assert _epoch_line(metrics, 15) == ("raycat: epoch 3/15: train loss 3.210, 151 images/s, "
-                                        "validation NMAD 0.0812, outliers 12.3% (300 objects)")
+    metrics = {
+        "epoch": 2,
+        "train_loss": 3.21,
+        "images_per_s": 151.4,
+        "val_nmad": 0.0812,
+        "val_outliers_015": 0.123,
+        "val_objects": 300,
+    }
+    assert _epoch_line(metrics, 15) == (
+        "raycat: epoch 3/15: train loss 3.210, 151 images/s, "
+        "validation NMAD 0.0812, outliers 12.3% (300 objects)"
+    )
     no_val = {k: metrics[k] for k in ("epoch", "train_loss", "images_per_s")}
     assert _epoch_line(no_val, 15) == "raycat: epoch 3/15: train loss 3.210, 151 images/s"
 
@@ -105,6 +127,7 @@ def test_training_batches_are_shuffled_per_epoch_and_validation_is_not(monkeypat
         def iter_torch_batches(self, **kwargs):
             calls.append(kwargs)
             return iter(())
+
     monkeypatch.setattr(ray.train, "get_dataset_shard", lambda split: Shard())
     cfg = parse_config({"train": {"batch_size": 32, "seed": 5}})
     for epoch in (0, 1):

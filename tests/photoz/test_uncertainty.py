@@ -11,9 +11,14 @@ from raycat.config import ModelConfig  # noqa: E402
 from raycat.photoz.forward import z_mean_fn  # noqa: E402
 from raycat.photoz.model import build_model  # noqa: E402
 from raycat.photoz.pdf import bin_centres, bin_edges  # noqa: E402
-from raycat.photoz.uncertainty import (dihedral_pdfs, dihedral_predictions,  # noqa: E402
-                                dihedral_transforms, mc_dropout, point_from_pdfs,
-                                rotation_stability)
+from raycat.photoz.uncertainty import (  # noqa: E402
+    dihedral_pdfs,
+    dihedral_predictions,
+    dihedral_transforms,
+    mc_dropout,
+    point_from_pdfs,
+    rotation_stability,
+)
 
 N_BANDS, N_BINS = 9, 20
 CENTRES = bin_centres(bin_edges(0.0, 2.0, N_BINS))
@@ -21,8 +26,7 @@ CENTRES = bin_centres(bin_edges(0.0, 2.0, N_BINS))
 
 def tiny(dropout: float) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(ModelConfig(arch="tiny", n_bins=N_BINS, z_max=2.0, dropout=dropout),
-                       N_BANDS)
+    return build_model(ModelConfig(arch="tiny", n_bins=N_BINS, z_max=2.0, dropout=dropout), N_BANDS)
 
 
 def cubes(n: int = 6, size: int = 8, seed: int = 0) -> torch.Tensor:
@@ -30,11 +34,13 @@ def cubes(n: int = 6, size: int = 8, seed: int = 0) -> torch.Tensor:
 
 
 def bn_state(model) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in model.state_dict().items() if "running" in k or
-            "num_batches" in k}
+    return {
+        k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k
+    }
 
 
 # --- MC dropout -------------------------------------------------------------------------------
+
 
 def test_no_dropout_gives_zero_spread_and_the_eval_prediction():
     model = tiny(dropout=0.0).eval()
@@ -84,6 +90,7 @@ def test_single_pass_has_zero_spread():
 
 # --- dihedral transforms and rotation stability ---------------------------------------------
 
+
 def test_the_eight_transforms_are_distinct_and_identity_first():
     x = torch.arange(16.0).reshape(1, 1, 4, 4)
     images = dihedral_transforms(x)
@@ -93,7 +100,7 @@ def test_the_eight_transforms_are_distinct_and_identity_first():
 
 def test_invariant_model_is_perfectly_stable():
     w = torch.linspace(-1, 1, N_BANDS, dtype=torch.float64)
-    f = lambda x: torch.sigmoid(x.mean((-2, -1)) @ w)  # noqa: E731 - pooled: invariant
+    f = lambda x: torch.sigmoid(x.mean((-2, -1)) @ w)
     z8 = dihedral_predictions(f, cubes().double())
     stats = rotation_stability(z8, sigma=0.05)
     assert z8.shape == (8, 6)
@@ -101,7 +108,7 @@ def test_invariant_model_is_perfectly_stable():
 
 
 def test_corner_pixel_model_is_unstable():
-    f = lambda x: torch.sigmoid(x[:, :, 0, 0].sum(1))  # noqa: E731 - sees one corner only
+    f = lambda x: torch.sigmoid(x[:, :, 0, 0].sum(1))
     stats = rotation_stability(dihedral_predictions(f, cubes()), sigma=0.05)
     assert stats["mean"] > 1 and stats["p95"] >= stats["mean"]
 

@@ -7,8 +7,7 @@ from astropy.wcs import WCS
 
 from raycat import schema
 from raycat.errors import RaycatError
-from raycat.plan.manifest import (TileFinder, choose_order, spatial_index,
-                             work_units)
+from raycat.plan.manifest import TileFinder, choose_order, spatial_index, work_units
 
 
 def tile_row(name, band, ra, dec, n=100, scale_arcsec=1.0, rotation_deg=0.0):
@@ -20,17 +19,25 @@ def tile_row(name, band, ra, dec, n=100, scale_arcsec=1.0, rotation_deg=0.0):
     wcs.wcs.cd = scale_arcsec / 3600 * np.array([[-c, s], [s, c]])
     header = wcs.to_header()
     header["NAXIS1"] = header["NAXIS2"] = n
-    return {schema.TILE_BAND: band, schema.TILE_NAME: name,
-            schema.TILE_URI: f"tiles/{name}.{band}.fits", schema.TILE_WCS: header.tostring()}
+    return {
+        schema.TILE_BAND: band,
+        schema.TILE_NAME: name,
+        schema.TILE_URI: f"tiles/{name}.{band}.fits",
+        schema.TILE_WCS: header.tostring(),
+    }
 
 
 @pytest.fixture
 def index():
     # two 100" tiles overlapping by 40" in RA; the second is rotated 30 deg; band b only on t1
     step = 60 / 3600 / np.cos(np.radians(2.0))
-    return pd.DataFrame([tile_row("t1", "a", 150.0, 2.0), tile_row("t2", "a", 150.0 + step, 2.0,
-                                                                      rotation_deg=30.0),
-                         tile_row("t1", "b", 150.0, 2.0)])
+    return pd.DataFrame(
+        [
+            tile_row("t1", "a", 150.0, 2.0),
+            tile_row("t2", "a", 150.0 + step, 2.0, rotation_deg=30.0),
+            tile_row("t1", "b", 150.0, 2.0),
+        ]
+    )
 
 
 def test_object_in_overlap_is_cut_from_the_tile_where_it_is_most_interior(index):
@@ -38,8 +45,12 @@ def test_object_in_overlap_is_cut_from_the_tile_where_it_is_most_interior(index)
     dra = 1 / 3600 / np.cos(np.radians(2.0))
     ra = np.array([150.0, 150.0 + 25 * dra, 150.0 + 35 * dra, 150.0 + 60 * dra])
     tiles = finder.assign(ra, np.full(4, 2.0))
-    assert list(tiles["a"]) == ["tiles/t1.a.fits", "tiles/t1.a.fits", "tiles/t2.a.fits",
-                                "tiles/t2.a.fits"]
+    assert list(tiles["a"]) == [
+        "tiles/t1.a.fits",
+        "tiles/t1.a.fits",
+        "tiles/t2.a.fits",
+        "tiles/t2.a.fits",
+    ]
     assert list(tiles["b"]) == ["tiles/t1.b.fits", "tiles/t1.b.fits", "tiles/t1.b.fits", ""]
 
 
@@ -75,17 +86,33 @@ def _write_store(tmp_path, index, ids):
     index.to_parquet(tmp_path / "tiles.parquet")
     dra = 1 / 3600 / np.cos(np.radians(2.0))
     offsets = np.linspace(-40, 160, len(ids))
-    pd.DataFrame({"ID": ids, "RA": 150.0 + offsets * dra, "DEC": np.full(len(ids), 2.0),
-                  "Z": np.linspace(0.1, 1, len(ids))}).to_parquet(tmp_path / "objs.parquet")
+    pd.DataFrame(
+        {
+            "ID": ids,
+            "RA": 150.0 + offsets * dra,
+            "DEC": np.full(len(ids), 2.0),
+            "Z": np.linspace(0.1, 1, len(ids)),
+        }
+    ).to_parquet(tmp_path / "objs.parquet")
 
 
 def _config(tmp_path, **data):
     from raycat.config import parse_config
 
-    return parse_config({"data": {"store": str(tmp_path), "objects": "objs.parquet",
-                                  "id_column": "ID", "ra_column": "RA", "dec_column": "DEC",
-                                  "z_column": "Z", **data},
-                         "cutouts": {"healpix_order": 13}})  # ~25" units: several here
+    return parse_config(
+        {
+            "data": {
+                "store": str(tmp_path),
+                "objects": "objs.parquet",
+                "id_column": "ID",
+                "ra_column": "RA",
+                "dec_column": "DEC",
+                "z_column": "Z",
+                **data,
+            },
+            "cutouts": {"healpix_order": 13},
+        }
+    )  # ~25" units: several here
 
 
 @pytest.fixture(params=["driver", "ray"])
@@ -99,10 +126,10 @@ def planned_in(request, monkeypatch):
 
 
 @pytest.mark.slow
-def test_plan_gives_every_object_once_with_tiles_and_flags(tmp_path, index, ray_local,
-                                                          monkeypatch, planned_in):
+def test_plan_gives_every_object_once_with_tiles_and_flags(
+    tmp_path, index, ray_local, monkeypatch, planned_in
+):
     from raycat.plan import manifest
-    from raycat.surveys import bands as surveys
 
     monkeypatch.setattr(manifest, "load_tile_index", lambda data, bands: index)
     _write_store(tmp_path, index, list(range(40)))
@@ -123,8 +150,7 @@ def test_plan_gives_every_object_once_with_tiles_and_flags(tmp_path, index, ray_
 
 
 @pytest.mark.slow
-def test_duplicate_ids_are_named_or_kept_once(tmp_path, index, ray_local, monkeypatch,
-                                              planned_in):
+def test_duplicate_ids_are_named_or_kept_once(tmp_path, index, ray_local, monkeypatch, planned_in):
     from raycat.plan import manifest
 
     monkeypatch.setattr(manifest, "load_tile_index", lambda data, bands: index)
@@ -148,12 +174,24 @@ def test_object_lists_in_any_format_get_canonical_columns(tmp_path, ray_local, s
     from raycat.config import DataConfig
     from raycat.plan.objects import read_objects, read_small_objects
 
-    table = Table({"OBJID": [5, 6, 7], "RAdeg": [10.0, 10.1, 10.2], "DEdeg": [-5.0, -5.1, -5.2],
-                   "ZSPEC": [0.1, 0.2, 0.3]})
+    table = Table(
+        {
+            "OBJID": [5, 6, 7],
+            "RAdeg": [10.0, 10.1, 10.2],
+            "DEdeg": [-5.0, -5.1, -5.2],
+            "ZSPEC": [0.1, 0.2, 0.3],
+        }
+    )
     path = tmp_path / f"objects.{suffix}"
     table.write(path, format={"csv": "ascii.csv", "fits": "fits", "parquet": "parquet"}[suffix])
-    data = DataConfig(store=str(tmp_path), objects=path.name, id_column="OBJID",
-                      ra_column="RAdeg", dec_column="DEdeg", z_column="ZSPEC")
+    data = DataConfig(
+        store=str(tmp_path),
+        objects=path.name,
+        id_column="OBJID",
+        ra_column="RAdeg",
+        dec_column="DEdeg",
+        z_column="ZSPEC",
+    )
     for reader in (lambda d: read_objects(d).to_pandas(), read_small_objects):
         rows = reader(data).sort_values(schema.ID)
         assert list(rows.columns) == [schema.ID, schema.RA, schema.DEC, schema.Z_SPEC]

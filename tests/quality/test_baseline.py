@@ -6,21 +6,29 @@ import numpy as np
 import pytest
 
 from raycat import schema
-
-from raycat.quality import baseline
-from raycat.quality.baseline import (aperture_photometry, aperture_softening, asinh_magnitudes,
-                             baseline_metrics, cube_features, features_from_batches,
-                             fit_baseline, photometric_features, predict_baseline)
 from raycat.cutouts.actor import normalise
 from raycat.photoz.pdf import nmad
 from raycat.photoz.train import is_validation
+from raycat.quality import baseline
+from raycat.quality.baseline import (
+    aperture_photometry,
+    aperture_softening,
+    asinh_magnitudes,
+    baseline_metrics,
+    cube_features,
+    features_from_batches,
+    fit_baseline,
+    photometric_features,
+    predict_baseline,
+)
 
 N_BANDS = 5
 SOFTENING = np.array([0.05, 0.02, 0.03, 0.1, 0.3])
 
 
-def gaussian_images(flux: np.ndarray, size: int, sigma: float,
-                    offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+def gaussian_images(
+    flux: np.ndarray, size: int, sigma: float, offset: tuple[float, float] = (0.0, 0.0)
+) -> np.ndarray:
     """[n, n_bands, S, S] nanomaggies: a Gaussian of total ``flux`` [n, n_bands] per band."""
     centre = (size - 1) / 2.0
     y, x = np.mgrid[:size, :size]
@@ -45,6 +53,7 @@ def synthetic_photometry(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 # --- photometry ---------------------------------------------------------------------------
 
+
 def test_aperture_recovers_injected_gaussian_flux_through_asinh_normalisation():
     rng = np.random.default_rng(1)
     true_flux = np.array([[200.0, 50.0, 120.0, 400.0, 800.0]])
@@ -65,8 +74,9 @@ def test_aperture_recovers_point_source_on_odd_grid():
     np.testing.assert_allclose(flux, true_flux, rtol=1e-4)
 
 
-@pytest.mark.parametrize("size, radius, expected", [(15, 0.5, [(7, 7)]),
-                                                     (16, 0.75, [(7, 7), (7, 8), (8, 7), (8, 8)])])
+@pytest.mark.parametrize(
+    "size, radius, expected", [(15, 0.5, [(7, 7)]), (16, 0.75, [(7, 7), (7, 8), (8, 7), (8, 8)])]
+)
 def test_aperture_is_centred_on_the_cutout_centre(size, radius, expected):
     mask = baseline.aperture_mask(size, radius)
     assert sorted(zip(*np.nonzero(mask))) == expected
@@ -84,6 +94,7 @@ def test_all_zero_band_gives_nan_flux_and_only_that_band():
 
 # --- features -----------------------------------------------------------------------------
 
+
 def test_colours_are_adjacent_magnitude_differences():
     flux, _ = synthetic_photometry(50, seed=2)
     features = photometric_features(flux, SOFTENING)
@@ -96,8 +107,9 @@ def test_colours_are_adjacent_magnitude_differences():
 def test_asinh_magnitudes_match_ab_when_bright_and_stay_finite_when_faint():
     b = np.array([0.1])
     bright = np.array([[10.0], [1000.0]])
-    np.testing.assert_allclose(asinh_magnitudes(bright, b)[:, 0],
-                               22.5 - 2.5 * np.log10(bright[:, 0]), atol=2e-3)
+    np.testing.assert_allclose(
+        asinh_magnitudes(bright, b)[:, 0], 22.5 - 2.5 * np.log10(bright[:, 0]), atol=2e-3
+    )
     faint = np.array([[-1.0], [-0.1], [0.0], [0.1]])
     mags = asinh_magnitudes(faint, b)[:, 0]
     assert np.isfinite(mags).all() and np.all(np.diff(mags) < 0)  # brighter -> smaller
@@ -118,6 +130,7 @@ def test_aperture_softening_scales_with_sqrt_of_area():
 
 
 # --- regression ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["gbm", "knn"])
 def test_baseline_learns_redshift_from_colours(kind):
@@ -143,6 +156,7 @@ def test_unknown_kind_and_no_photometry():
 
 
 # --- split and streaming ------------------------------------------------------------------
+
 
 def synthetic_cubes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(cubes, z, ids): normalised Gaussian galaxies with the synthetic photometry."""
@@ -177,8 +191,10 @@ def test_baseline_metrics_trains_only_on_objects_is_validation_keeps(monkeypatch
 
 def test_features_from_batches_equal_the_direct_path():
     cubes, z, ids = synthetic_cubes(90, seed=6)
-    batches = [{schema.CUBE: cubes[i:i + 32], schema.Z_SPEC: z[i:i + 32], schema.ID: ids[i:i + 32]}
-               for i in range(0, 90, 32)]
+    batches = [
+        {schema.CUBE: cubes[i : i + 32], schema.Z_SPEC: z[i : i + 32], schema.ID: ids[i : i + 32]}
+        for i in range(0, 90, 32)
+    ]
     ragged = np.empty(len(batches[0][schema.CUBE]), dtype=object)  # a column of row arrays
     ragged[:] = list(batches[0][schema.CUBE])
     batches[0][schema.CUBE] = ragged

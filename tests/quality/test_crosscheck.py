@@ -8,21 +8,29 @@ that raycat's conventions make the two surveys agree, and that a broken WCS is c
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from raycat.quality.crosscheck import (COLOUR_TERMS, CrossCheckConfig, SurveyImage, check_field,
-                               check_pair, main, match_sources, read_image)
-from raycat.quality.detect import DetectConfig, detect, forced_photometry, robust_stats
 from realdata import REALDATA
+
+from raycat.quality.crosscheck import (
+    COLOUR_TERMS,
+    CrossCheckConfig,
+    SurveyImage,
+    check_field,
+    check_pair,
+    main,
+    match_sources,
+    read_image,
+)
+from raycat.quality.detect import DetectConfig, detect, forced_photometry, robust_stats
 
 BANDS = "griz"
 
 
 # --- synthetic images -----------------------------------------------------------------------
+
 
 def tan_wcs(n: int, scale: float, ra: float = 30.0, dec: float = 0.5, shift_arcsec=(0.0, 0.0)):
     """A north-up TAN WCS; ``shift_arcsec`` moves the sky under the pixels (a WCS error)."""
@@ -32,13 +40,16 @@ def tan_wcs(n: int, scale: float, ra: float = 30.0, dec: float = 0.5, shift_arcs
     w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     w.wcs.crpix = [(n + 1) / 2, (n + 1) / 2]
     w.wcs.cdelt = [-scale / 3600, scale / 3600]
-    w.wcs.crval = [ra + shift_arcsec[0] / 3600 / np.cos(np.radians(dec)),
-                   dec + shift_arcsec[1] / 3600]
+    w.wcs.crval = [
+        ra + shift_arcsec[0] / 3600 / np.cos(np.radians(dec)),
+        dec + shift_arcsec[1] / 3600,
+    ]
     return w
 
 
-def render(wcs, n: int, scale: float, sky: pd.DataFrame, fwhm: float, noise: float,
-           seed: int = 0) -> np.ndarray:
+def render(
+    wcs, n: int, scale: float, sky: pd.DataFrame, fwhm: float, noise: float, seed: int = 0
+) -> np.ndarray:
     """Gaussian point sources (flux in nanomaggies) on a flat sky with white noise."""
     rng = np.random.default_rng(seed)
     image = rng.normal(0.05, noise, (n, n))
@@ -58,8 +69,13 @@ def sky() -> pd.DataFrame:
     gx, gy = np.meshgrid(side, side)
     dx = gx.ravel() + rng.uniform(-2, 2, gx.size)
     dy = gy.ravel() + rng.uniform(-2, 2, gx.size)
-    return pd.DataFrame({"ra": 30.0 + dx / 3600 / np.cos(np.radians(0.5)),
-                         "dec": 0.5 + dy / 3600, "flux": rng.uniform(3.0, 60.0, gx.size)})
+    return pd.DataFrame(
+        {
+            "ra": 30.0 + dx / 3600 / np.cos(np.radians(0.5)),
+            "dec": 0.5 + dy / 3600,
+            "flux": rng.uniform(3.0, 60.0, gx.size),
+        }
+    )
 
 
 def test_robust_stats_ignore_sources_and_nans():
@@ -81,7 +97,7 @@ def test_detect_recovers_injected_sources(sky):
     flux = found["flux"].to_numpy()[pairs["other"]]
     # a 2" aperture holds 1 - exp(-r^2 / 2 s^2) of a Gaussian's flux
     s = fwhm / 2.3548
-    expected = sky["flux"].to_numpy()[pairs["ref"]] * (1 - np.exp(-2.0**2 / (2 * s * s)))
+    expected = sky["flux"].to_numpy()[pairs["ref"]] * (1 - np.exp(-(2.0**2) / (2 * s * s)))
     np.testing.assert_allclose(flux, expected, rtol=0.03)
     np.testing.assert_allclose(found["size"], fwhm, rtol=0.05)
     assert not found[["edge", "nan", "saturated", "blended"]].any().any()
@@ -145,8 +161,10 @@ def test_tonry_colour_terms_agree_with_synthetic_photometry():
     wave = np.geomspace(2500.0, 20000.0, 20000)
     for teff in (4000.0, 6000.0, 9000.0):
         flam = blackbody_flam(wave, teff)
-        mag = {f: -2.5 * np.log10(redshifted_maggies(wave, flam, np.array([0.0]), f)[0])
-               for f in [f"{s}-{b}" for s in ("panstarrs", "sdss2010") for b in BANDS]}
+        mag = {
+            f: -2.5 * np.log10(redshifted_maggies(wave, flam, np.array([0.0]), f)[0])
+            for f in [f"{s}-{b}" for s in ("panstarrs", "sdss2010") for b in BANDS]
+        }
         colour = mag["panstarrs-g"] - mag["panstarrs-r"]
         for b in BANDS:
             term = COLOUR_TERMS[(f"ps1_{b}", f"sdss_{b}")]
@@ -156,8 +174,9 @@ def test_tonry_colour_terms_agree_with_synthetic_photometry():
 
 # --- the real Stripe 82 field ---------------------------------------------------------------
 
-needs_realdata = pytest.mark.skipif(not (REALDATA / "ps1" / "PS1_r.fits").exists(),
-                                    reason="no ../shared/realdata")
+needs_realdata = pytest.mark.skipif(
+    not (REALDATA / "ps1" / "PS1_r.fits").exists(), reason="no ../shared/realdata"
+)
 
 
 def sdss_image(band: str, suffix: str = "_wcsfixed") -> SurveyImage:
@@ -167,8 +186,9 @@ def sdss_image(band: str, suffix: str = "_wcsfixed") -> SurveyImage:
 
 @pytest.fixture(scope="module")
 def field() -> dict[str, SurveyImage]:
-    images = {f"ps1_{b}": read_image(str(REALDATA / "ps1" / f"PS1_{b}.fits"), f"ps1_{b}")
-              for b in BANDS}
+    images = {
+        f"ps1_{b}": read_image(str(REALDATA / "ps1" / f"PS1_{b}.fits"), f"ps1_{b}") for b in BANDS
+    }
     images.update({f"sdss_{b}": sdss_image(b) for b in BANDS})
     return images
 
@@ -187,8 +207,7 @@ def test_ps1_old_style_pc_keywords_read_right(field):
 @needs_realdata
 @pytest.mark.parametrize("band", list(BANDS))
 def test_ps1_and_sdss_agree_on_the_stripe82_field(field, band):
-    check = check_pair(field[f"ps1_{band}"], field[f"sdss_{band}"], CrossCheckConfig(),
-                       field)
+    check = check_pair(field[f"ps1_{band}"], field[f"sdss_{band}"], CrossCheckConfig(), field)
     assert check.verdict.ok, check.verdict.reason
     assert check.n_matched >= 2
     assert check.offset_arcsec < 0.3
@@ -206,8 +225,7 @@ def test_ps1_and_sdss_agree_on_the_stripe82_field(field, band):
 def test_broken_sdss_wcs_is_caught(field):
     """The original SDSS cutouts keep the parent frame's CRPIX: ~5.8' off, so not ok."""
     for band in BANDS:
-        check = check_pair(field[f"ps1_{band}"], sdss_image(band, ""), CrossCheckConfig(),
-                           field)
+        check = check_pair(field[f"ps1_{band}"], sdss_image(band, ""), CrossCheckConfig(), field)
         assert not check.verdict.ok
         assert check.n_matched == 0
 

@@ -9,13 +9,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from raycat import schema as S
 from raycat.catalog import info as I
 from raycat.catalog import write as C
-from raycat import schema as S
 from raycat.errors import RaycatError
-from raycat.quality.evaluate import PLOT_PIT, PLOT_SCATTER, PLOT_VS_Z, evaluate_catalog, metrics_in_z_bins
 from raycat.healpix import healpix29
 from raycat.photoz.pdf import bin_centres, bin_edges
+from raycat.quality.evaluate import (
+    PLOT_PIT,
+    PLOT_SCATTER,
+    PLOT_VS_Z,
+    evaluate_catalog,
+    metrics_in_z_bins,
+)
 
 EDGES = bin_edges(0.0, 2.0, 100)
 ORDER = 4
@@ -40,21 +46,32 @@ def sky(tmp_path_factory):
     pixel = healpix29(ra, dec) >> (2 * (29 - ORDER))
     for p in np.unique(pixel):
         rows = pixel == p
-        writer.write_partition(int(p), C.partition_table(
-            schema, ids=ids[rows], ra=ra[rows], dec=dec[rows], flags=np.zeros(rows.sum()),
-            pdf=pdf[rows], extra={S.Z_SPEC: z_true[rows]}))
+        writer.write_partition(
+            int(p),
+            C.partition_table(
+                schema,
+                ids=ids[rows],
+                ra=ra[rows],
+                dec=dec[rows],
+                flags=np.zeros(rows.sum()),
+                pdf=pdf[rows],
+                extra={S.Z_SPEC: z_true[rows]},
+            ),
+        )
     writer.finalize()
     # the truth lists objects in another order, plus some the catalog lacks
     truth_ids = np.concatenate([ids[::-1], [1, 2, 4]])
     truth_z = np.concatenate([z_true[::-1], [0.5, 0.5, 0.5]])
-    pq.write_table(pa.table({"id": truth_ids, "z": truth_z, "mag_r": np.zeros(n + 3)}),
-                   root / "truth.parquet")
+    pq.write_table(
+        pa.table({"id": truth_ids, "z": truth_z, "mag_r": np.zeros(n + 3)}), root / "truth.parquet"
+    )
     return root
 
 
 def test_metrics_and_plots_from_catalog_and_truth(sky, tmp_path):
-    metrics = evaluate_catalog(str(sky / "cat"), str(sky / "truth.parquet"),
-                               str(tmp_path / "out"), train_median_z=0.9)
+    metrics = evaluate_catalog(
+        str(sky / "cat"), str(sky / "truth.parquet"), str(tmp_path / "out"), train_median_z=0.9
+    )
     assert metrics["n_objects"] == 2000 and metrics["n_no_prediction"] == 20
     assert metrics["n_evaluated"] == 1980 and metrics["n_no_truth"] == 0
     # scatter sigma/(1+z) for z in 0.2..1.6 is ~0.022 (PDF mean = peak for a full Gaussian)
@@ -82,8 +99,11 @@ def test_only_the_needed_columns_are_read(sky, tmp_path, monkeypatch):
 
     seen = []
     real = E.iter_partitions
-    monkeypatch.setattr(E, "iter_partitions", lambda url, columns, *a: seen.append(columns)
-                        or real(url, columns, *a))
+    monkeypatch.setattr(
+        E,
+        "iter_partitions",
+        lambda url, columns, *a: seen.append(columns) or real(url, columns, *a),
+    )
     evaluate_catalog(str(sky / "cat"), str(sky / "truth.parquet"), str(tmp_path))
     assert seen == [[S.ID, S.Z_MEAN, S.PDF]]
 
@@ -92,8 +112,9 @@ def test_bad_truth_inputs_are_user_errors(sky, tmp_path):
     with pytest.raises(RaycatError, match="not found"):
         evaluate_catalog(str(sky / "cat"), str(sky / "nope.parquet"), str(tmp_path))
     with pytest.raises(RaycatError, match="redshift"):
-        evaluate_catalog(str(sky / "cat"), str(sky / "truth.parquet"), str(tmp_path),
-                         z_column="redshift")
+        evaluate_catalog(
+            str(sky / "cat"), str(sky / "truth.parquet"), str(tmp_path), z_column="redshift"
+        )
 
 
 def test_metrics_in_z_bins_skip_sparse_bins():

@@ -6,10 +6,14 @@ import numpy as np
 import pytest
 
 from raycat import schema
-
 from raycat.sky import sed
-from raycat.sky.population import (POPULATIONS, component_kflux, draw_neighbours, draw_stars,
-                                    draw_targets)
+from raycat.sky.population import (
+    POPULATIONS,
+    component_kflux,
+    draw_neighbours,
+    draw_stars,
+    draw_targets,
+)
 from raycat.surveys.bands import BANDS
 
 
@@ -148,7 +152,10 @@ def test_neighbours_are_faint_and_stars_have_thermal_colours(grid):
     stars = draw_stars(rng, 300, grid.bands).sort_values(schema.TRUTH_TEFF)
     g_r = stars[schema.truth_mag("ps1_g")] - stars[schema.truth_mag("ps1_r")]
     assert np.all(np.diff(g_r.to_numpy()) < 0)  # hotter is bluer
-    w1_w2_vega = (stars[schema.truth_mag("unwise_w1")] - stars[schema.truth_mag("unwise_w2")]
-                  - BANDS["unwise_w1"].calibration.ab_offset
-                  + BANDS["unwise_w2"].calibration.ab_offset)
+    w1_w2_vega = (
+        stars[schema.truth_mag("unwise_w1")]
+        - stars[schema.truth_mag("unwise_w2")]
+        - BANDS["unwise_w1"].calibration.ab_offset
+        + BANDS["unwise_w2"].calibration.ab_offset
+    )
     assert np.abs(w1_w2_vega).max() < 0.2  # stars sit near W1 - W2 = 0 (Vega)

@@ -19,10 +19,15 @@ from scipy.special import erf
 from raycat import schema
 from raycat.errors import RaycatError
 from raycat.sky.draw import INVISIBLE_BELOW_DEPTH, draw_band
-from raycat.sky.population import (KIND_GALAXY, KIND_NEIGHBOUR, KIND_STAR, bulge_mag_column,
-                                    disk_mag_column)
-from raycat.sky.tiles import TileGeometry
+from raycat.sky.population import (
+    KIND_GALAXY,
+    KIND_NEIGHBOUR,
+    KIND_STAR,
+    bulge_mag_column,
+    disk_mag_column,
+)
 from raycat.sky.simulate import simulate_sky
+from raycat.sky.tiles import TileGeometry
 from raycat.surveys.bands import BAND_NAMES, BANDS, SURVEYS, sigma_pixel
 
 
@@ -36,9 +41,13 @@ class Sky:
 
 
 def read_sky(root: Path, summary) -> Sky:
-    return Sky(root, summary, pd.read_parquet(root / schema.TRUTH_FILE),
-               pd.read_parquet(root / schema.SOURCES_FILE),
-               pd.read_parquet(root / schema.TILE_INDEX_FILE))
+    return Sky(
+        root,
+        summary,
+        pd.read_parquet(root / schema.TRUTH_FILE),
+        pd.read_parquet(root / schema.SOURCES_FILE),
+        pd.read_parquet(root / schema.TILE_INDEX_FILE),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +125,9 @@ def expected_flux(mag, header: fits.Header, band: str) -> np.ndarray:
     return 10.0 ** (-0.4 * (np.asarray(mag) - BANDS[band].calibration.zero_point_ab(header)))
 
 
-def gaussian_light_in_aperture(xs: np.ndarray, ys: np.ndarray, sigma: np.ndarray, x: float,
-                               y: float, radius: float) -> np.ndarray:
+def gaussian_light_in_aperture(
+    xs: np.ndarray, ys: np.ndarray, sigma: np.ndarray, x: float, y: float, radius: float
+) -> np.ndarray:
     """Fraction of pixel-integrated circular Gaussians centred at (xs, ys) that falls on the
     pixels of the circular aperture about (x, y)."""
     x0, y0, mask = aperture_mask(x, y, radius)
@@ -174,17 +184,30 @@ def candidates(sky: Sky, image, header, wcs, band: str, radius_arcsec):
         distance = np.hypot(all_x - x, all_y - y)
         reach = radius + 4 * info.psf_fwhm / info.pixel_scale
         near = (distance < reach) & (ids != target[schema.ID])
-        light = all_flux[near] * gaussian_light_in_aperture(all_x[near], all_y[near],
-                                                            all_sigma[near], x, y, radius)
+        light = all_flux[near] * gaussian_light_in_aperture(
+            all_x[near], all_y[near], all_sigma[near], x, y, radius
+        )
         flux = float(expected_flux(target[schema.truth_mag(band)], header, band))
-        yield Candidate(target, float(x), float(y), radius, flux, float(light.sum()),
-                        float(np.sum(light * distance[near]) / flux), sigma)
+        yield Candidate(
+            target,
+            float(x),
+            float(y),
+            radius,
+            flux,
+            float(light.sum()),
+            float(np.sum(light * distance[near]) / flux),
+            sigma,
+        )
 
 
 # --- outputs --------------------------------------------------------------------------------
 def test_writes_every_file_and_a_one_line_summary(sky):
-    for name in (schema.TRUTH_FILE, schema.SOURCES_FILE, schema.TILE_INDEX_FILE,
-                 schema.MOCK_SKY_META_FILE):
+    for name in (
+        schema.TRUTH_FILE,
+        schema.SOURCES_FILE,
+        schema.TILE_INDEX_FILE,
+        schema.MOCK_SKY_META_FILE,
+    ):
         assert (sky.root / name).is_file()
     fits_files = sorted(sky.root.glob(f"{schema.TILES_DIR}/*/*/*.fits"))
     assert sky.summary.n_tiles == len(fits_files) == len(sky.index)
@@ -192,8 +215,9 @@ def test_writes_every_file_and_a_one_line_summary(sky):
     assert sky.summary.n_sources == len(sky.sources)
     line = str(sky.summary)
     assert "\n" not in line and "250" in line and str(sky.root) in line
-    assert sky.summary.bytes_written == sum(f.stat().st_size for f in sky.root.rglob("*")
-                                            if f.is_file())
+    assert sky.summary.bytes_written == sum(
+        f.stat().st_size for f in sky.root.rglob("*") if f.is_file()
+    )
 
 
 def test_truth_is_the_target_list_and_sources_hold_everything(sky):
@@ -201,8 +225,14 @@ def test_truth_is_the_target_list_and_sources_hold_everything(sky):
     assert truth[schema.ID].dtype == np.int64 and truth[schema.ID].is_unique
     assert sources[schema.ID].is_unique
     assert (truth[schema.TRUTH_KIND] == KIND_GALAXY).all()
-    for column in (schema.RA, schema.DEC, schema.TRUTH_Z, schema.TRUTH_SED, schema.TRUTH_HLR,
-                   *(schema.truth_mag(b) for b in BAND_NAMES)):
+    for column in (
+        schema.RA,
+        schema.DEC,
+        schema.TRUTH_Z,
+        schema.TRUTH_SED,
+        schema.TRUTH_HLR,
+        *(schema.truth_mag(b) for b in BAND_NAMES),
+    ):
         assert column in truth.columns and truth[column].notna().all()
     assert not [c for c in sources.columns if c.startswith("_")]  # internals stay internal
     assert set(sources[schema.TRUTH_KIND]) == {KIND_GALAXY, KIND_NEIGHBOUR, KIND_STAR}
@@ -245,8 +275,9 @@ def test_tile_index_rows_describe_their_files(sky):
         assert (nx, ny) == (row[schema.TILE_NAXIS1], row[schema.TILE_NAXIS2])
         assert _index_wcs(row).pixel_shape == (nx, ny)
         probe = np.array([[0.0, 0.0], [123.4, 56.7], [nx - 1, ny - 1]])
-        assert np.allclose(_index_wcs(row).all_pix2world(probe, 0),
-                           WCS(header).all_pix2world(probe, 0), atol=1e-10)
+        assert np.allclose(
+            _index_wcs(row).all_pix2world(probe, 0), WCS(header).all_pix2world(probe, 0), atol=1e-10
+        )
         centre = WCS(header).all_pix2world([[(nx - 1) / 2, (ny - 1) / 2]], 0)[0]
         assert centre == pytest.approx([row[schema.TILE_RA], row[schema.TILE_DEC]], abs=1e-9)
         corners = list(row[schema.TILE_CORNERS_RA]), list(row[schema.TILE_CORNERS_DEC])
@@ -268,7 +299,7 @@ def test_tiles_rotate_and_neighbours_overlap(sky):
     assert len(ps1) == 4
     overlapping = 0
     for i, a in enumerate(ps1):  # the point halfway between two centres lies on both tiles
-        for b in ps1[i + 1:]:
+        for b in ps1[i + 1 :]:
             ra = (a[schema.TILE_RA] + b[schema.TILE_RA]) / 2
             dec = (a[schema.TILE_DEC] + b[schema.TILE_DEC]) / 2
             overlapping += _on_tile(a, ra, dec) and _on_tile(b, ra, dec)
@@ -277,7 +308,7 @@ def test_tiles_rotate_and_neighbours_overlap(sky):
 
 def test_headers_follow_each_survey(sky):
     exptimes = {}
-    for row, image, header, wcs in iter_tiles(sky):
+    for row, image, header, _wcs in iter_tiles(sky):
         band = BANDS[row[schema.TILE_BAND]]
         assert image.dtype == np.float64 and header["BITPIX"] == -32
         assert header["BUNIT"] == band.unit and header["BAND"] == band.name
@@ -296,7 +327,7 @@ def test_headers_follow_each_survey(sky):
 
 def test_noise_gives_each_band_its_depth_and_some_pixels_are_masked(sky):
     masked = 0
-    for row, image, header, wcs in iter_tiles(sky):
+    for row, image, header, _wcs in iter_tiles(sky):
         band = BANDS[row[schema.TILE_BAND]]
         zero_point = band.calibration.zero_point_ab(header)
         nominal = sigma_pixel(band, zero_point)
@@ -331,8 +362,11 @@ def test_centroids_land_on_truth_positions_in_every_survey(sky):
             if precision > 0.05:
                 continue
             cx, cy = centroid(image, c.x, c.y, c.radius)
-            assert math.hypot(cx - c.x, cy - c.y) < 0.2, (row[schema.TILE_NAME], band,
-                                                          c.target[schema.ID])
+            assert math.hypot(cx - c.x, cy - c.y) < 0.2, (
+                row[schema.TILE_NAME],
+                band,
+                c.target[schema.ID],
+            )
             checked[row[schema.TILE_SURVEY]] = checked.get(row[schema.TILE_SURVEY], 0) + 1
             rotated += row[schema.TILE_ROTATION] != 0
     assert set(checked) == set(SURVEYS) and min(checked.values()) >= 2, checked
@@ -358,8 +392,12 @@ def test_aperture_fluxes_match_truth_magnitudes_with_header_zero_points(sky):
             noise = c.sigma * math.sqrt(values.size)
             # up to 1.5% of a galaxy's light falls outside 6 hlr + 3 FWHM
             allowed = 0.015 * c.flux + (0.5 if is_ps1 else 0.1) * c.others + 4 * noise
-            assert abs(measured - c.flux) < allowed, (row[schema.TILE_NAME], band,
-                                                      c.target[schema.ID], measured / c.flux)
+            assert abs(measured - c.flux) < allowed, (
+                row[schema.TILE_NAME],
+                band,
+                c.target[schema.ID],
+                measured / c.flux,
+            )
             ratios.setdefault(BANDS[band].survey, []).append(measured / c.flux)
     assert set(ratios) == set(SURVEYS) and sum(map(len, ratios.values())) >= 30, ratios
     for survey, values in ratios.items():  # and no calibration offset, survey by survey
@@ -376,7 +414,8 @@ def test_overlap_galaxies_appear_in_both_tiles(sky):
                 values, _, _ = aperture(image, c.x, c.y, c.radius)
                 to_nmgy = 10 ** (0.4 * (22.5 - BANDS["ps1_r"].calibration.zero_point_ab(header)))
                 seen.setdefault(int(c.target[schema.ID]), []).append(
-                    (values.sum() * to_nmgy, c.sigma * math.sqrt(values.size) * to_nmgy))
+                    (values.sum() * to_nmgy, c.sigma * math.sqrt(values.size) * to_nmgy)
+                )
     twice = [v for v in seen.values() if len(v) >= 2]
     assert twice, "no galaxy measured in two tiles"
     for (f1, s1), (f2, s2) in twice:
@@ -388,12 +427,22 @@ def test_position_angle_is_on_the_sky_whatever_the_tile_rotation():
     pa_true = 30.0
     for rotation in (0.0, 70.0, 200.0):
         tile = TileGeometry("ps1", "t", 0, 150.0, 2.0, rotation, 161, 0.25)
-        source = pd.DataFrame({
-            schema.RA: [150.0], schema.DEC: [2.0], schema.TRUTH_KIND: [KIND_GALAXY],
-            schema.TRUTH_HLR: [2.0], schema.TRUTH_HLR_BULGE: [1.2], schema.TRUTH_HLR_DISK: [2.0],
-            schema.TRUTH_Q_BULGE: [0.9], schema.TRUTH_Q_DISK: [0.3], schema.TRUTH_PA: [pa_true],
-            schema.truth_mag("ps1_r"): [18.0], bulge_mag_column("ps1_r"): [99.0],
-            disk_mag_column("ps1_r"): [18.0]})
+        source = pd.DataFrame(
+            {
+                schema.RA: [150.0],
+                schema.DEC: [2.0],
+                schema.TRUTH_KIND: [KIND_GALAXY],
+                schema.TRUTH_HLR: [2.0],
+                schema.TRUTH_HLR_BULGE: [1.2],
+                schema.TRUTH_HLR_DISK: [2.0],
+                schema.TRUTH_Q_BULGE: [0.9],
+                schema.TRUTH_Q_DISK: [0.3],
+                schema.TRUTH_PA: [pa_true],
+                schema.truth_mag("ps1_r"): [18.0],
+                bulge_mag_column("ps1_r"): [99.0],
+                disk_mag_column("ps1_r"): [18.0],
+            }
+        )
         x, y = tile.wcs.all_world2pix([150.0], [2.0], 0)
         image = draw_band(tile, "ps1_r", source, x, y, zero_point=30.0)
         yy, xx = np.mgrid[:161, :161]
@@ -403,7 +452,8 @@ def test_position_angle_is_on_the_sky_whatever_the_tile_rotation():
         qxx, qyy, qxy = (w * dx**2).sum(), (w * dy**2).sum(), (w * dx * dy).sum()
         angle = 0.5 * math.atan2(2 * qxy, qxx - qyy)  # major axis, in pixel space
         tip = tile.wcs.all_pix2world(
-            [[mx, my], [mx + 50 * math.cos(angle), my + 50 * math.sin(angle)]], 0)
+            [[mx, my], [mx + 50 * math.cos(angle), my + 50 * math.sin(angle)]], 0
+        )
         d_east = (tip[1, 0] - tip[0, 0]) * math.cos(math.radians(2.0))
         pa = math.degrees(math.atan2(d_east, tip[1, 1] - tip[0, 1])) % 180
         assert pa == pytest.approx(pa_true, abs=1.0), rotation
@@ -434,8 +484,14 @@ def test_same_seed_same_bytes_other_seed_other_sky(tmp_path_factory, capsys):
 def test_s3_round_trip_equals_local_run(tmp_path_factory, s3_bucket):
     url, options = s3_bucket
     local = tiny_sky(tmp_path_factory, seed=3)
-    summary = simulate_sky(f"{url}/mock", n_galaxies=20, seed=3, area_deg2=0.001,
-                           storage_options=options, progress=False)
+    summary = simulate_sky(
+        f"{url}/mock",
+        n_galaxies=20,
+        seed=3,
+        area_deg2=0.001,
+        storage_options=options,
+        progress=False,
+    )
     assert summary.n_tiles == 9
     for name in (schema.TRUTH_FILE, schema.TILE_INDEX_FILE):
         remote = pd.read_parquet(f"{url}/mock/{name}", storage_options=options)
@@ -445,13 +501,21 @@ def test_s3_round_trip_equals_local_run(tmp_path_factory, s3_bucket):
         assert f.read() == (local / relpath).read_bytes()
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"n_galaxies": 0}, "n_galaxies"), ({"n_galaxies": -3}, "n_galaxies"),
-    ({"n_galaxies": 2.5}, "n_galaxies"), ({"n_galaxies": True}, "n_galaxies"),
-    ({"area_deg2": 0.0}, "area_deg2"), ({"area_deg2": -1.0}, "area_deg2"),
-    ({"area_deg2": float("nan")}, "area_deg2"), ({"area_deg2": 5000.0}, "GB"),
-    ({"seed": -1}, "seed"), ({"seed": 1.5}, "seed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"n_galaxies": 0}, "n_galaxies"),
+        ({"n_galaxies": -3}, "n_galaxies"),
+        ({"n_galaxies": 2.5}, "n_galaxies"),
+        ({"n_galaxies": True}, "n_galaxies"),
+        ({"area_deg2": 0.0}, "area_deg2"),
+        ({"area_deg2": -1.0}, "area_deg2"),
+        ({"area_deg2": float("nan")}, "area_deg2"),
+        ({"area_deg2": 5000.0}, "GB"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
+    ],
+)
 def test_bad_arguments_raise_one_line_errors(tmp_path, kwargs, words):
     with pytest.raises(RaycatError) as info:
         simulate_sky(str(tmp_path / "out"), progress=False, **kwargs)
@@ -476,18 +540,24 @@ def test_missing_bucket_is_a_one_line_error(s3_bucket):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "raycat", "simulate", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "raycat", "simulate", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_help_and_bad_arguments(tmp_path):
     assert _cli("--help").returncode == 0
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    for args in (["--out", str(tmp_path / "a"), "--n-galaxies", "0"],
-                 ["--out", str(tmp_path / "b"), "--area-deg2", "-1"],
-                 ["--out", str(tmp_path / "c"), "--seed", "-2"],
-                 ["--out", str(blocker / "sky"), "--n-galaxies", "5"]):
+    for args in (
+        ["--out", str(tmp_path / "a"), "--n-galaxies", "0"],
+        ["--out", str(tmp_path / "b"), "--area-deg2", "-1"],
+        ["--out", str(tmp_path / "c"), "--seed", "-2"],
+        ["--out", str(blocker / "sky"), "--n-galaxies", "5"],
+    ):
         result = _cli(*args)
         assert result.returncode != 0
         assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") <= 2

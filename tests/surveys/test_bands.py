@@ -8,10 +8,22 @@ from raycat.surveys.bands import BAND_NAMES, BANDS, SURVEYS, get_band, sigma_pix
 
 
 def test_nine_bands_in_three_surveys_with_real_scales():
-    assert BAND_NAMES == ("galex_fuv", "galex_nuv", "ps1_g", "ps1_r", "ps1_i", "ps1_z",
-                          "ps1_y", "unwise_w1", "unwise_w2")
+    assert BAND_NAMES == (
+        "galex_fuv",
+        "galex_nuv",
+        "ps1_g",
+        "ps1_r",
+        "ps1_i",
+        "ps1_z",
+        "ps1_y",
+        "unwise_w1",
+        "unwise_w2",
+    )
     assert {s: v.pixel_scale for s, v in SURVEYS.items()} == {
-        "galex": 1.5, "ps1": 0.25, "unwise": 2.75}
+        "galex": 1.5,
+        "ps1": 0.25,
+        "unwise": 2.75,
+    }
     assert sorted(b for s in SURVEYS.values() for b in s.bands) == sorted(BAND_NAMES)
 
 
@@ -83,5 +95,5 @@ def test_config_survey_errors_name_the_problem():
         parse_config({"cutouts": {"surveys": {"x": {"like": "nosuch"}}}})
     with pytest.raises(ConfigError, match="needs `like` or"):
         parse_config({"cutouts": {"surveys": {"x": {"pixel_scale": 1.0, "bands": {"x_r": {}}}}}})
-    with pytest.raises(ConfigError, match="cutouts.bands"):
+    with pytest.raises(ConfigError, match=r"cutouts\.bands"):
         parse_config({"cutouts": {"bands": ["x_r"]}})

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
+from realdata import REALDATA
 
 from raycat import schema
 from raycat.cli import main
-from raycat.surveys.indexer import build_index, header_rows, list_files
 from raycat.sky.tiles import TileGeometry
+from raycat.surveys.indexer import build_index, header_rows, list_files
 from raycat.surveys.store import open_store
-from realdata import REALDATA
 
 UNWISE = str(REALDATA / "unwise")
 
@@ -27,6 +27,7 @@ def _tile(name: str, ra: float, rotation: float = 0.0, n: int = 400) -> TileGeom
 def _fits_bytes(header: fits.Header, n: int) -> bytes:
     hdu = fits.PrimaryHDU(np.zeros((n, n), np.float32), header=header)
     import io
+
     buf = io.BytesIO()
     hdu.writeto(buf)
     return buf.getvalue()
@@ -34,8 +35,11 @@ def _fits_bytes(header: fits.Header, n: int) -> bytes:
 
 def _write_store(put) -> dict[str, TileGeometry]:
     """Two plain tiles, one rotated gzip tile and one file without WCS, via ``put``."""
-    tiles = {"a/t1.ps1_g.fits": _tile("t1", 150.0), "a/t2.ps1_r.fits": _tile("t2", 150.1),
-             "b/t3.ps1_g.fits.gz": _tile("t3", 150.2, rotation=30.0)}
+    tiles = {
+        "a/t1.ps1_g.fits": _tile("t1", 150.0),
+        "a/t2.ps1_r.fits": _tile("t2", 150.1),
+        "b/t3.ps1_g.fits.gz": _tile("t3", 150.2, rotation=30.0),
+    }
     for uri, tile in tiles.items():
         header = tile.wcs_header.copy()
         header["BAND"] = uri.split(".")[1]
@@ -52,6 +56,7 @@ def _write_local(root):
     def put(uri, data):
         (root / uri).parent.mkdir(parents=True, exist_ok=True)
         (root / uri).write_bytes(data)
+
     return _write_store(put)
 
 
@@ -59,13 +64,21 @@ def _check(index: pd.DataFrame, tiles: dict[str, TileGeometry]) -> None:
     assert sorted(index[schema.TILE_URI]) == sorted(tiles)
     for _, row in index.iterrows():
         expected = tiles[row[schema.TILE_URI]].index_row(row[schema.TILE_BAND])
-        for column in (schema.TILE_NAXIS1, schema.TILE_RA, schema.TILE_DEC, schema.TILE_RADIUS,
-                       schema.TILE_ROTATION):
+        for column in (
+            schema.TILE_NAXIS1,
+            schema.TILE_RA,
+            schema.TILE_DEC,
+            schema.TILE_RADIUS,
+            schema.TILE_ROTATION,
+        ):
             assert row[column] == pytest.approx(expected[column], abs=1e-9), column
         assert np.allclose(list(row[schema.TILE_CORNERS_RA]), expected[schema.TILE_CORNERS_RA])
         assert row[schema.TILE_SURVEY] == "ps1"
-    assert dict(zip(index[schema.TILE_NAME], index[schema.TILE_BAND])) == \
-        {"t1.ps1_g": "ps1_g", "t2.ps1_r": "ps1_r", "t3.ps1_g": "ps1_g"}  # file name stems
+    assert dict(zip(index[schema.TILE_NAME], index[schema.TILE_BAND])) == {
+        "t1.ps1_g": "ps1_g",
+        "t2.ps1_r": "ps1_r",
+        "t3.ps1_g": "ps1_g",
+    }  # file name stems
 
 
 def test_index_local_store_reads_only_headers(tmp_path):
@@ -83,8 +96,14 @@ def test_index_local_store_reads_only_headers(tmp_path):
 def test_band_from_regex_and_cli_errors(tmp_path, capsys):
     _write_local(tmp_path)
     out = tmp_path / "other.parquet"
-    build_index(str(tmp_path), str(out), pattern="t*.fits*", band_from=r"\.(?P<band>ps1_\w)\.",
-                use_ray=False, progress=None)  # the pattern leaves out the file without WCS
+    build_index(
+        str(tmp_path),
+        str(out),
+        pattern="t*.fits*",
+        band_from=r"\.(?P<band>ps1_\w)\.",
+        use_ray=False,
+        progress=None,
+    )  # the pattern leaves out the file without WCS
     assert sorted(pd.read_parquet(out)[schema.TILE_BAND]) == ["ps1_g", "ps1_g", "ps1_r"]
     assert main(["index", "--store", str(tmp_path / "missing")]) == 2
     assert "no files matching" in capsys.readouterr().err
@@ -127,8 +146,23 @@ def test_index_on_ray_real_unwise(tmp_path, ray_local, capsys):
     if not os.path.isdir(UNWISE):
         pytest.skip("real unWISE samples absent")
     out = tmp_path / "unwise.parquet"
-    assert main(["index", "--store", UNWISE, "--out", str(out), "--pattern", "*-img-m.fits",
-                 r"--band-from=-(?P<band>w\d)-img", "--survey", "unwise"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "--store",
+                UNWISE,
+                "--out",
+                str(out),
+                "--pattern",
+                "*-img-m.fits",
+                r"--band-from=-(?P<band>w\d)-img",
+                "--survey",
+                "unwise",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     index = pd.read_parquet(out)
     assert summary["rows"] == 8 and summary["no_wcs"] == 0

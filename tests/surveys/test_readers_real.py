@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from realdata import REALDATA
 
 from raycat import schema
 from raycat.config import CutoutConfig
 from raycat.cutouts.actor import cutout_batch, tile_info
-from raycat.surveys.store import open_store
 from raycat.surveys.bands import ps1_asinh_to_linear
-from realdata import REALDATA
+from raycat.surveys.store import open_store
 
 REAL = REALDATA
 SDSS_FRAME = "sdss/frame-r-001000-1-0100.fits.bz2"
@@ -51,12 +51,16 @@ def test_unwise_tiles_are_vega_nanomaggies_with_ab_offsets(real, tile, side, ban
     assert (REAL / layout.companion("mask", uri)).is_file()
 
 
-@pytest.mark.parametrize("setting, companion, not_data", [
-    ({"mask_bits": 1}, "unwise-x-msk.fits.gz", np.int32(1)),  # a flagged mask bit
-    ({"invvar_nodata": True}, "unwise-x-w1-invvar-m.fits.gz", np.float32(0.0)),  # no exposure
-])
-def test_unwise_companions_are_optional_and_applied_when_asked(real, tmp_path, setting,
-                                                               companion, not_data):
+@pytest.mark.parametrize(
+    "setting, companion, not_data",
+    [
+        ({"mask_bits": 1}, "unwise-x-msk.fits.gz", np.int32(1)),  # a flagged mask bit
+        ({"invvar_nodata": True}, "unwise-x-w1-invvar-m.fits.gz", np.float32(0.0)),  # no exposure
+    ],
+)
+def test_unwise_companions_are_optional_and_applied_when_asked(
+    real, tmp_path, setting, companion, not_data
+):
     from astropy.io import fits
 
     uri = "unwise/1866p257/unwise-1866p257-w1-img-m.fits"
@@ -74,8 +78,9 @@ def test_unwise_companions_are_optional_and_applied_when_asked(real, tmp_path, s
     image, _ = nanomaggies(own, "t/unwise-x-w1-img-m.fits", cfg.band("unwise_w1"))
     assert np.isnan(image[:3]).all() and np.isfinite(image[3:]).all()
     (tmp_path / "t" / companion).unlink()  # no companion: pixels kept
-    assert np.isfinite(nanomaggies(open_store(str(tmp_path)), "t/unwise-x-w1-img-m.fits",
-                                   cfg.band("unwise_w1"))[0]).all()
+    assert np.isfinite(
+        nanomaggies(open_store(str(tmp_path)), "t/unwise-x-w1-img-m.fits", cfg.band("unwise_w1"))[0]
+    ).all()
 
 
 def test_built_in_conventions_are_overridden_from_a_yaml_config(real, tmp_path):
@@ -113,12 +118,18 @@ def test_hsc_coadd_reads_extension_1_with_inherited_fluxmag0(real):
     assert abs(np.nanmedian(image)) < 0.01  # sky-subtracted: near zero in nanomaggies
 
 
-@pytest.mark.parametrize("survey", [
-    {"like": "hsc", "image_hdu": 1, "bands": {"hsclike_r": {"like": "hsc_r"}}},
-    {"pixel_scale": 0.168, "image_hdu": 1,
-     "calibration": {"kind": "fluxmag0", "zero_point": 0.0},
-     "bands": {"hsclike_r": {"filter_name": "hsc2017-r", "psf_fwhm": 0.7, "depth_ab": 26.0}}},
-])
+@pytest.mark.parametrize(
+    "survey",
+    [
+        {"like": "hsc", "image_hdu": 1, "bands": {"hsclike_r": {"like": "hsc_r"}}},
+        {
+            "pixel_scale": 0.168,
+            "image_hdu": 1,
+            "calibration": {"kind": "fluxmag0", "zero_point": 0.0},
+            "bands": {"hsclike_r": {"filter_name": "hsc2017-r", "psf_fwhm": 0.7, "depth_ab": 26.0}},
+        },
+    ],
+)
 def test_a_new_survey_with_a_known_convention_needs_config_only(real, survey):
     cfg = CutoutConfig(bands=["hsclike_r"], surveys={"hsc_like": survey})
     band = cfg.band("hsclike_r")
@@ -158,23 +169,31 @@ def test_sdss_frame_bz2_reads_as_nanomaggies(sdss):
 
 
 def test_sdss_photoobj_positions_land_on_their_sources(sdss):
-    image, _, objects, x, y = sdss
+    image, _, _objects, x, y = sdss
     inside = (x > 4) & (x < 95) & (y > 4) & (y < 95)
     xs, ys = np.clip(x.round().astype(int), 1, 98), np.clip(y.round().astype(int), 1, 98)
-    near = np.array([image[j - 1:j + 2, i - 1:i + 2].max() for i, j in zip(xs, ys)])
+    near = np.array([image[j - 1 : j + 2, i - 1 : i + 2].max() for i, j in zip(xs, ys)])
     bright = np.flatnonzero(inside & (near > 0.2))  # ~10 sigma above the sky
     assert len(bright) >= 2
     for i in bright:
         xi, yi = int(round(x[i])), int(round(y[i]))
-        box = image[yi - 3:yi + 4, xi - 3:xi + 4]
+        box = image[yi - 3 : yi + 4, xi - 3 : xi + 4]
         py, px = np.unravel_index(np.argmax(box), box.shape)
         assert math.hypot(xi - 3 + px - x[i], yi - 3 + py - y[i]) < 1.5, i
 
 
 def test_sdss_aperture_flux_matches_the_photoobj_catalogue(sdss):
     image, _, objects, x, y = sdss
-    star = int(np.flatnonzero((objects["OBJC_TYPE"] == 6) & (objects["PSFFLUX"][:, 2] > 10)
-                              & (x > 10) & (x < 90) & (y > 10) & (y < 90))[0])
+    star = int(
+        np.flatnonzero(
+            (objects["OBJC_TYPE"] == 6)
+            & (objects["PSFFLUX"][:, 2] > 10)
+            & (x > 10)
+            & (x < 90)
+            & (y > 10)
+            & (y < 90)
+        )[0]
+    )
     yy, xx = np.mgrid[:100, :100]
     r = np.hypot(xx - x[star], yy - y[star])
     aperture = r < 3.0 / 0.396  # APERFLUX index 4 is the 3.0" radius aperture
@@ -210,8 +229,7 @@ def _compressed_stack(values: np.ndarray, header, encoding: str):
     return hdu
 
 
-@pytest.mark.parametrize("encoding, rtol, atol", [("GZIP_2", 1e-3, 1e-6),
-                                                  ("RICE_1", 2e-3, 2e-5)])
+@pytest.mark.parametrize("encoding, rtol, atol", [("GZIP_2", 1e-3, 1e-6), ("RICE_1", 2e-3, 2e-5)])
 def test_raw_ps1_stack_is_decompressed_from_asinh(tmp_path, encoding, rtol, atol):
     from astropy.io import fits
 
@@ -219,12 +237,24 @@ def test_raw_ps1_stack_is_decompressed_from_asinh(tmp_path, encoding, rtol, atol
     linear[30:34, 30:34] = 5e5  # a bright star: where the asinh scaling matters
     boffset, bsoften = 12.0, 30.0
     stored = 2.5 / math.log(10) * np.arcsinh((linear - boffset) / (2 * bsoften))
-    header = fits.Header({"EXPTIME": 500.0, "BOFFSET": boffset, "BSOFTEN": bsoften,
-                          "CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 27.95,
-                          "CRVAL2": 0.26, "CRPIX1": 32.5, "CRPIX2": 32.5,
-                          "CDELT1": -0.25 / 3600, "CDELT2": 0.25 / 3600})
-    hdus = fits.HDUList([fits.PrimaryHDU(),
-                         _compressed_stack(stored.astype(np.float32), header, encoding)])
+    header = fits.Header(
+        {
+            "EXPTIME": 500.0,
+            "BOFFSET": boffset,
+            "BSOFTEN": bsoften,
+            "CTYPE1": "RA---TAN",
+            "CTYPE2": "DEC--TAN",
+            "CRVAL1": 27.95,
+            "CRVAL2": 0.26,
+            "CRPIX1": 32.5,
+            "CRPIX2": 32.5,
+            "CDELT1": -0.25 / 3600,
+            "CDELT2": 0.25 / 3600,
+        }
+    )
+    hdus = fits.HDUList(
+        [fits.PrimaryHDU(), _compressed_stack(stored.astype(np.float32), header, encoding)]
+    )
     hdus.writeto(tmp_path / "skycell.fits")
     np.testing.assert_allclose(ps1_asinh_to_linear(stored, boffset, bsoften), linear, rtol=1e-4)
     image, info = nanomaggies(open_store(str(tmp_path)), "skycell.fits", "ps1_r")
@@ -239,9 +269,19 @@ def galex_tile(path: Path) -> None:
     from astropy.io import fits
 
     n, scale_deg = 160, 0.01  # 1.6 deg square (real maps: 3840 px of 1.5")
-    header = fits.Header({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 150.0,
-                          "CRVAL2": 2.0, "CRPIX1": (n + 1) / 2, "CRPIX2": (n + 1) / 2,
-                          "CDELT1": -scale_deg, "CDELT2": scale_deg, "BUNIT": "cps"})
+    header = fits.Header(
+        {
+            "CTYPE1": "RA---TAN",
+            "CTYPE2": "DEC--TAN",
+            "CRVAL1": 150.0,
+            "CRVAL2": 2.0,
+            "CRPIX1": (n + 1) / 2,
+            "CRPIX2": (n + 1) / 2,
+            "CDELT1": -scale_deg,
+            "CDELT2": scale_deg,
+            "BUNIT": "cps",
+        }
+    )
     fits.writeto(path, np.full((n, n), 0.01, np.float32), header)
 
 
@@ -253,8 +293,11 @@ def test_galex_corners_outside_the_field_of_view_are_not_data(tmp_path):
     assert np.isnan(image[0, 0]) and np.isnan(image[-1, -1])  # corners: 1.1 deg out
     assert np.isfinite(image[80, 20]) and np.isnan(image[80, 10])  # 0.595 / 0.695 deg
     cfg = CutoutConfig(bands=["galex_nuv"], size_px=16, pixel_scale=60.0, read_mode="sparse")
-    batch = {schema.RA: np.array([150.0, 150.0 + 0.73]), schema.DEC: np.array([2.0, 2.73]),
-             schema.tile_column("galex_nuv"): np.array(["nuv.fits", "nuv.fits"])}
+    batch = {
+        schema.RA: np.array([150.0, 150.0 + 0.73]),
+        schema.DEC: np.array([2.0, 2.73]),
+        schema.tile_column("galex_nuv"): np.array(["nuv.fits", "nuv.fits"]),
+    }
     flags = cutout_batch(batch, store, cfg)[schema.FLAGS]
     assert flags[0] == 0
     assert flags[1] & (schema.Flag.NAN_PIXELS | schema.Flag.EDGE)

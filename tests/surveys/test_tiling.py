@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.io import fits
+from realdata import REALDATA
 
 from raycat import schema
 from raycat.errors import RaycatError
 from raycat.surveys.footprint import celestial_wcs
 from raycat.surveys.tiling import PS1Tiling, UnwiseTiling, index_rows
-from realdata import REALDATA
 
 REAL = str(REALDATA)
 
@@ -65,8 +65,9 @@ def test_unwise_real_tiles(unwise, name):
         pytest.skip("real unWISE sample absent")
     header = fits.getheader(path)
     ra, dec = header["CRVAL1"], header["CRVAL2"]  # the tile centre (cutouts keep CRVAL)
-    assert unwise.lookup([ra, ra + 0.3, ra - 0.2], [dec, dec - 0.25, dec + 0.4]).tolist() == \
-        [name] * 3
+    assert (
+        unwise.lookup([ra, ra + 0.3, ra - 0.2], [dec, dec - 0.25, dec + 0.4]).tolist() == [name] * 3
+    )
     # computed centre within 4" (the atlas table's RAs carry a small per-tile offset)
     assert unwise.tile(name).crval == pytest.approx((ra, dec), abs=1.2e-3)
     cd = header["CD2_2"] * 3600
@@ -75,9 +76,9 @@ def test_unwise_real_tiles(unwise, name):
 
 def test_unwise_counts_and_names(unwise):
     assert unwise.n_tiles == 18240
-    assert unwise.lookup([0.0, 359.99, 150.41, 149.75, 352.45, 343.35],
-                         [0.0, 0.0, 19.69, 1.52, 0.0, 0.0]).tolist() == \
-        ["0000p000", "0000p000", "1504p196", "1497p015", "3524p000", "3433p000"]
+    assert unwise.lookup(
+        [0.0, 359.99, 150.41, 149.75, 352.45, 343.35], [0.0, 0.0, 19.69, 1.52, 0.0, 0.0]
+    ).tolist() == ["0000p000", "0000p000", "1504p196", "1497p015", "3524p000", "3433p000"]
     south = unwise.lookup([10.0], [-12.2])[0]
     assert south[4] == "m" and south.endswith("121")
     north, south = unwise.lookup([0.0, 200.0], [90.0, -90.0])  # row k = +-59 at 89.35 deg
@@ -89,8 +90,9 @@ def test_every_position_maps_to_a_tile_that_contains_it(tiling_cls):
     tiling = tiling_cls()
     rng = np.random.default_rng(7)
     ra = np.concatenate([rng.uniform(0, 360, 3000), [0.0, 359.9999, 180.0, 45.0, 10.0]])
-    dec = np.concatenate([np.degrees(np.arcsin(rng.uniform(-1, 1, 3000))),
-                          [90.0, -90.0, 89.99, -89.99, 0.0]])
+    dec = np.concatenate(
+        [np.degrees(np.arcsin(rng.uniform(-1, 1, 3000))), [90.0, -90.0, 89.99, -89.99, 0.0]]
+    )
     wcs = {}
     for r, d, name in zip(ra, dec, tiling.lookup(ra, dec)):
         if name not in wcs:
@@ -107,20 +109,30 @@ def test_tile_centres_map_to_themselves(tiling_cls):
     assert tiles
     for tile in tiles[::7]:
         wcs = celestial_wcs(tile.wcs_header())
-        (ra, dec), = wcs.all_pix2world([[(tile.naxis[0] - 1) / 2, (tile.naxis[1] - 1) / 2]], 0)
+        ((ra, dec),) = wcs.all_pix2world([[(tile.naxis[0] - 1) / 2, (tile.naxis[1] - 1) / 2]], 0)
         assert tiling.lookup([ra], [dec])[0] == tile.name
 
 
 def test_unknown_names_are_user_errors(unwise, ps1):
-    for tiling, name in ((unwise, "1867p257"), (unwise, "nonsense"), (ps1, "9999.000"),
-                         (ps1, "12.3.4")):
+    for tiling, name in (
+        (unwise, "1867p257"),
+        (unwise, "nonsense"),
+        (ps1, "9999.000"),
+        (ps1, "12.3.4"),
+    ):
         with pytest.raises(RaycatError):
             tiling.tile(name)
 
 
 def test_index_rows_over_a_region(unwise):
-    rows = list(index_rows(unwise, ["unwise_w1", "unwise_w2"], schema.UNWISE_URI_TEMPLATE,
-                           (186.0, 187.5, 25.0, 26.5)))
+    rows = list(
+        index_rows(
+            unwise,
+            ["unwise_w1", "unwise_w2"],
+            schema.UNWISE_URI_TEMPLATE,
+            (186.0, 187.5, 25.0, 26.5),
+        )
+    )
     names = {r[schema.TILE_NAME] for r in rows}
     assert "1866p257" in names and len(rows) == 2 * len(names)
     row = next(r for r in rows if r[schema.TILE_NAME] == "1866p257")
@@ -128,9 +140,10 @@ def test_index_rows_over_a_region(unwise):
     assert (row[schema.TILE_NAXIS1], row[schema.TILE_NAXIS2]) == (2048, 2048)
     assert row[schema.TILE_RADIUS] == pytest.approx(2048 * 2.75 / 3600 / np.sqrt(2), rel=1e-3)
     assert row[schema.TILE_ROTATION] == 0.0
-    ps1_rows = list(index_rows(PS1Tiling(), ["ps1_g"], schema.PS1_URI_TEMPLATE,
-                               (27.9, 28.0, 0.2, 0.3)))
+    ps1_rows = list(
+        index_rows(PS1Tiling(), ["ps1_g"], schema.PS1_URI_TEMPLATE, (27.9, 28.0, 0.2, 0.3))
+    )
     uris = {r[schema.TILE_URI] for r in ps1_rows}
-    assert ("rings.v3.skycell/1329/005/rings.v3.skycell.1329.005.stk.g.unconv.fits" in uris)
+    assert "rings.v3.skycell/1329/005/rings.v3.skycell.1329.005.stk.g.unconv.fits" in uris
     with pytest.raises(RaycatError):
         list(index_rows(unwise, ["unwise_w1"], "../{tile}.fits", (186.0, 187.0, 25.0, 26.0)))
