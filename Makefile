@@ -6,6 +6,9 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.raycat-installed
 WORKDIR ?= demo-data
 
+# Ray processes started here (tests, the demo's embedded Ray) bind to 127.0.0.1 only.
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
+
 .PHONY: demo test check bench docs install clean
 
 $(BIN)/python:

@@ -15,6 +15,7 @@ from raycat.section import StrictSection
 # 2-core machine whole-CPU read tasks beside them would never be scheduled (a silent hang).
 # Ray Data's file listing still takes one whole CPU, so the actor pools of one job must
 # leave a CPU free on a 2-core machine: hence the fractional actor defaults in the config.
+LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a local Ray binds to 127.0.0.1
 READ_ARGS: dict[str, Any] = {"num_cpus": 0.25}
 
 
@@ -38,6 +39,8 @@ def ray_session(cfg: RayConfig | None = None):
         yield
         return
     address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        _stay_on_loopback()
     if address:
         ray.init(address=address, log_to_driver=True)
     else:  # "local": a fresh embedded Ray, even when `ray start` left a cluster running here
@@ -49,6 +52,17 @@ def ray_session(cfg: RayConfig | None = None):
         yield
     finally:
         ray.shutdown()
+
+
+def _stay_on_loopback() -> None:
+    """Keep an embedded Ray on 127.0.0.1: Ray 2.60 otherwise binds it to the machine's other
+    address. The GCS, raylet and workers read the switch from the environment they inherit;
+    this process read it when it imported ray, so its copy of the constant is set too."""
+    from ray._private import ray_constants
+
+    os.environ.setdefault(LOOPBACK_SWITCH, "0")
+    if os.environ[LOOPBACK_SWITCH] == "0":
+        ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def configure_data_context() -> None:

@@ -7,6 +7,9 @@ import socket
 
 import pytest
 
+# Every Ray process these tests start (embedded, `ray start`, fake clusters) binds to loopback.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 
 def _free_port() -> int:
     with socket.socket() as s:

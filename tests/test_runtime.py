@@ -40,3 +40,26 @@ def test_embedded_ray_ignores_the_address_a_stopped_cluster_left_behind():
         assert "CPUS 1.0" in run.stdout
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_embedded_ray_binds_to_loopback_without_being_told():
+    """Started from an environment without the loopback switch, the embedded Ray's node (and
+    so its GCS, raylet and workers) still listens on 127.0.0.1 only."""
+    script = (
+        "import os, ray\n"
+        "from raycat.runtime import RayConfig, ray_session\n"
+        "with ray_session(RayConfig(num_cpus=1)):\n"
+        "    print('NODE', ray.nodes()[0]['NodeManagerAddress'])\n"
+        "    print('WORKER', ray.get(ray.remote(lambda: ray.util.get_node_ip_address()).remote()))\n"
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "NODE 127.0.0.1" in run.stdout and "WORKER 127.0.0.1" in run.stdout, run.stdout
