@@ -51,7 +51,8 @@ def test_embedded_ray_binds_to_loopback_without_being_told():
         "from raycat.runtime import RayConfig, ray_session\n"
         "with ray_session(RayConfig(num_cpus=1)):\n"
         "    print('NODE', ray.nodes()[0]['NodeManagerAddress'])\n"
-        "    print('WORKER', ray.get(ray.remote(lambda: ray.util.get_node_ip_address()).remote()))\n"
+        "    ip = ray.remote(lambda: ray.util.get_node_ip_address())\n"
+        "    print('WORKER', ray.get(ip.remote()))\n"
     )
     env = {
         k: v
