@@ -2,6 +2,10 @@
 
 simulate -> cutouts -> train (validation objects held out) -> infer every object -> HATS
 catalog -> metrics and plots on the held-out objects. Sized for a 2-core laptop.
+
+The demo deletes only what it made: it claims its workdir with a marker file (a new or
+empty directory), a rerun cleans only the entries it writes and only under its marker, and a
+non-empty directory without the marker is refused, whatever it holds.
 """
 
 from __future__ import annotations
@@ -15,27 +19,52 @@ import yaml
 
 from raycat import schema
 from raycat.config import RaycatConfig, parse_config
+from raycat.errors import RaycatError
 from raycat.pipeline import log
+
+
+def claim_workdir(root: Path) -> None:
+    """Make ``root`` the demo's: create or claim it (marker file), or clean a previous demo's
+    entries from it; a non-empty directory without the marker is refused, untouched."""
+    marker = root / schema.DEMO_MARKER_FILE
+    if root.exists() and not root.is_dir():
+        raise RaycatError(f"demo workdir {root} is a file, not a directory")
+    if root.is_dir() and not marker.exists() and any(root.iterdir()):
+        raise RaycatError(
+            f"demo workdir {root} is not empty and was not made by `raycat demo` (no "
+            f"{schema.DEMO_MARKER_FILE} in it): give an empty or new --workdir"
+        )
+    for name in schema.DEMO_ENTRIES if marker.exists() else ():
+        entry = root / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif entry.exists() or entry.is_symlink():
+            entry.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+    marker.write_text("made by `raycat demo`: a rerun deletes the demo's entries here\n")
 
 
 def demo_config(workdir: Path, epochs: int) -> RaycatConfig:
     """A config for the demo: the production model at a laptop's scale."""
     return parse_config(
         {
-            "data": {"store": str(workdir / "sky"), "objects": schema.TRUTH_FILE},
-            "cutouts": {"output": str(workdir / "cutouts"), "objects_per_unit": 250},
+            "data": {"store": str(workdir / schema.DEMO_SKY_DIR), "objects": schema.TRUTH_FILE},
+            "cutouts": {
+                "output": str(workdir / schema.DEMO_CUTOUTS_DIR),
+                "objects_per_unit": 250,
+            },
             "model": {"arch": "resnet50", "stem": "imagenet", "n_bins": 100, "dropout": 0.2},
             "train": {
                 "epochs": epochs,
                 "batch_size": 64,
                 "lr": 2e-3,
-                "storage_path": str(workdir / "runs"),
-                "model_out": str(workdir / "model"),
+                "storage_path": str(workdir / schema.DEMO_RUNS_DIR),
+                "model_out": str(workdir / schema.DEMO_MODEL_DIR),
                 "run_name": "demo",
             },
             "infer": {
-                "model": str(workdir / "model"),
-                "catalog": str(workdir / "catalog"),
+                "model": str(workdir / schema.DEMO_MODEL_DIR),
+                "catalog": str(workdir / schema.DEMO_CATALOG_DIR),
                 "mode": "overwrite",
                 "batch_size": 256,
                 "attributions": "surveys",
@@ -85,10 +114,9 @@ def run_demo(workdir: str, n_galaxies: int = 2000, epochs: int = 15, seed: int =
     started = time.perf_counter()
     root = Path(workdir).resolve()
     cfg = demo_config(root, epochs)
-    for stale in ("cutouts", "runs", "model", "catalog", "report"):  # a demo starts afresh
-        shutil.rmtree(root / stale, ignore_errors=True)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    claim_workdir(root)  # a demo starts afresh, deleting only what a demo made
+    config_text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    (root / schema.DEMO_CONFIG_FILE).write_text(config_text)
     log(f"simulating {n_galaxies} galaxies -> {cfg.data.store}")
     print(simulate_sky(cfg.data.store, n_galaxies=n_galaxies, seed=seed), flush=True)
     with ray_session(cfg.ray):
@@ -96,11 +124,11 @@ def run_demo(workdir: str, n_galaxies: int = 2000, epochs: int = 15, seed: int =
         train_metrics = run_train(cfg)
         run_infer(cfg)
         baseline = photometry_baseline(cfg)
-        truth = held_out_truth(cfg, root / "heldout_truth.parquet")
+        truth = held_out_truth(cfg, root / schema.DEMO_HELD_OUT_FILE)
         report, metrics = build_report(
             cfg.infer.catalog,
             str(truth),
-            str(root / "report"),
+            str(root / schema.DEMO_REPORT_DIR),
             cutouts=read_materialised(cfg)[1](),
             model_url=cfg.infer.model,
             baseline=baseline,
@@ -131,7 +159,7 @@ def _print_summary(metrics: dict, cfg: RaycatConfig) -> None:
         )
     )
     print(f"catalog: {cfg.infer.catalog}")
-    print(f"config:  {Path(cfg.data.store).parent / 'config.yaml'}")
+    print(f"config:  {Path(cfg.data.store).parent / schema.DEMO_CONFIG_FILE}")
     print(f"report:  {metrics['report']}")
     for path in plots.values():
         print(f"plot:    {path}")

@@ -7,26 +7,22 @@ the `ray job submit` entry points in jobs/ all call these.
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from raycat import schema
 from raycat.config import RaycatConfig
 from raycat.errors import RaycatError
-from raycat.fsutil import arrow_filesystem, filesystem
 from raycat.plan.manifest import drop_units
-from raycat.runtime import READ_ARGS
 
 if TYPE_CHECKING:
     from raycat.photoz.attribute import Players
     from raycat.photoz.model import ArtifactMeta
 
 CUTOUT_BATCH = 128  # objects per cutout call: 9 x 32 x 32 float32 cubes, ~5 MB
-CUTOUTS_PLAN_FILE = "_plan.json"  # beside a materialised cutout dataset: order, unit counts
 
 
 def log(message: str) -> None:
@@ -41,6 +37,7 @@ class PlanSummary:
     unit_counts: dict[int, int]
     bands: list[str]
     has_z_spec: bool
+    unit_hashes: dict[int, int] = field(default_factory=dict)  # id-set hash per work unit
 
 
 # --- cutouts ------------------------------------------------------------------------------
@@ -73,7 +70,9 @@ def plan_and_cut(cfg: RaycatConfig):
 
     manifest = plan(cfg)
     has_z = schema.Z_SPEC in manifest.columns
-    summary = PlanSummary(manifest.order, manifest.unit_counts, manifest.bands, has_z)
+    summary = PlanSummary(
+        manifest.order, manifest.unit_counts, manifest.bands, has_z, manifest.unit_hashes
+    )
     log(
         f"planned {manifest.n_objects} objects in {len(manifest.units)} work units "
         f"(HEALPix order {manifest.order})"
@@ -89,15 +88,25 @@ def cutouts_url(cfg: RaycatConfig) -> str:
 
 
 def materialise_cutouts(cfg: RaycatConfig) -> PlanSummary:
-    """Write the cutouts of every object to ``cutouts.output`` as a Parquet dataset (reused
-    across epochs)."""
+    """Write the cutouts of every object to ``cutouts.output``, one set of parts per work unit
+    (reused across epochs); a rerun rebuilds the dataset, never appends to it.
+
+    The plan file (summary and fingerprint of the inputs) is written last, once every unit
+    holds all its rows: a dataset without one is never read.
+    """
+    from raycat.cutouts.dataset import clear_dataset, write_units
+    from raycat.plan.fingerprint import FINGERPRINT, cutout_fingerprint, write_plan_record
+
     url = cutouts_url(cfg)
+    fingerprint = cutout_fingerprint(cfg)  # of the inputs as they are before planning
     summary, make = plan_and_cut(cfg)
     started = time.perf_counter()
-    pafs, path = arrow_filesystem(url, cfg.data.storage_options)
-    make().write_parquet(path, filesystem=pafs)
-    fs, plan_file = _plan_file(url, cfg)
-    fs.pipe_file(plan_file, json.dumps(asdict(summary)).encode())
+    clear_dataset(url, cfg.data.storage_options)
+    written = write_units(make(), url, cfg.data.storage_options)
+    short = {u: (written.get(u, 0), n) for u, n in summary.unit_counts.items() if written[u] != n}
+    if short or set(written) - set(summary.unit_counts):
+        raise RuntimeError(f"cutouts of work units (written, planned) {short} do not match")
+    write_plan_record(cfg, {**asdict(summary), FINGERPRINT: fingerprint})
     elapsed = time.perf_counter() - started
     n = sum(summary.unit_counts.values())
     log(f"cut {n} objects in {elapsed:.1f} s ({n / elapsed:.0f} objects/s) -> {url}")
@@ -105,22 +114,28 @@ def materialise_cutouts(cfg: RaycatConfig) -> PlanSummary:
 
 
 def read_materialised(cfg: RaycatConfig):
-    """(PlanSummary, dataset factory) over the cutout dataset at ``cutouts.output``."""
-    import ray.data
+    """(PlanSummary, dataset factory) over the cutout dataset at ``cutouts.output``; a
+    one-line error when there is none or it was made for other inputs."""
+    from raycat.plan.fingerprint import reusable_plan
 
-    url = cutouts_url(cfg)
-    fs, plan_file = _plan_file(url, cfg)
-    if not fs.exists(plan_file):
-        raise RaycatError(f"no cutout dataset at {url} (run `raycat cutouts` first)")
-    raw = json.loads(fs.cat_file(plan_file))
-    raw["unit_counts"] = {int(k): v for k, v in raw["unit_counts"].items()}
+    record = reusable_plan(cfg)
+    if record is None:
+        raise RaycatError(f"no cutout dataset at {cutouts_url(cfg)} (run `raycat cutouts` first)")
+    return _materialised(cfg, record)
+
+
+def _materialised(cfg: RaycatConfig, record: dict):
+    from raycat.cutouts.dataset import read_units
+    from raycat.plan.fingerprint import FINGERPRINT
+
+    raw = {k: v for k, v in record.items() if k != FINGERPRINT}
+    for key, value in raw.items():  # JSON keys are strings: per-unit maps get int keys back
+        if key.startswith("unit_") and isinstance(value, dict):
+            raw[key] = {int(k): v for k, v in value.items()}
     summary = PlanSummary(**raw)
-    pafs, papath = arrow_filesystem(url, cfg.data.storage_options)
 
     def make(skip=frozenset()):
-        ds = ray.data.read_parquet(
-            papath, filesystem=pafs, file_extensions=["parquet"], **READ_ARGS
-        )
+        ds = read_units(cutouts_url(cfg), cfg.data.storage_options)
         if skip:
             ds = ds.map_batches(drop_units, fn_kwargs={"skip": sorted(skip)}, batch_format="pandas")
         return ds
@@ -129,18 +144,13 @@ def read_materialised(cfg: RaycatConfig):
 
 
 def cutout_source(cfg: RaycatConfig):
-    """Materialised cutouts when the config names a dataset that exists, else streaming."""
-    url = cfg.cutouts.output
-    if url:
-        fs, plan_file = _plan_file(url, cfg)
-        if fs.exists(plan_file):
-            return read_materialised(cfg)
-    return plan_and_cut(cfg)
+    """Materialised cutouts when ``cutouts.output`` holds a finished dataset made for these
+    inputs, streaming from the tiles when it holds none; stale cutouts are refused (one
+    line naming what changed), never read."""
+    from raycat.plan.fingerprint import reusable_plan
 
-
-def _plan_file(url: str, cfg: RaycatConfig):
-    fs, path = filesystem(url, cfg.data.storage_options)
-    return fs, f"{path.rstrip('/')}/{CUTOUTS_PLAN_FILE}"
+    record = reusable_plan(cfg)
+    return plan_and_cut(cfg) if record is None else _materialised(cfg, record)
 
 
 # --- train --------------------------------------------------------------------------------
@@ -174,78 +184,169 @@ def _check_artifact_matches(cfg: RaycatConfig, meta) -> None:
 
 
 def run_infer(cfg: RaycatConfig) -> dict:
-    """Predict every object and write the HATS catalog; finished partitions are skipped.
+    """Predict the planned objects and write the HATS catalog, or bring it up to date.
 
-    Runs up to ``infer.passes`` streaming passes: a node lost mid-pass can take rows in flight
-    with it (or the plan's blocks), so the partitions it left unwritten are redone by the next
-    pass, planned afresh. A bug in raycat's own code is not retried.
+    The catalog is a contract with its plan (``raycat.catalog.job``): partitions whose done
+    marker matches the plan (objects, id hash, model, config) are kept, changed ones are
+    rewritten and vanished ones removed, at the catalog's own HEALPix order; one job at a time
+    holds its lease; an overwrite writes a new version beside the old one and switches to it
+    once complete. Runs up to ``infer.passes`` streaming passes: a node lost mid-pass can take
+    rows in flight with it, so the next pass redoes what it left unwritten. A bug in raycat's
+    own code is not retried.
     """
-    from raycat.catalog.write import CatalogWriter
+    from raycat.catalog.job import CatalogJob
     from raycat.photoz.model import read_artifact_meta
 
     meta = read_artifact_meta(cfg.infer.model, cfg.data.storage_options)
     _check_artifact_matches(cfg, meta)
-    summary, make = cutout_source(cfg)
     players = meta.players(cfg.infer.attributions)  # once: for the schema and the Predictor
-    cat_schema = _catalog_schema(cfg, meta, summary, players)
-    writer = CatalogWriter(
-        cfg.infer.catalog,
-        cat_schema,
-        summary.order,
-        mode=cfg.infer.mode,
-        storage_options=cfg.data.storage_options,
+    started, infer = time.perf_counter(), cfg.infer
+    job = CatalogJob(
+        infer.catalog,
+        cfg.data.storage_options,
+        model_id=meta.model_id,
+        config_hash=cfg.config_hash(),
+        mode=infer.mode,
+        lease_seconds=infer.lease_seconds,
+        region=infer.region,
     )
-    skipped = writer.done_pixels() & set(summary.unit_counts)
-    log(
-        f"inference: {len(summary.unit_counts) - len(skipped)} of {len(summary.unit_counts)} "
-        f"partitions to write ({len(skipped)} already done)"
-    )
-    started, reported = time.perf_counter(), len(skipped)
-    passes = 0
-    while True:
-        done = writer.done_pixels() & set(summary.unit_counts)
-        todo = {u: n for u, n in summary.unit_counts.items() if u not in done}
-        if not todo or passes == cfg.infer.passes:
-            break
-        passes += 1
-        if passes > 1:
-            log(f"pass {passes}: {len(todo)} partitions left unwritten; planning them again")
-            summary, make = cutout_source(cfg)
-        try:
-            for row in _predict_pass(cfg, make(done), todo, cat_schema, players, summary.order):
-                if reported == len(skipped):
-                    _import_in_background("hats")  # for finalize; the driver idles meanwhile
-                reported += 1
-                log(
-                    f"partition {row[schema.WORK_UNIT]} written ({row['rows']} rows) "
-                    f"[{reported}/{len(summary.unit_counts)}]"
-                )
-        except Exception as err:
-            if not _lost_infrastructure(err) or passes == cfg.infer.passes:
-                raise
-            log(f"pass {passes} failed ({type(err).__name__}): resuming the unfinished partitions")
-    finished = writer.done_pixels() & set(summary.unit_counts)
-    missing = set(summary.unit_counts) - finished
-    if missing:
-        raise RuntimeError(
-            f"work units {sorted(missing)[:10]} were not written after {cfg.infer.passes} passes"
+    with job:
+        summary, make = _plan_at(cfg, job.order)
+        cat_schema = _catalog_schema(cfg, meta, summary, players)
+        rec = job.reconcile(
+            cat_schema,
+            summary.order,
+            summary.unit_counts,
+            summary.unit_hashes,
+            infer.retry_read_errors,
         )
-    totals = writer.finalize()
+        log(f"catalog {infer.catalog} at HEALPix order {summary.order}: {rec.describe()}")
+        if rec.todo:
+            _check_model_loads(cfg)  # a corrupt model: one line, before anything changes
+        job.begin(rec, summary.order)
+        writer = job.writer(cat_schema, summary.order)
+        passes = _write_partitions(cfg, job, writer, rec.todo, (summary, make), players)
+        totals = job.finish(rec, summary.order, infer.max_error_fraction)
+    for note in job.notes:
+        log(note)
     elapsed = time.perf_counter() - started
-    log(f"catalog -> {cfg.infer.catalog}: {totals} in {elapsed:.1f} s ({passes} passes)")
-    flagged = writer.flag_counts(finished - skipped)
+    log(f"catalog -> {infer.catalog}: {totals} in {elapsed:.1f} s ({passes} passes)")
+    flagged = writer.flag_counts(rec.todo)
     if flagged:
         log(
             "objects flagged in the partitions written: "
             + ", ".join(f"{name} {n}" for name, n in flagged.items())
         )
     return {
-        "partitions_written": len(finished - skipped),
-        "partitions_skipped": len(skipped),
+        "partitions_written": len(rec.todo),
+        "partitions_skipped": len(rec.unchanged),
+        **{f"partitions_{kind}": n for kind, n in rec.counts().items()},
+        "order": summary.order,
         "passes": passes,
         "seconds": elapsed,
         "flagged": flagged,
         **totals,
+    }
+
+
+def _plan_at(cfg: RaycatConfig, order: int | None):
+    """(PlanSummary, rows factory) with work units at ``order`` when given (a catalog's own
+    partitioning: a resume never writes a second set), else at the order the config picks.
+
+    Materialised cutouts planned at another order, or without id hashes (an older raycat),
+    are regrouped: counts and hashes from their id and position columns, rows re-keyed."""
+    if order is not None and cfg.cutouts.healpix_order != order:
+        cutouts = cfg.cutouts.model_copy(update={"healpix_order": order})
+        cfg = cfg.model_copy(update={"cutouts": cutouts})
+    summary, make = cutout_source(cfg)
+    if (order is None or summary.order == order) and summary.unit_hashes:
+        return summary, make
+    from raycat.plan.idhash import pixel_tally
+
+    order = summary.order if order is None else order
+    tally = pixel_tally(make(), order)
+    regrouped = replace(summary, order=order, unit_counts=tally.counts, unit_hashes=tally.hashes)
+
+    def make_at(skip=frozenset()):
+        return make().map_batches(
+            _at_order, fn_kwargs={"order": order, "skip": sorted(skip)}, batch_format="numpy"
+        )
+
+    return regrouped, make_at
+
+
+def _at_order(batch: dict, order: int, skip: list[int]) -> dict:
+    """Cutout rows with their work unit at ``order``, leaving out the units ``skip``."""
+    import numpy as np
+
+    from raycat.plan.manifest import work_units
+
+    units = work_units(batch[schema.HEALPIX_29], order)
+    keep = ~np.isin(units, skip)
+    rows = {name: np.asarray(values)[keep] for name, values in batch.items()}
+    rows[schema.WORK_UNIT] = units[keep]
+    return rows
+
+
+def _check_model_loads(cfg: RaycatConfig) -> None:
+    """Load the model once in the driver, so a corrupt artifact is a one-line error before a
+    marker is removed or a file written (each predictor then loads its own copy)."""
+    from raycat.photoz.model import load_artifact
+
+    load_artifact(cfg.infer.model, cfg.data.storage_options)
+
+
+def _write_partitions(cfg: RaycatConfig, job, writer, todo: set[int], plan, players) -> int:
+    """Write the partitions ``todo`` in up to ``infer.passes`` passes; returns the passes run.
+
+    A pass that a lost node or process failed is followed by another for what it left
+    unwritten, planned afresh at the same order; any other failure ends the job."""
+    (summary, make), order, passes, reported = plan, plan[0].order, 0, 0
+    while True:
+        left = todo - writer.done_pixels()
+        if not left or passes == cfg.infer.passes:
+            break
+        passes += 1
+        if passes > 1:
+            log(f"pass {passes}: {len(left)} partitions left unwritten; planning them again")
+            summary, make = _plan_at(cfg, order)
+        units = {u: summary.unit_counts[u] for u in left if u in summary.unit_counts}
+        sink = _sink_kwargs(cfg, job, writer, units, {u: summary.unit_hashes[u] for u in units})
+        try:
+            skip = frozenset(summary.unit_counts) - frozenset(units)
+            for row in _predict_pass(cfg, make(skip), players, sink):
+                job.check_held()
+                if reported == 0:
+                    _import_in_background("hats")  # for finalize; the driver idles meanwhile
+                reported += 1
+                log(
+                    f"partition {row[schema.WORK_UNIT]} written ({row['rows']} rows) "
+                    f"[{reported}/{len(todo)}]"
+                )
+        except Exception as err:
+            if not _lost_infrastructure(err) or passes == cfg.infer.passes:
+                raise
+            log(f"pass {passes} failed ({type(err).__name__}): resuming the unfinished partitions")
+    missing = todo - writer.done_pixels()
+    if missing:
+        raise RuntimeError(
+            f"work units {sorted(missing)[:10]} were not written after {cfg.infer.passes} passes"
+        )
+    return passes
+
+
+def _sink_kwargs(cfg: RaycatConfig, job, writer, units: dict, hashes: dict) -> dict:
+    """What the PartitionSink of one pass is built with: where it writes, the units it
+    expects (objects and id hashes) and the lease it checks."""
+    return {
+        "root": job.target_url,
+        "storage_options": cfg.data.storage_options,
+        "catalog_schema": writer.schema,
+        "order": writer.order,
+        "unit_counts": units,
+        "unit_hashes": hashes,
+        "lease_url": cfg.infer.catalog,
+        "job_id": job.job_id,
     }
 
 
@@ -269,10 +370,9 @@ def _catalog_schema(cfg: RaycatConfig, meta: ArtifactMeta, summary: PlanSummary,
     )
 
 
-def _predict_pass(
-    cfg: RaycatConfig, cutouts, todo: dict[int, int], cat_schema, players: Players, order: int
-):
-    """One streaming pass: Predictor pool -> PartitionSink; yields a row per unit written."""
+def _predict_pass(cfg: RaycatConfig, cutouts, players: Players, sink: dict):
+    """One streaming pass: Predictor pool -> PartitionSink (built with ``sink``); yields a
+    row per unit written."""
     import ray.data
 
     from raycat.catalog.sink import PartitionSink
@@ -292,13 +392,7 @@ def _predict_pass(
         PartitionSink,
         batch_size=None,
         batch_format="numpy",
-        fn_constructor_kwargs={
-            "root": cfg.infer.catalog,
-            "storage_options": opts,
-            "catalog_schema": cat_schema,
-            "order": order,
-            "unit_counts": todo,
-        },
+        fn_constructor_kwargs=sink,
         compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=0.1,
     )

@@ -78,5 +78,6 @@ def configure_data_context() -> None:
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+    ctx.raise_original_map_exception = True  # a user error in a task keeps its type
     cpus = int(ray.cluster_resources().get("CPU", 1))
     ctx.default_hash_shuffle_parallelism = max(4, min(200, 2 * cpus))

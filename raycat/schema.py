@@ -102,6 +102,7 @@ TILE_WCS = "wcs"  # the tile's WCS as a FITS header string, so planning needs no
 CUBE = "cube"  # float32 [n_bands, S, S]
 FLAGS = "flags"
 WORK_UNIT = "work_unit"
+READ_ERROR_TILE = "read_error_tile"  # URI of a tile that gave the object READ_ERROR ("": none)
 
 
 def tile_column(band: str) -> str:
@@ -138,7 +139,7 @@ def attr_column(player: str) -> str:
 # --- columns handed between stages (cutouts -> predictor -> sink -> catalog) --------------
 # An object's own columns ride through the cutout actor and the predictor unchanged, beside
 # the columns each one makes (cutouts: flags, cube; predictor: flags, pdf and its extras).
-PASS_THROUGH = (ID, RA, DEC, Z_SPEC, WORK_UNIT, HEALPIX_29)
+PASS_THROUGH = (ID, RA, DEC, Z_SPEC, WORK_UNIT, HEALPIX_29, READ_ERROR_TILE)
 # Catalog columns the writer derives from id, ra, dec, flags and pdf. The sink copies every
 # other column of the catalog schema (z_spec, z_std_epistemic, attr_*) from the predictor.
 CATALOG_DERIVED = (ID, RA, DEC, HEALPIX_29, *POINT_ESTIMATES, PDF, FLAGS)
@@ -154,26 +155,64 @@ META_VERSION = b"raycat.version"
 # Catalog layout (HATS). Paths are relative to the catalog root; the writer makes them, the
 # readers and a resumed writer find them again, so each name and pattern is written once here.
 CATALOG_DATASET_DIR = "dataset"
-DONE_DIR = "_raycat_done"  # one small JSON marker (rows, model_id) per finished partition
+DONE_DIR = "_raycat_done"  # one small JSON marker per finished partition (catalog/markers.py)
+LEASE_FILE = "_raycat_lease.json"  # the one writer's lease (catalog/lease.py)
+SWAP_JOURNAL = "_raycat_swap.json"  # an overwrite switching versions (catalog/versions.py)
+STAGING_DIR = ".raycat-new"  # the version an overwrite writes beside the catalog
+RETIRED_PREFIX = ".raycat-old-"  # + job id: the version an overwrite replaced, until deleted
+METADATA_TEMP_PREFIX = ".raycat-meta-"  # + random: HATS metadata prepared, then put in place
 PARTITION_INFO_FILE = "partition_info.csv"
 PROPERTIES_FILES = ("hats.properties", "properties")  # hats' name, and its older one
 METADATA_RELPATH = f"{CATALOG_DATASET_DIR}/_metadata"
 COMMON_METADATA_RELPATH = f"{CATALOG_DATASET_DIR}/_common_metadata"
-# What makes a catalog root "existing", and every entry overwrite removes (never the root
-# itself: a mistyped root must not delete a user's directory).
+# What makes a catalog root "existing", and the entries of one catalog version (an overwrite
+# switches these; never the root itself: a mistyped root must not touch a user's directory).
 CATALOG_MARKS = (CATALOG_DATASET_DIR, DONE_DIR, *PROPERTIES_FILES)
-CATALOG_ENTRIES = (
-    *CATALOG_MARKS,
-    PARTITION_INFO_FILE,
-    "point_map.fits",
-    "skymap.fits",
-    "data_thumbnail.parquet",
-)
+HATS_EXTRA_FILES = ("point_map.fits", "skymap.fits", "data_thumbnail.parquet")
+CATALOG_ENTRIES = (*CATALOG_MARKS, PARTITION_INFO_FILE, *HATS_EXTRA_FILES)
 PARTITION_GLOB = f"{CATALOG_DATASET_DIR}/Norder=*/Dir=*/Npix=*.parquet"
 PARTITION_RE = re.compile(r"Norder=(\d+)/Dir=(\d+)/Npix=(\d+)\.parquet$")
 DONE_MARKER_RE = re.compile(r"Norder=(\d+)_Npix=(\d+)\.done$")
 TEMP_SUFFIX = ".tmp"  # a partition being written: ".<name>.<random><TEMP_SUFFIX>", beside it
 PARTITION_TEMP_GLOB = f"{CATALOG_DATASET_DIR}/Norder=*/Dir=*/.*{TEMP_SUFFIX}"
+# every place a temp file can be left by a crash: partitions, markers, metadata, root files
+TEMP_GLOBS = (
+    PARTITION_TEMP_GLOB,
+    f"{DONE_DIR}/.*{TEMP_SUFFIX}",
+    f"{CATALOG_DATASET_DIR}/.*{TEMP_SUFFIX}",
+    f".*{TEMP_SUFFIX}",
+)
+
+
+SKYMAP_RE = re.compile(r"^skymap\.\d+\.fits$")  # HATS' skymap at other orders
+
+
+def is_private_entry(name: str) -> bool:
+    """True for an entry of a catalog root that only raycat's machinery names (lease, swap
+    journal, staged or retired version, temp files): it proves nothing about whose the
+    catalog is, and no reader looks at it."""
+    return (
+        name in (LEASE_FILE, SWAP_JOURNAL, STAGING_DIR)
+        or name.startswith((RETIRED_PREFIX, METADATA_TEMP_PREFIX))
+        or (name.startswith(".") and name.endswith(TEMP_SUFFIX))
+    )
+
+
+def is_catalog_file(relpath: str) -> bool:
+    """True for a path (relative to a catalog root) that a raycat catalog consists of:
+    partitions, done markers, HATS metadata and properties, temp files. Only these are ever
+    deleted; anything else under a catalog is left where it is."""
+    name = relpath.rsplit("/", 1)[-1]
+    top = relpath.split("/", 1)[0]
+    return (
+        (top == CATALOG_DATASET_DIR and PARTITION_RE.search(relpath) is not None)
+        or (top == DONE_DIR and DONE_MARKER_RE.search(relpath) is not None)
+        or relpath in (METADATA_RELPATH, COMMON_METADATA_RELPATH, PARTITION_INFO_FILE)
+        or relpath in PROPERTIES_FILES
+        or relpath in HATS_EXTRA_FILES
+        or SKYMAP_RE.match(relpath) is not None
+        or (name.startswith(".") and name.endswith(TEMP_SUFFIX))
+    )
 
 
 def partition_relpath(order: int, pixel: int) -> str:
@@ -204,3 +243,49 @@ def done_marker_of(path: str) -> tuple[int, int] | None:
 # Model artifact
 MODEL_WEIGHTS_FILE = "model.pt"
 MODEL_META_FILE = "model.json"
+
+# Training checkpoints (Ray Train writes them as <storage_path>/<run_name>/checkpoint_<time>/,
+# beside files of its own that match the glob too): in each, beside the weights, the settings
+# the checkpoint is valid for, so a resume can be checked.
+RAY_CHECKPOINT_GLOB = "checkpoint_*"
+CHECKPOINT_CONFIG_FILE = "raycat_config.json"
+
+# Materialised cutouts (cutouts.output). One directory of Parquet parts per work unit; the
+# plan file, written last, holds the plan summary and its fingerprint (a dataset without it
+# is unfinished and never read). A rebuild removes these names and nothing else.
+CUTOUTS_PLAN_FILE = "_plan.json"
+CUTOUT_UNIT_PREFIX = "unit="
+
+
+def cutout_unit_relpath(pixel: int) -> str:
+    """Directory of one work unit's cutout parts, relative to the dataset root."""
+    return f"{CUTOUT_UNIT_PREFIX}{pixel}"
+
+
+def cutout_part_relpath(pixel: int, first_healpix_29: int, first_id: int) -> str:
+    """One part of a work unit's cutouts, named by the unit and the part's first object: the
+    same rows give the same name, and ids are unique, so two parts never share one."""
+    return f"{cutout_unit_relpath(pixel)}/part-{first_healpix_29:019d}-{first_id}.parquet"
+
+
+# `raycat demo` workdir: the marker says the demo made (or claimed) the directory, so a rerun
+# may clean it; a rerun removes the entries below and nothing else.
+DEMO_MARKER_FILE = ".raycat-demo"
+DEMO_SKY_DIR = "sky"
+DEMO_CUTOUTS_DIR = "cutouts"
+DEMO_RUNS_DIR = "runs"
+DEMO_MODEL_DIR = "model"
+DEMO_CATALOG_DIR = "catalog"
+DEMO_REPORT_DIR = "report"
+DEMO_CONFIG_FILE = "config.yaml"
+DEMO_HELD_OUT_FILE = "heldout_truth.parquet"
+DEMO_ENTRIES = (
+    DEMO_SKY_DIR,
+    DEMO_CUTOUTS_DIR,
+    DEMO_RUNS_DIR,
+    DEMO_MODEL_DIR,
+    DEMO_CATALOG_DIR,
+    DEMO_REPORT_DIR,
+    DEMO_CONFIG_FILE,
+    DEMO_HELD_OUT_FILE,
+)

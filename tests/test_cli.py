@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -75,3 +76,12 @@ def test_overrides_make_a_validated_copy():
     changed = with_overrides(cfg, overrides(args))
     assert (changed.infer.mode, changed.infer.catalog) == ("new", "elsewhere")
     assert cfg.infer.mode == "resume" and changed.cutouts == cfg.cutouts
+
+
+def test_credentials_on_the_index_command_line_are_refused_without_echoing(tmp_path):
+    secret = "wJalrXUtnFEMI-not-a-real-secret"
+    options = json.dumps({"key": "AKIA-fake", "secret": secret})
+    out = _raycat("index", "--store", str(tmp_path), "--storage-options", options)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--storage-options" in out.stderr and "credential" in out.stderr
+    assert secret not in out.stderr and secret not in out.stdout

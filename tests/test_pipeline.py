@@ -214,3 +214,67 @@ def test_a_band_defined_only_in_the_config_gets_its_survey_attribution(tmp_path,
     assert predicted.any() and frame.loc[predicted, schema.attr_column("ps1like")].notna().all()
     total = frame[schema.ATTR_BASELINE] + frame[players].sum(axis=1)
     assert np.allclose(total[predicted], frame.loc[predicted, schema.Z_MEAN], atol=2e-3)
+
+
+# --- materialised cutouts: keyed by plan, rewritten on rerun, refused when stale ----------
+
+
+@pytest.fixture(scope="module")
+def cut_twice(tmp_path_factory, ray_module):
+    """A 60-object sky whose cutouts were materialised twice into the same output."""
+    from raycat.pipeline import materialise_cutouts
+    from raycat.sky.simulate import simulate_sky
+
+    root = tmp_path_factory.mktemp("cut_twice")
+    simulate_sky(str(root / "sky"), n_galaxies=60, seed=2, progress=False)
+    cfg = parse_config(
+        {
+            "data": {"store": str(root / "sky")},
+            "cutouts": {"output": str(root / "cutouts"), "healpix_order": 11},
+        }
+    )
+    first = materialise_cutouts(cfg)
+    files = sorted(p.relative_to(root) for p in (root / "cutouts").rglob("*.parquet"))
+    second = materialise_cutouts(cfg)
+    return cfg, root, first, second, files
+
+
+def test_cutouts_rerun_rewrites_every_unit_and_never_appends(cut_twice):
+    from raycat.photoz.train import split_datasets
+    from raycat.pipeline import cutout_source
+
+    cfg, root, first, second, files = cut_twice
+    n = len(pd.read_parquet(root / "sky" / schema.TRUTH_FILE))
+    assert sorted(p.relative_to(root) for p in (root / "cutouts").rglob("*.parquet")) == files
+    assert {p.parts[1].split("=")[1] for p in files} == {str(u) for u in second.unit_counts}
+    summary, make = cutout_source(cfg)
+    assert summary.unit_counts == first.unit_counts == second.unit_counts
+    ids = make().select_columns([schema.ID]).to_pandas()[schema.ID]
+    assert len(ids) == ids.nunique() == n  # 60 rows for 60 ids, not 120
+    seen = split_datasets(make(), cfg)
+    assert sum(ds.count() for ds in seen.values()) <= n  # each object trained on at most once
+
+
+def test_stale_cutouts_are_refused_before_ray_naming_what_changed(cut_twice, tmp_path):
+    import shutil
+
+    from raycat.errors import RaycatError
+    from raycat.pipeline import cutout_source, read_materialised
+    from raycat.plan.preflight import check_inputs
+
+    cfg, root, _, _, _ = cut_twice
+    for section, key, value in [
+        ("cutouts", "pixel_scale", 0.5),
+        ("cutouts", "softening", {"ps1_g": 0.3}),
+        ("data", "objects", str(tmp_path / "objects.parquet")),
+    ]:
+        changed = cfg.model_copy(deep=True)
+        setattr(getattr(changed, section), key, value)
+        if key == "objects":
+            shutil.copy(root / "sky" / schema.TRUTH_FILE, value)
+        for check in (cutout_source, read_materialised, lambda c: check_inputs(c, "train")):
+            with pytest.raises(RaycatError, match=rf"changed: {section}\.{key}\b"):
+                check(changed)
+    moved = cfg.model_copy(deep=True)  # same inputs, the order of the units chosen otherwise
+    moved.cutouts.healpix_order, moved.cutouts.objects_per_unit = None, 7
+    assert cutout_source(moved)[0].order == 11  # the dataset's own partitioning is reused

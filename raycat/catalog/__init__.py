@@ -1,7 +1,9 @@
-"""The output catalog: HEALPix-partitioned Parquet in the HATS layout.
+"""The output catalog: HEALPix-partitioned Parquet in the HATS layout, a contract with its plan.
 
-``write`` builds each partition's table and writes it with a done marker (so a crashed job
-resumes) and the HATS metadata at the end; ``sink`` is the Ray actor that collects a
-partition's rows and calls the writer; ``read`` streams partitions back and reads the
-catalog's metadata.
+``write`` builds each partition's table and writes it whole with its done marker
+(``markers``: objects, id hash, model, config); ``sink`` is the Ray actor that collects a
+partition's rows and calls the writer; ``metadata`` writes the HATS metadata atomically;
+``read`` streams partitions back. A job's hold on a catalog is ``job``: its ``lease`` (one
+writer at a time), the comparison of plan and markers a resume makes (``resume``, ``region``)
+and the versions an overwrite switches (``versions``); ``atomic`` removes only what raycat wrote.
 """

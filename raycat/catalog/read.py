@@ -33,10 +33,23 @@ def partition_paths(fs, root: str) -> list[str]:
 
 
 def existing_schema(fs, root: str) -> pa.Schema | None:
-    """The catalog's schema, from _common_metadata or else its first partition; None if empty."""
+    """The catalog's schema, from _common_metadata or else its first partition; None if empty.
+
+    An unreadable _common_metadata (truncated by a crash of an older raycat, which wrote it in
+    place) is passed over for the partitions: a resume then rewrites it.
+    """
     common = f"{root}/{S.COMMON_METADATA_RELPATH}"
-    paths = [common] if fs.exists(common) else partition_paths(fs, root)[:1]
-    return pq.read_schema(paths[0], filesystem=fs) if paths else None
+    if fs.exists(common):
+        try:
+            return pq.read_schema(common, filesystem=fs)
+        except (OSError, pa.ArrowInvalid):
+            pass
+    for path in partition_paths(fs, root)[:1]:
+        try:
+            return pq.read_schema(path, filesystem=fs)
+        except (OSError, pa.ArrowInvalid) as err:
+            raise RaycatError(f"catalog partition {path} is unreadable ({err})") from None
+    return None
 
 
 def read_catalog_info(root: str, storage_options: dict | None = None) -> CatalogInfo:

@@ -1,9 +1,11 @@
 """The catalog stage on Ray Data: gather predicted rows by work unit, write each unit whole.
 
 Rows of one work unit can arrive in several batches (and in any order). The sink knows how
-many objects each unit holds, keeps a unit's rows until the last one arrives and then writes
-the unit as one catalog partition with its done marker. One sink actor sees every row, so a
-unit is never split between writers; it holds only the units still in flight.
+many objects each unit holds and the hash of their ids (from the plan), keeps a unit's rows
+until the last one arrives, checks they are exactly the planned objects and then writes the
+unit as one catalog partition with its done marker. One sink actor sees every row, so a unit
+is never split between writers; it holds only the units still in flight. Before each write
+it checks that its job still holds the catalog's lease.
 """
 
 from __future__ import annotations
@@ -11,11 +13,17 @@ from __future__ import annotations
 import numpy as np
 
 from raycat import schema
+from raycat.errors import RaycatError
+from raycat.plan.idhash import id_set_hash
 
 
 class PartitionSink:
     """Ray Data actor: writes complete work units; returns one row (unit, rows) per unit
-    written. What a partition holds (flag counts included) is in its done marker."""
+    written. What a partition holds (flag counts, id hash...) is in its done marker.
+
+    ``root`` is the version being written (the catalog, or an overwrite's staged version);
+    ``lease_url`` the catalog whose lease ``job_id`` holds.
+    """
 
     def __init__(
         self,
@@ -24,6 +32,9 @@ class PartitionSink:
         catalog_schema,
         order: int,
         unit_counts: dict[int, int],
+        unit_hashes: dict[int, int],
+        lease_url: str,
+        job_id: str,
     ):
         from raycat.catalog.write import CatalogWriter
 
@@ -31,6 +42,8 @@ class PartitionSink:
             root, catalog_schema, order, mode=None, storage_options=storage_options
         )
         self.expected = {int(k): int(v) for k, v in unit_counts.items()}
+        self.hashes = {int(k): int(v) for k, v in unit_hashes.items()}
+        self.lease = (lease_url, storage_options, job_id)
         self.pending: dict[int, list[dict]] = {}
         # the catalog schema names every column; what the writer does not derive, the
         # Predictor's rows carry as they are (z_spec, attributions, ...)
@@ -59,9 +72,14 @@ class PartitionSink:
 
     def _write(self, unit: int, parts: list[dict]) -> None:
         """Write one work unit as one partition (with its done marker)."""
+        from raycat.catalog.job import holds_lease
         from raycat.catalog.write import partition_table
 
         cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        if id_set_hash(cat[schema.ID]) != self.hashes[unit]:
+            raise RuntimeError(f"work unit {unit}: its ids are not the planned ones")
+        if not holds_lease(*self.lease):
+            raise RaycatError(f"catalog {self.lease[0]}: this job lost its lease; stopped")
         extra = {name: cat[name] for name in self.extra}
         table = partition_table(
             self.writer.schema,
@@ -72,4 +90,5 @@ class PartitionSink:
             pdf=cat[schema.PDF],
             extra=extra,
         )
-        self.writer.write_partition(unit, table)
+        tiles = cat.get(schema.READ_ERROR_TILE, np.array([], dtype=object))
+        self.writer.write_partition(unit, table, {str(t) for t in tiles if t})

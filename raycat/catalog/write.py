@@ -2,39 +2,35 @@
 
 A work unit of the pipeline is one HEALPix pixel at order ``k``; its objects are one
 catalog partition, ``<root>/dataset/Norder=k/Dir=d/Npix=n.parquet``. Each partition is
-written atomically and then marked done (``_raycat_done/``), so a rerun after a crash
-skips finished pixels and rewrites unfinished ones whole: every object appears exactly
-once. ``finalize`` adds the HATS metadata (``partition_info.csv``, ``dataset/_metadata``,
-``dataset/_common_metadata``, ``hats.properties``) with the ``hats`` package's own writers,
-so ``hats.read_hats`` and ``lsdb.open_catalog`` read the result.
+written atomically and then marked done (``_raycat_done/``, ``raycat.catalog.markers``), so a
+rerun after a crash rewrites unfinished ones whole: every object appears exactly once.
+``finalize`` adds the HATS metadata (``raycat.catalog.metadata``), so ``hats.read_hats`` and
+``lsdb.open_catalog`` read the result. Which partitions a job writes, the lease and the
+versions an overwrite switches are ``raycat.catalog.job``'s business.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import uuid
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Iterable, Mapping
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
 
-from raycat import __version__, fsutil
+from raycat import fsutil
 from raycat import schema as S
+from raycat.catalog.atomic import remove_temp_files
 from raycat.catalog.info import CatalogInfo
-from raycat.catalog.read import existing_schema, partition_pixels
+from raycat.catalog.markers import DoneMarker, read_markers, write_marker
+from raycat.catalog.metadata import finalize
+from raycat.catalog.read import existing_schema
 from raycat.errors import RaycatError
-from raycat.healpix import ORDER as HEALPIX_ORDER
+from raycat.fsutil import put_atomic
 from raycat.healpix import healpix29, pixel_at_order
 from raycat.photoz.pdf import point_estimates
 
-if TYPE_CHECKING:
-    pass
-
-WriteMode = Literal["resume", "overwrite", "new"]
+WriteMode = Literal["resume", "new"]
 
 
 # --- rows -------------------------------------------------------------------------------------
@@ -93,25 +89,25 @@ def partition_table(
     return pa.table([columns[name] for name in schema.names], schema=schema)
 
 
-# --- writer -----------------------------------------------------------------------------------
+# --- writer ---------------------------------------------------------------------------------
 
 
 class CatalogWriter:
-    """Writes a catalog partition by partition; safe to rerun after a crash.
+    """Writes the partitions of a catalog, each whole and then marked done.
 
     Parameters
     ----------
     root : str
         Catalog root, a path or fsspec URL.
     schema : pyarrow.Schema
-        From :func:`catalog_schema`; every partition is cast to it.
+        From :func:`catalog_schema`; every partition is cast to it, and its model id and
+        config hash go into every done marker.
     order : int
         HEALPix order of the partitions (the work units' order).
-    mode : {"resume", "overwrite", "new", None}
-        resume: keep finished partitions (refused if the catalog is another model's);
-        overwrite: delete the catalog first; new: refuse an existing catalog. ``None``
-        attaches to a catalog the driver already prepared: what parallel writers do, so
-        that one writer never deletes another's files.
+    mode : {"resume", "new", None}
+        resume: refuse a catalog of another model or other columns, remove crashed writes'
+        temp files; new: refuse an existing catalog. ``None`` attaches to a catalog the
+        driver already prepared (what the sink does): it never removes anything.
     storage_options : dict, optional
         fsspec options (endpoint...). Credentials come from the usual chains.
     """
@@ -129,53 +125,19 @@ class CatalogWriter:
         self.storage_options = dict(storage_options or {})
         self.fs, self.root = fsutil.filesystem(root, storage_options)
         self.root = self.root.rstrip("/")
-        self.model_id = CatalogInfo.from_schema(schema).model_id
-        self._local = isinstance(self.fs, LocalFileSystem)
-        if mode is not None:
-            self._prepare(mode)
-
-    def _path(self, relpath: str) -> str:
-        return f"{self.root}/{relpath}"
-
-    # -- modes --
-    def _exists(self) -> bool:
-        return any(self.fs.exists(self._path(e)) for e in S.CATALOG_MARKS)
-
-    def _prepare(self, mode: WriteMode) -> None:
-        self.fs.invalidate_cache()
-        if mode == "overwrite":
-            for entry in S.CATALOG_ENTRIES:
-                if self.fs.exists(self._path(entry)):
-                    self.fs.rm(self._path(entry), recursive=True)
-        elif mode == "new" and self._exists():
+        info = CatalogInfo.from_schema(schema)
+        self.model_id, self.config_hash = info.model_id, info.config_hash
+        if mode == "new" and any(self.fs.exists(self._path(e)) for e in S.CATALOG_MARKS):
             raise RaycatError(
                 f"catalog {self.url} already exists; write to a new path, or "
                 "use mode resume or overwrite"
             )
-        elif mode == "resume":
-            self._check_compatible()
-            self._remove_temp_files()
+        if mode == "resume":
+            check_compatible(self.fs, self.root, self.url, schema)
+            remove_temp_files(self.fs, self.root)
 
-    def _check_compatible(self) -> None:
-        existing = existing_schema(self.fs, self.root)
-        if existing is None:
-            return
-        theirs = CatalogInfo.from_schema(existing).model_id
-        if theirs != self.model_id:
-            raise RaycatError(
-                f"catalog {self.url} holds predictions of model {theirs}, not "
-                f"{self.model_id}: write a new catalog version (another path) "
-                "or use mode overwrite"
-            )
-        if not existing.remove_metadata().equals(self.schema.remove_metadata()):
-            raise RaycatError(
-                f"catalog {self.url} has other columns than this run (pdf dtype, "
-                "attributions or z_spec changed): use a new path or overwrite"
-            )
-
-    def _remove_temp_files(self) -> None:
-        for path in self.fs.glob(self._path(S.PARTITION_TEMP_GLOB)):
-            self.fs.rm(path)
+    def _path(self, relpath: str) -> str:
+        return f"{self.root}/{relpath}"
 
     # -- partitions --
     def is_done(self, pixel: int) -> bool:
@@ -193,39 +155,48 @@ class CatalogWriter:
         markers = (S.done_marker_of(p) for p in self.fs.ls(directory, detail=False))
         return {pixel for order, pixel in filter(None, markers) if order == self.order}
 
+    def markers(self) -> dict[int, DoneMarker]:
+        """The readable done markers at this order, by pixel (one listing, one fetch)."""
+        found = read_markers(self.fs, self.root).items()
+        return {p: m for (o, p), m in found if o == self.order and m is not None}
+
     def flag_counts(self, pixels: set[int]) -> dict[str, int]:
-        """Objects per flag over the given finished pixels, from their done markers (one
-        concurrent fetch), so a job summary counts exactly what the catalog holds."""
-        paths = [self._path(S.done_marker_relpath(self.order, p)) for p in sorted(pixels)]
+        """Objects per flag over the given finished pixels, from their done markers, so a
+        job summary counts exactly what the catalog holds."""
         totals = {str(f.name): 0 for f in S.Flag}
-        for blob in self.fs.cat(paths).values() if paths else ():
-            for name, n in json.loads(blob).get("flags", {}).items():
-                totals[name] = totals.get(name, 0) + int(n)
+        for pixel, marker in self.markers().items():
+            if pixel in pixels:
+                for name, n in marker.flags.items():
+                    totals[name] = totals.get(name, 0) + n
         return {name: n for name, n in totals.items() if n}
 
-    def write_partition(self, pixel: int, table: pa.Table) -> bool:
-        """Write the rows of one pixel, sorted by ``_healpix_29``; False if already done.
+    def write_partition(
+        self, pixel: int, table: pa.Table, error_tiles: Iterable[str] = ()
+    ) -> DoneMarker | None:
+        """Write the rows of one pixel, sorted by ``_healpix_29``; None if already done.
 
         The file appears whole or not at all (local: temp file + rename; object stores:
         one PUT), and the done marker goes last, so a crash at any point leaves the pixel
-        either done or to be redone.
+        either done or to be redone. ``error_tiles`` are URIs of tiles that could not be read
+        for these rows (kept in the marker). Returns the marker written.
         """
         if self.is_done(pixel):
-            return False
+            return None
         table = self._conform(pixel, table)
         if table.num_rows:
-            path = self._path(S.partition_relpath(self.order, pixel))
-            self._put_atomic(path, _to_parquet(table))
-        marker = {
-            "rows": table.num_rows,
-            "model_id": self.model_id,
-            "flags": _flag_counts(np.asarray(table[S.FLAGS])),
-        }
-        self.fs.makedirs(self._path(S.DONE_DIR), exist_ok=True)
-        self.fs.pipe_file(
-            self._path(S.done_marker_relpath(self.order, pixel)), json.dumps(marker).encode()
+            put_atomic(
+                self.fs, self._path(S.partition_relpath(self.order, pixel)), _to_parquet(table)
+            )
+        marker = DoneMarker.of_table(
+            self.order,
+            pixel,
+            table,
+            model_id=self.model_id,
+            config_hash=self.config_hash,
+            error_tiles=error_tiles,
         )
-        return True
+        write_marker(self.fs, self.root, marker)
+        return marker
 
     def _conform(self, pixel: int, table: pa.Table) -> pa.Table:
         try:
@@ -242,91 +213,31 @@ class CatalogWriter:
             )
         return table.sort_by(S.HEALPIX_29)
 
-    def _put_atomic(self, path: str, blob: bytes) -> None:
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        if not self._local:
-            self.fs.pipe_file(path, blob)  # an object appears only once its upload completes
-            return
-        directory, name = path.rsplit("/", 1)
-        temp = f"{directory}/.{name}.{uuid.uuid4().hex}{S.TEMP_SUFFIX}"  # '.': readers skip it
-        with open(temp, "wb") as out:
-            out.write(blob)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)  # atomic on POSIX, replaces a partial earlier attempt
-
-    # -- metadata --
     def finalize(self, catalog_name: str = "raycat") -> dict[str, int]:
-        """Write the HATS metadata for every finished partition; returns rows and partitions.
-
-        Refuses while a partition file exists without its done marker (an interrupted
-        write): rerun with mode resume first.
-        """
-        from hats.catalog import PartitionInfo
-        from hats.io import write_parquet_metadata
-        from hats.pixel_math import HealpixPixel
-
-        self._remove_temp_files()
-        # Pixels with no objects are done but have no file; a file without a marker is an
-        # interrupted write.
-        pixels = set(partition_pixels(self.fs, self.root))
-        unmarked = sorted(pixels - self.done_pixels())
-        if unmarked:
-            raise RaycatError(
-                f"catalog {self.url}: partition(s) {unmarked[:5]} not marked done "
-                "(interrupted write); rerun with mode resume before finalizing"
-            )
-        if not pixels:
-            raise RaycatError(f"catalog {self.url}: no rows written, nothing to finalize")
-        base = self._upath()
-        total_rows = write_parquet_metadata(base)
-        partition_info = PartitionInfo([HealpixPixel(self.order, p) for p in pixels])
-        partition_info.write_to_file(base / S.PARTITION_INFO_FILE)
-        self._write_properties(
-            base,
-            catalog_name,
-            total_rows,
-            self._max_partition_rows(),
-            partition_info.calculate_fractional_coverage(),
+        """Write the HATS metadata (``raycat.catalog.metadata.finalize``); refuses while a
+        partition file lacks its done marker (an interrupted write: rerun with resume)."""
+        return finalize(
+            self.fs, self.root, self.url, self.order, self.storage_options, catalog_name
         )
-        return {"rows": int(total_rows), "partitions": len(pixels)}
 
-    def _max_partition_rows(self) -> int:
-        """Largest partition, from the row groups listed in dataset/_metadata."""
-        path = self._path(S.METADATA_RELPATH)
-        meta = pq.read_metadata(path, filesystem=self.fs)
-        rows: dict[str, int] = {}
-        for index in range(meta.num_row_groups):
-            group = meta.row_group(index)
-            path = group.column(0).file_path
-            rows[path] = rows.get(path, 0) + group.num_rows
-        return max(rows.values())
 
-    def _upath(self):
-        from upath import UPath
-
-        return UPath(self.url, **self.storage_options)
-
-    def _write_properties(
-        self, base, catalog_name: str, total_rows: int, max_rows: int, sky_fraction: float
-    ) -> None:
-        from hats.catalog import TableProperties
-        from hats.catalog.dataset.hats_properties import HatsProperties
-
-        provenance = HatsProperties.new_provenance_dict(base, builder=f"raycat v{__version__}")
-        TableProperties(
-            catalog_name=catalog_name,
-            catalog_type="object",
-            total_rows=int(total_rows),
-            ra_column=S.RA,
-            dec_column=S.DEC,
-            healpix_column=S.HEALPIX_29,
-            healpix_order=HEALPIX_ORDER,
-            hats_order=self.order,
-            hats_max_rows=int(max_rows),
-            moc_sky_fraction=float(sky_fraction),
-            **provenance,
-        ).to_properties_file(base)
+def check_compatible(fs, root: str, url: str, schema: pa.Schema) -> None:
+    """Refuse a catalog of another model, or with other columns, than ``schema``'s."""
+    existing = existing_schema(fs, root)
+    if existing is None:
+        return
+    theirs = CatalogInfo.from_schema(existing).model_id
+    ours = CatalogInfo.from_schema(schema).model_id
+    if theirs != ours:
+        raise RaycatError(
+            f"catalog {url} holds predictions of model {theirs}, not {ours}: write a new "
+            "catalog version (another path) or use mode overwrite"
+        )
+    if not existing.remove_metadata().equals(schema.remove_metadata()):
+        raise RaycatError(
+            f"catalog {url} has other columns than this run (pdf dtype, "
+            "attributions or z_spec changed): use a new path or mode overwrite"
+        )
 
 
 def _to_parquet(table: pa.Table) -> bytes:
@@ -336,9 +247,3 @@ def _to_parquet(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, **get_parquet_write_table_kwargs(table.schema))
     return sink.getvalue().to_pybytes()
-
-
-def _flag_counts(flags: np.ndarray) -> dict[str, int]:
-    """Objects carrying each flag (non-zero counts only)."""
-    counts = {str(f.name): int(np.count_nonzero(flags & int(f))) for f in S.Flag}
-    return {name: n for name, n in counts.items() if n}

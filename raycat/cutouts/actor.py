@@ -133,11 +133,13 @@ class _BandCutter:
         self.store, self.cfg, self.cache, self.band = store, cfg, cache, band
         self.definition = cfg.band(band)
         self.grid = CutoutGrid(cfg.size_px, cfg.pixel_scale)
+        self.failed: dict[str, np.ndarray] = {}  # unreadable tile URI -> rows it held
 
     def cut(
         self, uris: np.ndarray, ra: np.ndarray, dec: np.ndarray, out: np.ndarray, flags: np.ndarray
     ) -> None:
-        """Fill ``out`` [n, S, S] with this band's cutouts and OR flags into ``flags``."""
+        """Fill ``out`` [n, S, S] with this band's cutouts and OR flags into ``flags``; the
+        tiles that could not be read, with their rows, are kept in ``failed``."""
         flags[uris == ""] |= Flag.MISSING_BAND
         for uri in np.unique(uris[uris != ""]):
             rows = np.flatnonzero(uris == uri)
@@ -152,6 +154,7 @@ class _BandCutter:
                 log.warning("%s: %d objects flagged READ_ERROR", err, len(rows))
                 out[rows] = 0.0
                 flags[rows] |= Flag.READ_ERROR
+                self.failed[str(uri)] = rows
 
     def _affine(self, uri: str, info: TileInfo, ra: np.ndarray, dec: np.ndarray) -> LocalAffine:
         try:
@@ -236,8 +239,10 @@ def cutout_batch(
 ) -> dict[str, np.ndarray]:
     """Cut every object of a manifest batch out of every band (see the module docstring).
 
-    Returns the columns of ``schema.PASS_THROUGH`` present in the input, ``flags`` (int32,
-    input flags OR-ed with the new ones) and ``cube`` float32 [n, n_bands, S, S]:
+    Returns the columns of ``schema.PASS_THROUGH`` present in the input, ``read_error_tile``
+    (the URI of the first tile that could not be read for each object, "" for none: a job
+    that fails on unreadable tiles names them), ``flags`` (int32, input flags OR-ed with the
+    new ones) and ``cube`` float32 [n, n_bands, S, S]:
     asinh-normalised, or nanomaggies per output pixel when ``normalised`` is False. Exactly
     one output row per input row, in input order.
     """
@@ -250,17 +255,22 @@ def cutout_batch(
         flags |= np.asarray(batch[schema.FLAGS]).astype(np.int32)
     cube = np.zeros((n, len(cfg.bands), size, size), dtype=np.float32)
     covered = np.zeros(n, dtype=bool)
+    error_tile = np.full(n, "", dtype=object)  # the first unreadable tile of each object
     for b, band in enumerate(cfg.bands):
         uris = _uri_column(batch, band, n)
         covered |= uris != ""
         band_flags = np.zeros(n, dtype=np.int32)
-        _BandCutter(store, cfg, cache, band).cut(uris, ra, dec, cube[:, b], band_flags)
+        cutter = _BandCutter(store, cfg, cache, band)
+        cutter.cut(uris, ra, dec, cube[:, b], band_flags)
         flags |= band_flags
+        for uri, rows in cutter.failed.items():
+            error_tile[rows[error_tile[rows] == ""]] = uri
     # an object no band holds is off the footprint, not "missing" in each band
     flags[~covered] = (flags[~covered] & ~np.int32(Flag.MISSING_BAND)) | Flag.OFF_FOOTPRINT
     if normalised:
         cube = normalise(cube, softenings(cfg))
     out = {k: np.asarray(batch[k]) for k in schema.PASS_THROUGH if k in batch}
+    out[schema.READ_ERROR_TILE] = error_tile
     out[schema.FLAGS] = flags
     out[schema.CUBE] = cube
     return out

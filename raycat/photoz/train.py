@@ -3,12 +3,17 @@
 ``train_loop_per_worker`` is the whole loop, short enough to read in one sitting. ``fit`` builds
 the datasets (training objects only: the validation split is chosen by a hash of the id, so
 held-out objects are never trained on), runs the TorchTrainer and writes the model artifact.
-Rerunning with the same ``run_name`` and ``storage_path`` resumes from the last checkpoint.
+Rerunning with the same ``run_name`` and ``storage_path`` resumes from the last checkpoint,
+but only with the settings that made it: every checkpoint carries them (``run_identity``:
+the model section, the cutout grid and data of the plan fingerprint, the validation split),
+and a resume with other ones is refused with one line naming the changed keys, before any
+worker starts. Epochs, learning rate, batch size and workers may change on a resume.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -19,7 +24,8 @@ import numpy as np
 
 from raycat import schema
 from raycat.config import RaycatConfig
-from raycat.fsutil import has_scheme
+from raycat.errors import RaycatError
+from raycat.fsutil import filesystem, has_scheme, join, storage_errors
 
 CHECKPOINT_FILE = "state.pt"
 UNUSABLE = int(schema.Flag.OFF_FOOTPRINT | schema.Flag.READ_ERROR)
@@ -96,7 +102,7 @@ def train_loop_per_worker(config: dict) -> None:
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
     )
-    start_epoch = _restore(model, optimiser)
+    start_epoch = _restore(model, optimiser, config["identity"])
     model = ray.train.torch.prepare_model(model)
     gpu = device.type == "cuda"
     if gpu:
@@ -127,7 +133,7 @@ def train_loop_per_worker(config: dict) -> None:
             "first_batch_s": first_batch_s or 0.0,
             **_validate(model, cfg, device, centres),
         }
-        _report(model, optimiser, epoch, metrics)
+        _report(model, optimiser, epoch, metrics, config["identity"])
         if ray.train.get_context().get_world_rank() == 0:
             # not print(): Ray Train patches it and, with the worker's redirected streams,
             # every printed line reaches the driver twice
@@ -220,20 +226,24 @@ def _load_checkpoint(checkpoint) -> dict:
         )
 
 
-def _restore(model, optimiser) -> int:
-    """Load the last checkpoint if this run has one; the epoch to start from."""
+def _restore(model, optimiser, identity: dict) -> int:
+    """Load the last checkpoint if this run has one; the epoch to start from. The driver
+    checked the checkpoint's settings already (``check_resume``); this is the last guard."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return 0
+    with checkpoint.as_directory() as path:
+        recorded = _read_record(os.path.join(path, schema.CHECKPOINT_CONFIG_FILE))
+    _refuse_changed(recorded, identity, "this run's checkpoint")
     state = _load_checkpoint(checkpoint)
     model.load_state_dict(state["model"])
     optimiser.load_state_dict(state["optimiser"])
     return int(state["epoch"]) + 1
 
 
-def _report(model, optimiser, epoch: int, metrics: dict) -> None:
+def _report(model, optimiser, epoch: int, metrics: dict, identity: dict) -> None:
     import ray.train
     import torch
 
@@ -245,8 +255,70 @@ def _report(model, optimiser, epoch: int, metrics: dict) -> None:
                 {"model": plain.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch},
                 os.path.join(path, CHECKPOINT_FILE),
             )
+            with open(os.path.join(path, schema.CHECKPOINT_CONFIG_FILE), "w") as f:
+                json.dump(identity, f, sort_keys=True)
             checkpoint = ray.train.Checkpoint.from_directory(path)
         ray.train.report(metrics, checkpoint=checkpoint)
+
+
+# --- what a checkpoint is valid for -------------------------------------------------------
+
+
+def run_identity(cfg: RaycatConfig) -> dict:
+    """The settings a training run's checkpoints are valid for, by config key.
+
+    The whole model section (n_bins, arch and stem shape the tensors; z range and dropout
+    change what the weights mean), the plan fingerprint (bands, cutout size, pixel scale,
+    softening, survey settings; the object list and tile index as stored), and the
+    validation split (``val_fraction``, ``seed``: another split would train on objects held
+    out before). Epochs, learning rate, batch size and workers are left out: they may change.
+    """
+    from raycat.plan.fingerprint import cutout_fingerprint
+
+    model = cfg.model.model_dump(mode="json")
+    return {
+        **{f"model.{k}": v for k, v in model.items()},
+        **cutout_fingerprint(cfg),
+        "train.val_fraction": cfg.train.val_fraction,
+        "train.seed": cfg.train.seed,
+    }
+
+
+def check_resume(cfg: RaycatConfig, identity: dict | None = None) -> None:
+    """Refuse, in one line naming the changed keys, to resume a run whose checkpoints were
+    made with other settings (or by a raycat that recorded none); a new run passes."""
+    identity = run_identity(cfg) if identity is None else identity
+    run_dir = join(storage_path(cfg.train.storage_path), cfg.train.run_name)
+    with storage_errors(f"cannot read the training run {run_dir}"):
+        fs, path = filesystem(run_dir, cfg.data.storage_options)
+        found = fs.glob(f"{path.rstrip('/')}/{schema.RAY_CHECKPOINT_GLOB}", detail=True)
+        checkpoints = [name for name, info in found.items() if info["type"] == "directory"]
+        records = [_read_record(f"{c}/{schema.CHECKPOINT_CONFIG_FILE}", fs) for c in checkpoints]
+    for recorded in records:
+        _refuse_changed(recorded, identity, f"run {cfg.train.run_name!r} in {run_dir}")
+
+
+def _read_record(path: str, fs=None) -> dict | None:
+    """A checkpoint's settings record; None when it has none."""
+    try:
+        with fs.open(path, "r") if fs is not None else open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def _refuse_changed(recorded: dict | None, identity: dict, where: str) -> None:
+    from raycat.plan.fingerprint import changed_keys
+
+    if recorded is None:
+        changed = ["no settings recorded: an older raycat wrote it"]
+    else:
+        changed = changed_keys(recorded, identity)
+    if changed:
+        raise RaycatError(
+            f"cannot resume {where}: its checkpoints were made with other settings (changed: "
+            f"{', '.join(changed[:6])}); set train.run_name to start a new run"
+        )
 
 
 # --- driver side --------------------------------------------------------------------------
@@ -297,9 +369,10 @@ def fit(cfg: RaycatConfig, cutouts) -> dict:
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from raycat.errors import RaycatError
     from raycat.photoz.pdf import bin_edges
 
+    identity = run_identity(cfg)
+    check_resume(cfg, identity)  # before any data streams or worker starts
     datasets = split_datasets(cutouts, cfg)
     z = training_redshifts(datasets["train"])
     if len(z) == 0:
@@ -309,6 +382,7 @@ def fit(cfg: RaycatConfig, cutouts) -> dict:
         "cfg": cfg.model_dump(mode="json"),
         "edges": edges.tolist(),
         "class_weights": class_weights(z, edges, cfg.train.max_class_weight).tolist(),
+        "identity": identity,
     }
     trainer = TorchTrainer(
         train_loop_per_worker,

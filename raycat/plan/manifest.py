@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,8 +22,9 @@ import pandas as pd
 from raycat import schema
 from raycat.config import DataConfig, RaycatConfig
 from raycat.errors import RaycatError
-from raycat.fsutil import filesystem, join
+from raycat.fsutil import filesystem, join, storage_errors
 from raycat.healpix import healpix29, pixel_at_order
+from raycat.plan.idhash import frame_tally, pixel_tally
 
 HISTOGRAM_ORDER = 9  # 47 arcmin^2 pixels: fine enough to size units, coarse enough to count
 # Rows per block handed to the cutout stage. Ray Data streams block by block: a block the
@@ -41,19 +42,49 @@ DRIVER_PLAN_MAX_ROWS = 250_000  # ~100 MB of planned rows (positions and 9 tile 
 
 
 def load_tile_index(data: DataConfig, bands: list[str]) -> pd.DataFrame:
-    """The tile index rows for ``bands`` (small: one row per tile and band)."""
+    """The tile index rows for ``bands`` (small: one row per tile and band); one-line errors
+    for an index that cannot be read, lacks columns, or holds a WCS planning cannot use."""
     url = join(data.store, data.tile_index)
-    fs, path = filesystem(url, data.storage_options)
-    if not fs.exists(path):
-        raise RaycatError(f"tile index not found: {url}")
-    with fs.open(path, "rb") as f:
-        index = pd.read_parquet(f)
+    with storage_errors(f"cannot read the tile index {url}"):
+        fs, path = filesystem(url, data.storage_options)
+        if not fs.exists(path):
+            raise RaycatError(f"tile index not found: {url}")
+        with fs.open(path, "rb") as f:
+            index = pd.read_parquet(f)
     missing = {schema.TILE_BAND, schema.TILE_URI, schema.TILE_WCS} - set(index.columns)
     if missing:
         raise RaycatError(f"tile index {url} lacks columns: {', '.join(sorted(missing))}")
     index = index[index[schema.TILE_BAND].isin(bands)].reset_index(drop=True)
     index[schema.TILE_URI] = index[schema.TILE_URI].map(schema.relative_tile_uri)
+    _check_wcs(index, url)
     return index
+
+
+WCS_KEYWORDS = ("NAXIS1", "NAXIS2", "CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2")
+
+
+def _check_wcs(index: pd.DataFrame, url: str) -> None:
+    """Every WCS string parses as a FITS header with the keywords TileFinder reads (a header
+    parse is ~0.1 ms, a full WCS ~2 ms: the full one is left to TileFinder)."""
+    import warnings
+
+    from astropy.io import fits
+
+    bad = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # astropy warns on each malformed card
+        for uri, text in zip(index[schema.TILE_URI], index[schema.TILE_WCS]):
+            try:
+                header = fits.Header.fromstring(text) if isinstance(text, str) else {}
+            except Exception:
+                header = {}
+            if any(k not in header for k in WCS_KEYWORDS):
+                bad.append(uri)
+    if bad:
+        raise RaycatError(
+            f"tile index {url}: {len(bad)} row(s) hold no usable WCS (e.g. {', '.join(bad[:3])}): "
+            f"each needs {', '.join(WCS_KEYWORDS)}; rebuild it with `raycat index`"
+        )
 
 
 class TileFinder:
@@ -180,6 +211,9 @@ class Manifest:
     order: int  # HEALPix order of the work units (= catalog partitions)
     unit_counts: dict[int, int]  # objects per work unit
     bands: list[str]
+    # id-set hash per work unit (raycat.plan.idhash): with the counts, what a catalog
+    # partition's done marker must match for a resume to keep it
+    unit_hashes: dict[int, int] = field(default_factory=dict)
 
     @property
     def columns(self) -> list[str]:
@@ -284,20 +318,6 @@ def _keep_one(group: pd.DataFrame) -> pd.DataFrame:
     return row
 
 
-def _histogram(ds, order: int) -> Counter:
-    """Objects per HEALPix pixel at ``order``, aggregated on the driver pixel by pixel."""
-    batches = ds.select_columns([schema.HEALPIX_29]).iter_batches(batch_format="numpy")
-    return _count_pixels((batch[schema.HEALPIX_29] for batch in batches), order)
-
-
-def _count_pixels(healpix_29_batches, order: int) -> Counter:
-    counts: Counter = Counter()
-    for healpix_29 in healpix_29_batches:
-        pixels, n = np.unique(work_units(healpix_29, order), return_counts=True)
-        counts.update(dict(zip(pixels.tolist(), n.tolist())))
-    return counts
-
-
 def plan(cfg: RaycatConfig, assign_cpus: float = 0.25) -> Manifest:
     """Plan the cutout work: work units, and per object the tile to cut in each band.
 
@@ -312,19 +332,18 @@ def plan(cfg: RaycatConfig, assign_cpus: float = 0.25) -> Manifest:
     frame = _small_object_list(cfg.data)
     if frame is not None:
         objects = _plan_in_driver(frame, index, bands, cfg.data.duplicate_ids)
-        histogram = _count_pixels([objects[schema.HEALPIX_29].to_numpy()], fine_order)
+        fine = frame_tally(objects, fine_order)
     else:
         objects = _plan_on_ray(cfg, index, bands, assign_cpus)
-        histogram = _histogram(objects, fine_order)
-    if not histogram:
+        fine = pixel_tally(objects, fine_order)
+    if not fine.counts:
         raise RaycatError("the object list is empty")
+    # a set order (a resumed catalog's own partitioning, or the config's) wins over density
     order = cfg.cutouts.healpix_order
     if order is None:
-        order = choose_order(histogram, cfg.cutouts.objects_per_unit, fine_order)
-    unit_counts: Counter = Counter()
-    for pixel, count in histogram.items():
-        unit_counts[pixel >> (2 * (fine_order - order))] += count
-    return Manifest(objects, order, dict(unit_counts), bands)
+        order = choose_order(Counter(fine.counts), cfg.cutouts.objects_per_unit, fine_order)
+    units = fine.coarser(fine_order - order)
+    return Manifest(objects, order, units.counts, bands, units.hashes)
 
 
 def _plan_on_ray(cfg: RaycatConfig, index: pd.DataFrame, bands: list[str], assign_cpus: float):

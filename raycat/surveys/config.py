@@ -3,8 +3,8 @@
 ``cutouts.surveys`` adds surveys or overrides built-in ones (``raycat.surveys.bands``). A
 survey that follows a known convention needs config only: ``like: hsc`` copies HSC's pixel
 scale, file layout (image HDU, companions, field of view) and calibration (FLUXMAG0), then any
-key given replaces the copied value. Bands copy a built-in band (``like: hsc_r``) or the first band of
-the survey they belong to, and override what they state. For example::
+key given replaces the copied value. Bands copy a built-in band (``like: hsc_r``) or the first
+band of the survey they belong to, and override what they state. For example::
 
     cutouts:
       bands: [hsclike_r]

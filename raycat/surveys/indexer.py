@@ -5,8 +5,9 @@ reading only each file's header (``TileStore.read_header``: one ranged read of a
 even for multi-GB images) gives every column the planner needs: band, footprint and WCS.
 The header reads are I/O bound, so they run as Ray Data tasks of a quarter CPU each
 (a 2-core machine keeps CPU for the listing and the driver). Files whose header has no
-celestial WCS, or that cannot be read at all, are counted and reported, never dropped
-silently.
+celestial WCS are counted and reported, never dropped silently. Files that cannot be read at
+all fail the run and the old index stays (``--allow-partial`` indexes the rest); the index is
+written atomically, so a reader sees the old one or the new one, never a torn file.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ REPORT_LIMIT = 10  # file names listed in warnings and in the summary
 _KEYWORD = re.compile(r"^[A-Z0-9_-]{1,8}$")
 _BYTES = "_bytes_read"  # per-row bytes read, summed into the summary (not written)
 _PROBLEM = "_problem"  # "" for a good row, else why the file has no row
+_UNREADABLE = ": unreadable: "  # in a problem: "<uri>: unreadable: <why>"
 
 
 @dataclass
@@ -114,7 +116,7 @@ def header_rows(
             row = index_row(survey or _survey_of(band), band, tile_name(uri), uri, header)
             row[_PROBLEM] = ""
         except TileReadError as err:
-            row = {_PROBLEM: f"{uri}: unreadable: {err}"}
+            row = {_PROBLEM: f"{uri}{_UNREADABLE}{err}"}
         except ValueError as err:  # no celestial WCS
             row = {_PROBLEM: f"{uri}: {err}"}
         row[_BYTES] = store.bytes_read - before
@@ -145,15 +147,23 @@ def build_index(
     storage_options: dict | None = None,
     use_ray: bool = True,
     progress=sys.stderr,
+    allow_partial: bool = False,
 ) -> IndexSummary:
     """List the store, read every matching file's header, write the tile index to ``out``
-    (default: tiles.parquet at the store root) and say what was done."""
-    from raycat.fsutil import join
+    (default: tiles.parquet at the store root) and say what was done.
+
+    Files that cannot be read at all fail the run and leave an existing index as it was
+    (a flaky store must not replace a good index with a partial one) unless
+    ``allow_partial``; files without a celestial WCS are reported and left out.
+    """
+    from raycat.fsutil import join, storage_errors
     from raycat.surveys.store import open_store
 
-    store = open_store(store_url, storage_options)
+    with storage_errors(f"cannot list the tile store {store_url}"):
+        store = open_store(store_url, storage_options)
+        listed = list_files(store, pattern)
     out = out or join(store_url, schema.TILE_INDEX_FILE)
-    uris = [u for u in list_files(store, pattern) if u != schema.TILE_INDEX_FILE]
+    uris = [u for u in listed if u != schema.TILE_INDEX_FILE]
     if not uris:
         raise RaycatError(f"no files matching {pattern!r} under {store_url}")
     _say(progress, f"indexing {len(uris)} files under {store_url}")
@@ -161,7 +171,7 @@ def build_index(
         rows = _rows_on_ray(uris, store_url, storage_options or {}, band_from, survey, progress)
     else:
         rows = header_rows(store, uris, band_from, survey)
-    return _finish(pd.DataFrame(rows), out, storage_options, len(uris))
+    return _finish(pd.DataFrame(rows), out, storage_options, len(uris), allow_partial)
 
 
 def _rows_on_ray(uris, store_url, storage_options, band_from, survey, progress) -> list[dict]:
@@ -194,18 +204,27 @@ def _collect(ds, n_files: int, progress) -> list[dict]:
     return rows
 
 
-def _finish(frame: pd.DataFrame, out: str, storage_options, n_files: int) -> IndexSummary:
-    """Write the good rows, warn about the rest, and summarise."""
-    from raycat.fsutil import filesystem
+def _finish(
+    frame: pd.DataFrame, out: str, storage_options, n_files: int, allow_partial: bool = False
+) -> IndexSummary:
+    """Write the good rows (atomically), warn about the rest, and summarise; unreadable files
+    are an error that keeps the old index unless ``allow_partial``."""
+    from raycat.fsutil import filesystem, put_atomic
 
     bad = frame[frame[_PROBLEM] != ""]
     good = frame[frame[_PROBLEM] == ""].drop(columns=[_PROBLEM, _BYTES])
     problems = sorted(bad[_PROBLEM])
-    unreadable = sum(": unreadable: " in p for p in problems)
+    unreadable = [p.split(_UNREADABLE)[0] for p in problems if _UNREADABLE in p]
+    if unreadable and not allow_partial:
+        raise RaycatError(
+            f"{len(unreadable)} of {n_files} files unreadable ({', '.join(unreadable[:3])}"
+            f"{', ...' if len(unreadable) > 3 else ''}): the index {out} is left as it was; "
+            "rerun when they read, or pass --allow-partial to index the readable ones"
+        )
     if problems:
         warnings.warn(
-            f"{len(problems)} of {n_files} files not indexed ({unreadable} "
-            f"unreadable, {len(problems) - unreadable} without a celestial WCS): "
+            f"{len(problems)} of {n_files} files not indexed ({len(unreadable)} "
+            f"unreadable, {len(problems) - len(unreadable)} without a celestial WCS): "
             + "; ".join(problems[:REPORT_LIMIT]),
             stacklevel=2,
         )
@@ -228,15 +247,14 @@ def _finish(frame: pd.DataFrame, out: str, storage_options, n_files: int) -> Ind
     ]
     good = good[columns].sort_values([schema.TILE_NAME, schema.TILE_BAND]).reset_index(drop=True)
     fs, path = filesystem(out, storage_options)
-    with fs.open(path, "wb") as f:
-        good.to_parquet(f, index=False)
+    put_atomic(fs, path, good.to_parquet(index=False))
     return IndexSummary(
         out,
         n_files,
         len(good),
         int(frame[_BYTES].sum()),
-        len(problems) - unreadable,
-        unreadable,
+        len(problems) - len(unreadable),
+        len(unreadable),
         problems[:REPORT_LIMIT],
     )
 

@@ -57,17 +57,14 @@ def _cutouts(n=96, size=16):
     return ray.data.from_items(rows)
 
 
-@pytest.mark.slow
-def test_fit_writes_artifact_and_resumes_from_next_epoch(tmp_path, ray_local):
-    from raycat.photoz.model import load_artifact
-    from raycat.photoz.train import fit
-
-    cfg = parse_config(
+def _run_config(tmp_path, **model):
+    """A tiny model's training config, one epoch, run "t" under ``tmp_path``."""
+    return parse_config(
         {
-            "model": {"arch": "tiny", "n_bins": 20, "z_max": 1.0},
+            "model": {"arch": "tiny", "n_bins": 20, "z_max": 1.0, **model},
             "cutouts": {"size_px": 16},
             "train": {
-                "epochs": 2,
+                "epochs": 1,
                 "batch_size": 32,
                 "storage_path": str(tmp_path / "runs"),
                 "model_out": str(tmp_path / "model"),
@@ -75,6 +72,15 @@ def test_fit_writes_artifact_and_resumes_from_next_epoch(tmp_path, ray_local):
             },
         }
     )
+
+
+@pytest.mark.slow
+def test_fit_writes_artifact_and_resumes_from_next_epoch(tmp_path, ray_local):
+    from raycat.photoz.model import load_artifact
+    from raycat.photoz.train import fit
+
+    cfg = _run_config(tmp_path)
+    cfg.train.epochs = 2
     metrics = fit(cfg, _cutouts())
     assert metrics["epoch"] == 1 and metrics["start_epoch"] == 0
     assert "val_nmad" in metrics and metrics["train_objects"] > 60
@@ -138,3 +144,50 @@ def test_training_batches_are_shuffled_per_epoch_and_validation_is_not(monkeypat
     assert (first["local_shuffle_seed"], second["local_shuffle_seed"]) == (5, 6)
     assert first["drop_last"] and not val["drop_last"]
     assert "local_shuffle_buffer_size" not in val
+
+
+def test_resume_is_refused_naming_the_changed_keys(tmp_path):
+    """A checkpoint records what it is valid for; the driver compares before any worker."""
+    import json
+
+    from raycat.errors import RaycatError
+    from raycat.photoz.train import check_resume, run_identity
+
+    cfg = _run_config(tmp_path)
+    check_resume(cfg)  # no run yet: a new one starts
+    checkpoint = tmp_path / "runs" / "t" / "checkpoint_2026-01-01_00-00-00.000000"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / schema.CHECKPOINT_CONFIG_FILE).write_text(json.dumps(run_identity(cfg)))
+    (checkpoint.parent / "checkpoint_manager_snapshot.json").write_text("{}")  # Ray's own
+    more = _run_config(tmp_path)
+    more.train.epochs, more.train.lr = 5, 1e-2  # these may change on a resume
+    check_resume(more)
+    for change, key in [
+        ({"n_bins": 30}, "model.n_bins"),  # another tensor shape: a traceback after restarts
+        ({"z_max": 1.5}, "model.z_max"),  # same shapes: continued silently from the old run
+    ]:
+        with pytest.raises(RaycatError, match=rf"cannot resume run 't'.*changed: {key}\)"):
+            check_resume(_run_config(tmp_path, **change))
+    other = _run_config(tmp_path)
+    other.train.val_fraction = 0.3  # another split would train on held-out objects
+    with pytest.raises(RaycatError, match=r"changed: train.val_fraction"):
+        check_resume(other)
+    (checkpoint / schema.CHECKPOINT_CONFIG_FILE).unlink()  # a checkpoint of an older raycat
+    with pytest.raises(RaycatError, match="no settings recorded"):
+        check_resume(cfg)
+
+
+@pytest.mark.slow
+def test_a_real_checkpoint_refuses_a_changed_n_bins_before_training(tmp_path, ray_local):
+    import time
+
+    from raycat.errors import RaycatError
+    from raycat.photoz.train import fit
+
+    fit(_run_config(tmp_path), _cutouts())
+    records = list((tmp_path / "runs" / "t").glob(f"checkpoint_*/{schema.CHECKPOINT_CONFIG_FILE}"))
+    assert records  # Ray Train copied the record into its checkpoint directory
+    started = time.perf_counter()
+    with pytest.raises(RaycatError, match=r"changed: model.n_bins\)"):
+        fit(_run_config(tmp_path, n_bins=30), _cutouts())
+    assert time.perf_counter() - started < 10  # refused up front, no restarts burnt

@@ -170,3 +170,72 @@ def test_index_on_ray_real_unwise(tmp_path, ray_local, capsys):
     row = index[index[schema.TILE_NAME] == "unwise-1866p257-w1-img-m"].iloc[0]
     assert (row[schema.TILE_NAXIS1], row[schema.TILE_NAXIS2]) == (25, 25)
     assert row[schema.TILE_URI] == "1866p257/unwise-1866p257-w1-img-m.fits"
+
+
+def _nine_tiles(root) -> None:
+    for i in range(9):
+        header = _tile(f"n{i}", 150.0 + 0.1 * i, n=100).wcs_header.copy()
+        header["BAND"] = "ps1_g"
+        (root / f"n{i}.ps1_g.fits").write_bytes(_fits_bytes(header, 100))
+
+
+def test_unreadable_files_fail_and_keep_the_old_index(tmp_path, monkeypatch, capsys):
+    """5 of 9 tiles readable: an error naming the unreadable ones, the good index kept
+    byte for byte; --allow-partial writes the 5."""
+    import raycat.surveys.indexer as indexer
+    from raycat.errors import RaycatError
+
+    _nine_tiles(tmp_path)
+    build_index(str(tmp_path), use_ray=False, progress=None)
+    good = (tmp_path / schema.TILE_INDEX_FILE).read_bytes()
+    for i in range(4):
+        (tmp_path / f"n{i}.ps1_g.fits").write_bytes(b"truncated")
+    with pytest.raises(RaycatError, match=r"4 of 9 files unreadable \(n0.ps1_g.fits, n1"):
+        build_index(str(tmp_path), use_ray=False, progress=None)
+    assert (tmp_path / schema.TILE_INDEX_FILE).read_bytes() == good
+
+    def local_rows(uris, store_url, storage_options, band_from, survey, progress):
+        return indexer.header_rows(open_store(store_url), uris, band_from, survey)
+
+    monkeypatch.setattr(indexer, "_rows_on_ray", local_rows)  # the CLI, without a Ray start
+    assert main(["index", "--store", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "4 of 9 files unreadable" in err[0] and "--allow-partial" in err[0]
+    assert (tmp_path / schema.TILE_INDEX_FILE).read_bytes() == good
+    with pytest.warns(UserWarning, match="4 of 9 files not indexed"):
+        assert main(["index", "--store", str(tmp_path), "--allow-partial"]) == 0
+    assert len(pd.read_parquet(tmp_path / schema.TILE_INDEX_FILE)) == 5
+
+
+def test_the_index_is_replaced_atomically(tmp_path, monkeypatch):
+    """A write that fails half way leaves the old index whole (no torn Parquet file)."""
+    _nine_tiles(tmp_path)
+    build_index(str(tmp_path), use_ray=False, progress=None)
+    good = (tmp_path / schema.TILE_INDEX_FILE).read_bytes()
+    (tmp_path / "n0.ps1_g.fits").unlink()
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        build_index(str(tmp_path), use_ray=False, progress=None)
+    assert (tmp_path / schema.TILE_INDEX_FILE).read_bytes() == good
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow  # the S3 client retries for ~10 s before it gives up
+def test_an_unreachable_store_is_one_line(monkeypatch):
+    import socket
+
+    from raycat.errors import RaycatError
+
+    for name, value in [("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "y")]:
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask a metadata server
+    with socket.socket() as s:  # a loopback port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = {"client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"}}
+    with pytest.raises(RaycatError, match="cannot list the tile store s3://b/sky: the store is"):
+        build_index("s3://b/sky", storage_options=options, use_ray=False, progress=None)

@@ -1,0 +1,239 @@
+"""One inference job's hold on a catalog: its lease, the version it writes, and what it does
+with each partition.
+
+``CatalogJob`` is a context manager around a job that writes a catalog:
+
+1. before writing anything, a root holding files raycat did not write is refused;
+2. the lease is taken (a second job is refused, naming the holder), a switch a crash
+   interrupted is finished and crashed jobs' leftovers removed (only under the lease);
+3. ``mode`` picks the version written: the catalog itself (resume, new) or a staged version
+   beside it (overwrite), switched in only once it is complete;
+4. ``reconcile`` compares the plan with the done markers (``raycat.catalog.resume``);
+   ``begin`` removes the markers of partitions to rewrite; ``finish`` removes vanished
+   partitions, fails on too many unreadable objects, writes the HATS metadata and, for an
+   overwrite, switches versions.
+"""
+
+from __future__ import annotations
+
+from itertools import chain
+
+import pyarrow as pa
+
+from raycat import fsutil
+from raycat import schema as S
+from raycat.catalog.atomic import remove_files, remove_temp_files
+from raycat.catalog.info import CatalogInfo
+from raycat.catalog.lease import Lease, read_holder
+from raycat.catalog.markers import read_markers, remove_markers
+from raycat.catalog.metadata import finalize
+from raycat.catalog.read import existing_schema, partition_paths
+from raycat.catalog.region import Region
+from raycat.catalog.resume import Reconciliation, UnitPlan, existing_order, reconcile
+from raycat.catalog.versions import (
+    foreign_error,
+    ownership,
+    recover_switch,
+    remove_leftovers,
+    remove_version,
+    switch_versions,
+)
+from raycat.catalog.write import CatalogWriter, check_compatible
+from raycat.errors import RaycatError
+
+NEW_VERSION_HELP = "write a new catalog version (another infer.catalog path) or use mode overwrite"
+
+
+class CatalogJob:
+    """The catalog side of one inference job (see the module docstring).
+
+    ``notes`` collects what the job found and did beyond the plan (a finished switch, kept
+    foreign files), for the caller's log.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: dict | None,
+        *,
+        model_id: str,
+        config_hash: str,
+        mode: str,
+        lease_seconds: float,
+        region: str | None = None,
+    ):
+        self.url, self.options = url, dict(storage_options or {})
+        self.fs, root = fsutil.filesystem(url, storage_options)
+        self.root = root.rstrip("/")
+        self.model_id, self.config_hash, self.mode = model_id, config_hash, mode
+        self.region = Region.parse(region) if region else None
+        if self.region is not None and mode != "resume":
+            raise RaycatError(
+                f"--region reprocesses part of an existing catalog: use mode resume, not {mode}"
+            )
+        self.staged = mode == "overwrite"
+        self.target = f"{self.root}/{S.STAGING_DIR}" if self.staged else self.root
+        self.target_url = f"{url.rstrip('/')}/{S.STAGING_DIR}" if self.staged else url
+        self.lease = Lease(self.fs, self.root, url, lease_seconds)
+        self.notes: list[str] = []
+        self.markers: dict = {}
+        self.files: set[tuple[int, int]] = set()
+
+    @property
+    def job_id(self) -> str:
+        return self.lease.job_id
+
+    def __enter__(self) -> CatalogJob:
+        state, names = ownership(self.fs, self.root)
+        if state == "foreign":  # refused before the lease: nothing is written there
+            raise foreign_error(self.url, names)
+        self.lease.__enter__()
+        try:
+            self._open()
+        except BaseException:
+            self.lease.release()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.lease.release()
+
+    # -- opening --
+    def _open(self) -> None:
+        kept = recover_switch(self.fs, self.root)
+        if kept is not None:
+            self.notes.append("finished the switch of an interrupted overwrite")
+            self._note_kept(kept)
+        remove_leftovers(self.fs, self.root)
+        state, names = ownership(self.fs, self.root)
+        if state == "foreign":
+            raise foreign_error(self.url, names)
+        if self.mode == "new" and state == "raycat":
+            raise RaycatError(
+                f"catalog {self.url} already exists; write to a new path, or "
+                "use mode resume or overwrite"
+            )
+        if self.region is not None and state != "raycat":
+            raise RaycatError(
+                f"--region reprocesses an existing catalog and {self.url} holds none: "
+                "run without --region first"
+            )
+        if not self.staged:  # an abandoned overwrite's staged version
+            remove_version(self.fs, f"{self.root}/{S.STAGING_DIR}")
+        remove_temp_files(self.fs, self.target)
+        self._read_state()
+        self._check_versions()
+
+    def _read_state(self) -> None:
+        self.markers = read_markers(self.fs, self.target)
+        paths = partition_paths(self.fs, self.target)
+        self.files = set(filter(None, map(S.partition_of, paths)))
+
+    def _check_versions(self) -> None:
+        """Refuse to mix models (or, for a region, configs); a staged version of another
+        model or config is an abandoned overwrite: discarded."""
+        models = {m.model_id for m in self.markers.values() if m is not None}
+        configs = {m.config_hash for m in self.markers.values() if m is not None}
+        schema = existing_schema(self.fs, self.target)
+        if schema is not None:
+            info = CatalogInfo.from_schema(schema)
+            models.add(info.model_id)
+            configs.add(info.config_hash)
+        if self.staged:
+            if models - {self.model_id} or configs - {self.config_hash}:
+                remove_version(self.fs, self.target)
+                self._read_state()
+            return
+        others = sorted(models - {self.model_id})
+        if others:
+            raise RaycatError(
+                f"catalog {self.url} holds predictions of model {', '.join(others)}, not "
+                f"{self.model_id}: {NEW_VERSION_HELP}"
+            )
+        if self.region is not None and configs - {self.config_hash}:
+            raise RaycatError(
+                f"catalog {self.url} was written with other settings (config hash "
+                f"{', '.join(sorted(configs - {self.config_hash}))}, not {self.config_hash}); "
+                f"--region would mix them: {NEW_VERSION_HELP}"
+            )
+
+    @property
+    def order(self) -> int | None:
+        """The partitioning to plan at: the version's own, or None (a new one: choose)."""
+        return existing_order(self.markers, self.files)
+
+    # -- the job --
+    def reconcile(
+        self,
+        schema: pa.Schema,
+        order: int,
+        counts: dict[int, int],
+        hashes: dict[int, int],
+        retry_read_errors: bool,
+    ) -> Reconciliation:
+        """What to do with each partition, for this plan at ``order`` (nothing changes yet)."""
+        check_compatible(self.fs, self.target, self.target_url, schema)
+        plan = UnitPlan(order, counts, hashes, self.model_id, self.config_hash)
+        region = None
+        if self.region is not None:
+            known = {p for o, p in chain(self.markers, self.files) if o == order}
+            region = self.region.select(set(counts) | known, order)
+        return reconcile(
+            plan, self.markers, self.files, retry_read_errors=retry_read_errors, region=region
+        )
+
+    def begin(self, rec: Reconciliation, order: int) -> None:
+        """Remove the done markers of the partitions to rewrite: until rewritten, they are
+        unfinished (a crash then leaves them to the next resume)."""
+        remove_markers(self.fs, self.target, [(order, p) for p in rec.rewrite])
+
+    def writer(self, schema: pa.Schema, order: int) -> CatalogWriter:
+        return CatalogWriter(
+            self.target_url, schema, order, mode=None, storage_options=self.options
+        )
+
+    def check_held(self) -> None:
+        """A one-line error once the lease is lost (taken over after renewals failed)."""
+        if self.lease.lost:
+            raise RaycatError(f"catalog {self.url}: {self.lease.lost}; this job stopped")
+
+    def finish(self, rec: Reconciliation, order: int, max_error_fraction: float) -> dict:
+        """Remove vanished partitions, check unreadable objects, write the HATS metadata and
+        switch versions (overwrite); returns the catalog's rows and partitions."""
+        vanished = [f"{self.target}/{S.partition_relpath(o, p)}" for o, p in rec.vanished]
+        remove_files(self.fs, vanished)
+        remove_markers(self.fs, self.target, rec.vanished)
+        self._check_read_errors(order, max_error_fraction)
+        totals = finalize(self.fs, self.target, self.target_url, order, self.options)
+        if self.staged:
+            self._note_kept(switch_versions(self.fs, self.root, self.job_id))
+        return totals
+
+    def _check_read_errors(self, order: int, max_fraction: float) -> None:
+        markers = [
+            m for (o, _), m in read_markers(self.fs, self.target).items() if m and o == order
+        ]
+        objects = sum(m.rows for m in markers)
+        errors = sum(m.read_errors for m in markers)
+        if objects and errors > max_fraction * objects:
+            tiles = sorted(set(chain.from_iterable(m.error_tiles for m in markers)))
+            raise RaycatError(
+                f"{errors} of {objects} objects ({errors / objects:.1%}) could not be read, "
+                f"more than infer.max_error_fraction {max_fraction}; tiles at fault include "
+                f"{', '.join(tiles[:3]) or '(not recorded)'}: fix access to the store and "
+                "rerun (a resume retries them)"
+            )
+
+    def _note_kept(self, kept: list[str]) -> None:
+        if kept:
+            self.notes.append(
+                f"kept {len(kept)} file(s) raycat did not write in the old version, e.g. {kept[0]}"
+            )
+
+
+def holds_lease(lease_url: str, storage_options: dict | None, job_id: str) -> bool:
+    """Whether the catalog at ``lease_url`` is still leased to ``job_id`` (for writers that
+    run away from the driver, such as the sink)."""
+    fs, root = fsutil.filesystem(lease_url, storage_options)
+    holder = read_holder(fs, root.rstrip("/"))
+    return holder is not None and holder.job_id == job_id

@@ -1,0 +1,114 @@
+"""The HATS metadata of a finished catalog, written so that a crash never leaves it half-written.
+
+``finalize`` checks that every partition file has its done marker and that all markers name
+one model and one config, then has the ``hats`` package's own writers prepare
+``dataset/_common_metadata``, ``dataset/_metadata``, ``partition_info.csv`` and the properties
+in a temp directory, and puts each file in place whole (temp + rename locally, one PUT on
+object stores). ``hats.properties`` goes last: a catalog without it is still being written.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from raycat import __version__
+from raycat import schema as S
+from raycat.catalog.atomic import remove_temp_files
+from raycat.catalog.markers import DoneMarker, read_markers
+from raycat.catalog.read import partition_paths
+from raycat.catalog.versions import remove_version
+from raycat.errors import RaycatError
+from raycat.fsutil import put_atomic
+from raycat.healpix import ORDER as HEALPIX_ORDER
+
+# the order files are put in place: the properties (which readers open first) last
+METADATA_FILES = (
+    S.COMMON_METADATA_RELPATH,
+    S.METADATA_RELPATH,
+    S.PARTITION_INFO_FILE,
+    *reversed(S.PROPERTIES_FILES),
+)
+
+
+def finalize(
+    fs, root: str, url: str, order: int, storage_options: dict, catalog_name: str = "raycat"
+) -> dict[str, int]:
+    """Write the HATS metadata of the catalog at ``root``; returns its rows and partitions."""
+    remove_temp_files(fs, root)
+    markers = _checked_markers(fs, root, url, order)
+    pixels = {p for o, p in filter(None, map(S.partition_of, partition_paths(fs, root)))}
+    if not pixels:
+        raise RaycatError(f"catalog {url}: no rows written, nothing to finalize")
+    temp = f"{root}/{S.METADATA_TEMP_PREFIX}{uuid.uuid4().hex[:12]}"
+    total_rows = _prepare(url, temp, order, pixels, markers, storage_options, catalog_name)
+    expected = sum(m.rows for m in markers.values())
+    if total_rows != expected:
+        raise RaycatError(
+            f"catalog {url}: partitions hold {total_rows} rows, their markers {expected}: "
+            "rerun with mode resume"
+        )
+    for relpath in METADATA_FILES:
+        put_atomic(fs, f"{root}/{relpath}", fs.cat_file(f"{temp}/{relpath}"))
+    remove_version(fs, temp)
+    return {"rows": int(total_rows), "partitions": len(pixels)}
+
+
+def _checked_markers(fs, root: str, url: str, order: int) -> dict[int, DoneMarker]:
+    """The markers at ``order``; an error for a file without one, a partition at another
+    order, or markers of two models or configs (the catalog is not finished: a resume is)."""
+    files = set(filter(None, map(S.partition_of, partition_paths(fs, root))))
+    found = read_markers(fs, root)
+    unmarked = sorted(p for o, p in files if found.get((o, p)) is None)
+    if unmarked:
+        raise RaycatError(
+            f"catalog {url}: partition(s) {unmarked[:5]} not marked done "
+            "(interrupted write); rerun with mode resume before finalizing"
+        )
+    others = sorted({o for o, _ in (*files, *found)} - {order})
+    if others:
+        raise RaycatError(
+            f"catalog {url}: partitions at HEALPix order(s) {others} beside {order}; "
+            "rerun with mode resume to remove them"
+        )
+    markers = {p: m for (o, p), m in found.items() if m is not None}
+    kinds = {(m.model_id, m.config_hash) for m in markers.values()}
+    if len(kinds) > 1:
+        raise RaycatError(
+            f"catalog {url}: partitions of {len(kinds)} model/config versions "
+            f"{sorted(kinds)[:3]}: rerun with mode resume or overwrite"
+        )
+    return markers
+
+
+def _prepare(url, temp, order, pixels, markers, storage_options, catalog_name) -> int:
+    """Have hats write every metadata file under ``temp``; returns the rows it counted."""
+    from hats.catalog import PartitionInfo, TableProperties
+    from hats.catalog.dataset.hats_properties import HatsProperties
+    from hats.io import write_parquet_metadata
+    from hats.pixel_math import HealpixPixel
+    from upath import UPath
+
+    base, out = UPath(url, **storage_options), UPath(_join(url, temp), **storage_options)
+    total_rows = write_parquet_metadata(base, output_path=out)
+    partition_info = PartitionInfo([HealpixPixel(order, p) for p in sorted(pixels)])
+    partition_info.write_to_file(out / S.PARTITION_INFO_FILE)
+    provenance = HatsProperties.new_provenance_dict(base, builder=f"raycat v{__version__}")
+    TableProperties(
+        catalog_name=catalog_name,
+        catalog_type="object",
+        total_rows=int(total_rows),
+        ra_column=S.RA,
+        dec_column=S.DEC,
+        healpix_column=S.HEALPIX_29,
+        healpix_order=HEALPIX_ORDER,
+        hats_order=order,
+        hats_max_rows=max(m.rows for m in markers.values()),
+        moc_sky_fraction=float(partition_info.calculate_fractional_coverage()),
+        **provenance,
+    ).to_properties_file(out)
+    return int(total_rows)
+
+
+def _join(url: str, temp: str) -> str:
+    """The URL of the temp directory (``temp`` is the filesystem path under the root)."""
+    return f"{url.rstrip('/')}/{temp.rsplit('/', 1)[-1]}"
