@@ -19,6 +19,8 @@ from raycat.errors import RaycatError
 from raycat.plan.manifest import drop_units
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from raycat.photoz.attribute import Players
     from raycat.photoz.model import ArtifactMeta
 
@@ -27,6 +29,12 @@ CUTOUT_BATCH = 128  # objects per cutout call: 9 x 32 x 32 float32 cubes, ~5 MB
 
 def log(message: str) -> None:
     print(f"raycat: {message}", file=sys.stderr, flush=True)
+
+
+def _int64_ids() -> pa.DataType:
+    import pyarrow as pa
+
+    return pa.int64()
 
 
 @dataclass
@@ -38,6 +46,26 @@ class PlanSummary:
     bands: list[str]
     has_z_spec: bool
     unit_hashes: dict[int, int] = field(default_factory=dict)  # id-set hash per work unit
+    # the ids' Arrow type (int64, or string for text ids): the catalog's id column type.
+    # A plan file without one was written when every id was an integer.
+    id_type: pa.DataType = field(default_factory=_int64_ids)
+
+    def to_record(self) -> dict:
+        """The summary as JSON-ready values (the id type by its Arrow name)."""
+        return {**asdict(self), "id_type": str(self.id_type)}
+
+    @classmethod
+    def from_record(cls, record: dict) -> PlanSummary:
+        """The summary saved by ``to_record`` (per-unit maps get their int keys back)."""
+        import pyarrow as pa
+
+        raw = dict(record)
+        for key, value in raw.items():  # JSON keys are strings
+            if key.startswith("unit_") and isinstance(value, dict):
+                raw[key] = {int(k): v for k, v in value.items()}
+        if "id_type" in raw:
+            raw["id_type"] = pa.type_for_alias(raw["id_type"])
+        return cls(**raw)
 
 
 # --- cutouts ------------------------------------------------------------------------------
@@ -71,7 +99,12 @@ def plan_and_cut(cfg: RaycatConfig):
     manifest = plan(cfg)
     has_z = schema.Z_SPEC in manifest.columns
     summary = PlanSummary(
-        manifest.order, manifest.unit_counts, manifest.bands, has_z, manifest.unit_hashes
+        manifest.order,
+        manifest.unit_counts,
+        manifest.bands,
+        has_z,
+        manifest.unit_hashes,
+        manifest.id_type,
     )
     log(
         f"planned {manifest.n_objects} objects in {len(manifest.units)} work units "
@@ -106,7 +139,7 @@ def materialise_cutouts(cfg: RaycatConfig) -> PlanSummary:
     short = {u: (written.get(u, 0), n) for u, n in summary.unit_counts.items() if written[u] != n}
     if short or set(written) - set(summary.unit_counts):
         raise RuntimeError(f"cutouts of work units (written, planned) {short} do not match")
-    write_plan_record(cfg, {**asdict(summary), FINGERPRINT: fingerprint})
+    write_plan_record(cfg, {**summary.to_record(), FINGERPRINT: fingerprint})
     elapsed = time.perf_counter() - started
     n = sum(summary.unit_counts.values())
     log(f"cut {n} objects in {elapsed:.1f} s ({n / elapsed:.0f} objects/s) -> {url}")
@@ -128,11 +161,7 @@ def _materialised(cfg: RaycatConfig, record: dict):
     from raycat.cutouts.dataset import read_units
     from raycat.plan.fingerprint import FINGERPRINT
 
-    raw = {k: v for k, v in record.items() if k != FINGERPRINT}
-    for key, value in raw.items():  # JSON keys are strings: per-unit maps get int keys back
-        if key.startswith("unit_") and isinstance(value, dict):
-            raw[key] = {int(k): v for k, v in value.items()}
-    summary = PlanSummary(**raw)
+    summary = PlanSummary.from_record({k: v for k, v in record.items() if k != FINGERPRINT})
 
     def make(skip=frozenset()):
         ds = read_units(cutouts_url(cfg), cfg.data.storage_options)
@@ -365,6 +394,7 @@ def _catalog_schema(cfg: RaycatConfig, meta: ArtifactMeta, summary: PlanSummary,
         config_hash=cfg.config_hash(),
         pdf_dtype=cfg.infer.pdf_dtype,
         has_z_spec=summary.has_z_spec,
+        id_type=summary.id_type,
         attr_players=players.names,
         has_epistemic=cfg.infer.mc_dropout_passes > 1,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 from enum import IntFlag
@@ -262,10 +263,19 @@ def cutout_unit_relpath(pixel: int) -> str:
     return f"{CUTOUT_UNIT_PREFIX}{pixel}"
 
 
-def cutout_part_relpath(pixel: int, first_healpix_29: int, first_id: int) -> str:
+def cutout_part_relpath(pixel: int, first_healpix_29: int, first_id: int | str) -> str:
     """One part of a work unit's cutouts, named by the unit and the part's first object: the
-    same rows give the same name, and ids are unique, so two parts never share one."""
-    return f"{cutout_unit_relpath(pixel)}/part-{first_healpix_29:019d}-{first_id}.parquet"
+    same rows give the same name, and ids are unique, so two parts never share one.
+
+    An integer id is written as it is; a text id, which can hold anything ('/', '..',
+    spaces, any Unicode), by the BLAKE2b hash of its UTF-8 bytes (64 bits, hex), so no id
+    can put a part elsewhere or make a name a store refuses."""
+    if isinstance(first_id, str):
+        digest = hashlib.blake2b(first_id.encode("utf-8"), digest_size=8).hexdigest()
+        token = f"h{digest}"
+    else:
+        token = str(int(first_id))
+    return f"{cutout_unit_relpath(pixel)}/part-{first_healpix_29:019d}-{token}.parquet"
 
 
 # `raycat demo` workdir: the marker says the demo made (or claimed) the directory, so a rerun

@@ -32,17 +32,23 @@ def catalog_schema(
     attr_players: Sequence[str] = (),
     has_z_spec: bool = False,
     has_epistemic: bool = False,
+    id_type: pa.DataType | None = None,
 ) -> pa.Schema:
     """The Arrow schema of the catalog, with the raycat metadata in the schema.
 
     ``pdf`` is a nullable fixed-size list with one value per bin; the attribution columns
     (``attr_<player>`` plus ``attr_baseline``) exist when ``attr_players`` is not empty.
+    ``id_type`` is the plan's (``raycat.plan.objects``): int64 (the default) or string, so
+    the catalog holds every id exactly as the object list gave it.
     """
+    id_type = pa.int64() if id_type is None else id_type
+    if id_type not in (pa.int64(), pa.string(), pa.large_string()):
+        raise RaycatError(f"catalog: ids are int64 or string, not {id_type}")
     n_bins = len(bin_edges) - 1
     value_type = {"float32": pa.float32(), "float16": pa.float16()}[pdf_dtype]
     f32 = pa.float32()
     fields = [
-        pa.field(S.ID, pa.int64(), nullable=False),
+        pa.field(S.ID, id_type, nullable=False),
         pa.field(S.RA, pa.float64()),
         pa.field(S.DEC, pa.float64()),
         pa.field(S.HEALPIX_29, pa.int64(), nullable=False),

@@ -72,7 +72,7 @@ def partition_table(
     estimates = point_estimates(np.where(missing[:, None], np.nan, pdf), info.bin_edges)
     flags = np.asarray(flags, np.int32) | np.where(missing, int(S.Flag.NO_PREDICTION), 0)
     columns = {
-        S.ID: pa.array(np.asarray(ids, np.int64)),
+        S.ID: pa.array(np.asarray(ids), type=schema.field(S.ID).type),  # int64 or text
         S.RA: pa.array(np.asarray(ra, float)),
         S.DEC: pa.array(np.asarray(dec, float)),
         S.HEALPIX_29: pa.array(healpix29(ra, dec)),
@@ -235,8 +235,8 @@ def check_compatible(fs, root: str, url: str, schema: pa.Schema) -> None:
         )
     if not existing.remove_metadata().equals(schema.remove_metadata()):
         raise RaycatError(
-            f"catalog {url} has other columns than this run (pdf dtype, "
-            "attributions or z_spec changed): use a new path or mode overwrite"
+            f"catalog {url} has other columns than this run (pdf dtype, attributions, "
+            "z_spec or the id type changed): use a new path or mode overwrite"
         )
 
 

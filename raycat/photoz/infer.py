@@ -14,6 +14,7 @@ from raycat import schema
 from raycat.photoz.attribute import Players, shapley
 from raycat.photoz.forward import pdf_fn, z_mean_fn
 from raycat.photoz.pdf import bin_centres
+from raycat.plan.idhash import id_keys
 
 if TYPE_CHECKING:
     import torch
@@ -90,8 +91,9 @@ class Predictor:
         from raycat.photoz.uncertainty import mc_dropout
 
         x = torch.from_numpy(np.ascontiguousarray(cube[usable], np.float32)).to(self.device)
-        # seeded by the batch's ids, so a rerun of the same objects gives the same catalog
-        seed = int(np.sum(np.asarray(ids, dtype=np.uint64)) % np.uint64(2**63))
+        # seeded by the batch's ids (integer or text: their stable keys), so a rerun of the
+        # same objects gives the same catalog
+        seed = int(np.sum(id_keys(ids), dtype=np.uint64) % np.uint64(2**63))
         generator = torch.Generator().manual_seed(seed)
         columns = self.attributions(x, generator) if self.players.names else {}
         if self.infer.mc_dropout_passes > 1:

@@ -26,6 +26,7 @@ from raycat import schema
 from raycat.config import RaycatConfig
 from raycat.errors import RaycatError
 from raycat.fsutil import filesystem, has_scheme, join, storage_errors
+from raycat.plan.idhash import id_keys
 
 CHECKPOINT_FILE = "state.pt"
 UNUSABLE = int(schema.Flag.OFF_FOOTPRINT | schema.Flag.READ_ERROR)
@@ -36,8 +37,9 @@ SHUFFLE_BATCHES = 16  # rows mixed before batching, in batches: 37 MB of 9x32x32
 
 
 def is_validation(ids: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
-    """Deterministic split by a hash of the id: the same objects are held out on every run."""
-    mixed = (np.asarray(ids, dtype=np.uint64) + np.uint64(seed)) * np.uint64(0x9E3779B97F4A7C15)
+    """Deterministic split by a hash of the id: the same objects are held out on every run,
+    in every process (integer or text ids: ``raycat.plan.idhash.id_keys``)."""
+    mixed = (id_keys(ids) + np.uint64(seed)) * np.uint64(0x9E3779B97F4A7C15)
     return (mixed >> np.uint64(40)).astype(np.float64) / float(1 << 24) < fraction
 
 

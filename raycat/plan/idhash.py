@@ -22,17 +22,51 @@ from raycat import schema
 from raycat.healpix import ORDER as HEALPIX_ORDER
 
 MASK = (1 << 64) - 1  # hashes are unsigned 64-bit integers; sums wrap around
+# How a text id is hashed: SipHash-2-4 of its UTF-8 bytes under a fixed key (pandas'
+# ``hash_array``, in C), never Python's ``hash()``, which is salted per process. Written here
+# so that the value of an id cannot move with a library default.
+TEXT_ENCODING = "utf8"
+TEXT_HASH_KEY = "0123456789123456"
+
+
+def _as_ids(ids) -> np.ndarray:
+    """``ids`` as an int64 array when they are integers (any integer dtype, or an object
+    array of Python ints such as a null-free pandas Int64 gives), else as an object array
+    of their values (text)."""
+    values = np.asarray(ids)
+    if values.dtype.kind in "iub":
+        return values.astype(np.int64)
+    values = values.astype(object)
+    if len(values) and isinstance(values[0], (int, np.integer)):
+        return values.astype(np.int64)
+    return values
+
+
+def text_hashes(values: np.ndarray) -> np.ndarray:
+    """A stable 64-bit hash (uint64) of each text id: the same in every process and run."""
+    return pd.util.hash_array(
+        np.asarray(values, dtype=object), encoding=TEXT_ENCODING, hash_key=TEXT_HASH_KEY
+    )
 
 
 def id_hashes(ids) -> np.ndarray:
-    """A stable 64-bit hash (uint64) of each id: integer ids by their int64 value, any other
-    id by its text, with pandas' fixed-key hash (the same in every process and run)."""
-    values = np.asarray(ids)
-    if values.dtype.kind in "iub":
-        values = values.astype(np.int64)
-    else:
-        values = values.astype(str).astype(object)
-    return pd.util.hash_array(values)
+    """A stable 64-bit hash (uint64) of each id: integer ids by their int64 value, text ids
+    by their UTF-8 bytes (``text_hashes``), with pandas' fixed-key hash, so a catalog's done
+    markers match its plan in every process and run."""
+    values = _as_ids(ids)
+    if values.dtype == np.int64:
+        return pd.util.hash_array(values)
+    return text_hashes(values)
+
+
+def id_keys(ids) -> np.ndarray:
+    """A uint64 key per id, for what mixes ids arithmetically (the train/validation split,
+    the Predictor's per-batch seed): an integer id is its own key (its two's complement, so
+    integer ids split and seed as they always have), a text id the hash of its UTF-8 bytes."""
+    values = _as_ids(ids)
+    if values.dtype == np.int64:
+        return values.view(np.uint64)
+    return text_hashes(values)
 
 
 def id_set_hash(ids) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,9 @@ from raycat.errors import RaycatError
 from raycat.fsutil import filesystem, join, storage_errors
 from raycat.healpix import healpix29, pixel_at_order
 from raycat.plan.idhash import frame_tally, pixel_tally
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 HISTOGRAM_ORDER = 9  # 47 arcmin^2 pixels: fine enough to size units, coarse enough to count
 # Rows per block handed to the cutout stage. Ray Data streams block by block: a block the
@@ -222,6 +225,19 @@ class Manifest:
         return self.objects.schema().names
 
     @property
+    def id_type(self) -> pa.DataType:
+        """The Arrow type of the ids (int64, or string for text ids): the catalog's id type."""
+        from raycat.plan.objects import id_arrow_type, series_id_type
+
+        if isinstance(self.objects, pd.DataFrame):
+            found = series_id_type(self.objects[schema.ID])
+        else:
+            types = self.objects.schema()
+            found = id_arrow_type(types.types[types.names.index(schema.ID)])
+        assert found is not None, "ids are int64 or text once read (raycat.plan.objects)"
+        return found
+
+    @property
     def n_objects(self) -> int:
         return sum(self.unit_counts.values())
 
@@ -299,11 +315,17 @@ def _add_spatial_index(batch: pd.DataFrame) -> pd.DataFrame:
     return batch
 
 
-def duplicate_ids(ds, limit: int = 10) -> list[int]:
-    """Up to ``limit`` ids that occur more than once (a distributed group-by, no collect)."""
+def duplicate_ids(ds, limit: int = 10) -> list:
+    """Up to ``limit`` ids that occur more than once (a distributed group-by, no collect),
+    as Python ints or strings."""
     counts = ds.groupby(schema.ID).count()
     repeated = counts.map_batches(_repeated, batch_format="pandas")
-    return sorted(int(row[schema.ID]) for row in repeated.take(limit))
+    return sorted(_plain(row[schema.ID]) for row in repeated.take(limit))
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar id as the Python int or str it holds."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _repeated(counts: pd.DataFrame) -> pd.DataFrame:
@@ -406,8 +428,10 @@ def _ray_data():
     return ray.data
 
 
-def _duplicates_error(repeated: list[int]) -> RaycatError:
+def _duplicates_error(repeated: list) -> RaycatError:
+    """One line naming the repeated ids; text ids quoted, as they may hold commas or spaces."""
+    shown = (repr(i) if isinstance(i, str) else str(i) for i in map(_plain, repeated))
     return RaycatError(
-        f"duplicate object ids: {', '.join(map(str, repeated))}"
+        f"duplicate object ids: {', '.join(shown)}"
         " (set data.duplicate_ids: keep_one to keep each once)"
     )

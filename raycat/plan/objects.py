@@ -1,12 +1,17 @@
 """Reading object lists (Parquet, CSV, FITS tables) into a Ray Dataset with canonical columns.
 
-Whatever the user's column names, rows leave here as ``id`` (int64), ``ra``/``dec`` (float64,
-deg) and, when the list has redshifts, ``z_spec`` (float64).
+Whatever the user's column names, rows leave here as ``id``, ``ra``/``dec`` (float64, deg)
+and, when the list has redshifts, ``z_spec`` (float64).
 
-Ids must be integers: a column of any integer type is taken (uint64 only while every id fits
-int64). Strings and floats are refused with one line, even integral floats such as 3.0: a
-float64 holds every integer only up to 2^53, so a float id column may already have merged
-distinct ids, and refusing it by type decides on both planning paths before any row streams.
+Ids are kept exactly as given: a column of any integer type becomes int64 (uint64 only while
+every id fits int64), a text column stays text (``"Gaia DR3 4295806720"``, or an SDSS objid
+stored as text, leading zeros and all); ``id_arrow_type`` says which (the plan's
+``Manifest.id_type``), and the catalog's ``id`` column takes that type. Floats are refused
+with one line, even integral floats such as 3.0: a float64 holds every integer only up to
+2^53, so a float id column may already have merged distinct ids, and refusing it by type
+decides on both planning paths before any row streams. Missing ids are refused too. A CSV
+column of digits is read as integers (its text is not kept): store text ids in Parquet or
+FITS to keep them as text.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from raycat import schema
 from raycat.config import DataConfig
@@ -63,7 +69,7 @@ def read_objects(data: DataConfig):
     id_type = ds_schema.types[ds_schema.names.index(data.id_column)]
     # Checked here, in the driver: an error raised in a Ray Data task reaches the caller
     # wrapped in a traceback. A rejected type fetches a few rows only to show an example.
-    _check_id_type(
+    canonical = _check_id_type(
         data.id_column,
         id_type,
         url,
@@ -77,7 +83,9 @@ def read_objects(data: DataConfig):
         )
         _check_id_range(data.id_column, max((int(r["largest"]) for r in tops), default=None), url)
     return ds.map_batches(
-        _canonical, fn_kwargs={"mapping": mapping, "url": url}, batch_format="pandas"
+        _canonical,
+        fn_kwargs={"mapping": mapping, "url": url, "id_type": canonical},
+        batch_format="pandas",
     )
 
 
@@ -97,8 +105,10 @@ def read_small_objects(data: DataConfig) -> pd.DataFrame:
         _check_columns(table.schema_arrow.names, mapping, url)
         frame = table.read(columns=list(mapping)).to_pandas()
     id_type = table.schema_arrow.field(data.id_column).type
-    _check_id_type(data.id_column, id_type, url, lambda: frame[data.id_column].head(5).tolist())
-    return _canonical(frame, mapping, url)
+    canonical = _check_id_type(
+        data.id_column, id_type, url, lambda: frame[data.id_column].head(5).tolist()
+    )
+    return _canonical(frame, mapping, url, canonical)
 
 
 def _read_fits_table(url: str, storage_options: dict) -> pd.DataFrame:
@@ -107,6 +117,7 @@ def _read_fits_table(url: str, storage_options: dict) -> pd.DataFrame:
     fs, path = filesystem(url, storage_options)
     with fs.open(path, "rb") as f:
         table = Table.read(f, format="fits")
+    table.convert_bytestring_to_unicode()  # FITS text is ASCII bytes: ids as text, not bytes
     names = [n for n in table.colnames if len(table[n].shape) <= 1]
     return table[names].to_pandas()
 
@@ -121,24 +132,39 @@ def _check_columns(names: list[str], mapping: dict[str, str], url: str) -> None:
 
 
 def _is_uint64(column_type: Any) -> bool:
-    import pyarrow as pa
-
     return isinstance(column_type, pa.DataType) and column_type == pa.uint64()
 
 
-def _check_id_type(column: str, column_type: Any, url: str, examples) -> None:
-    """Refuse an id column whose type is not an integer type (Arrow type, NumPy dtype, or
-    ``object`` where Ray Data has no Arrow type); ``examples()`` gives a few of its values."""
-    import pyarrow as pa
-
+def id_arrow_type(column_type: Any) -> pa.DataType | None:
+    """The catalog's id type for an id column of this type (an Arrow type, a NumPy or pandas
+    dtype): int64 for integers, string for text, None for anything else (floats, objects)."""
+    if isinstance(column_type, pd.ArrowDtype):
+        column_type = column_type.pyarrow_dtype
     if isinstance(column_type, pa.DataType):
-        integral, name = pa.types.is_integer(column_type), str(column_type)
-    elif isinstance(column_type, np.dtype):
-        integral, name = column_type.kind in "iu", str(column_type)
-    else:
-        integral, name = False, getattr(column_type, "__name__", str(column_type))
-    if not integral:
+        if pa.types.is_integer(column_type):
+            return pa.int64()
+        text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view)
+        return pa.string() if any(is_text(column_type) for is_text in text) else None
+    if isinstance(column_type, pd.StringDtype):
+        return pa.string()
+    kind = getattr(column_type, "kind", None)  # NumPy dtypes, pandas' nullable integers
+    if kind in ("i", "u"):
+        return pa.int64()
+    return pa.string() if isinstance(column_type, np.dtype) and kind in ("U", "T") else None
+
+
+def _check_id_type(column: str, column_type: Any, url: str, examples) -> pa.DataType:
+    """The catalog's id type for this id column (``id_arrow_type``); a one-line error for any
+    other type (``object`` too, where Ray Data has no Arrow type); ``examples()`` gives a few
+    of its values for the message."""
+    canonical = id_arrow_type(column_type)
+    if canonical is None:
+        if isinstance(column_type, (pa.DataType, np.dtype)):
+            name = str(column_type)
+        else:
+            name = getattr(column_type, "__name__", str(column_type))
         raise _id_error(column, name, list(examples()), url)
+    return canonical
 
 
 def _id_error(column: str, type_name: str, values: list, url: str) -> RaycatError:
@@ -150,8 +176,8 @@ def _id_error(column: str, type_name: str, values: list, url: str) -> RaycatErro
         example = example.item()
     return RaycatError(
         f"object list {url}: id column {column!r} holds {type_name} values "
-        f"(e.g. {example!r}); ids must be integers: store the column as int64 "
-        "(or set data.id_column)"
+        f"(e.g. {example!r}); ids must be integers or text: store the column as int64 "
+        "or string (or set data.id_column)"
     )
 
 
@@ -169,28 +195,48 @@ def _check_id_range(column: str, largest: Any, url: str) -> None:
         )
 
 
-def _canonical(batch: pd.DataFrame, mapping: dict[str, str], url: str = "") -> pd.DataFrame:
+def _canonical(
+    batch: pd.DataFrame, mapping: dict[str, str], url: str, id_type: pa.DataType
+) -> pd.DataFrame:
     out = batch[list(mapping)].rename(columns=mapping)
     id_column = next(name for name, canonical in mapping.items() if canonical == schema.ID)
-    out[schema.ID] = _int64_ids(batch, id_column, url)
+    out[schema.ID] = _canonical_ids(batch, id_column, url, id_type)
     for column in (schema.RA, schema.DEC, schema.Z_SPEC):
         if column in out:
             out[column] = out[column].astype("float64")
     return out
 
 
-def _int64_ids(batch: pd.DataFrame, column: str, url: str) -> pd.Series:
-    """The id column as int64, never truncated or wrapped: the types were checked from the
-    schema already; this is the check of each batch's values (a CSV's types are inferred
-    per file, so a later file can differ from the schema the driver saw)."""
+def _canonical_ids(batch: pd.DataFrame, column: str, url: str, id_type: pa.DataType) -> pd.Series:
+    """The id column as ``id_type``: int64, or the text as given (never truncated, wrapped or
+    reformatted). The type was checked from the schema already; this checks each batch's
+    values: a CSV's types are inferred per file, so a later file can differ from the schema
+    the driver saw, and text in one file with digits read as integers in another is refused,
+    not turned into one another."""
     ids = batch[column]
     if ids.isna().any():
         raise RaycatError(
             f"object list {url}: id column {column!r} has missing ids "
             f"({int(ids.isna().sum())} in one block)"
         )
-    if ids.dtype.kind not in "iu":
+    found = series_id_type(ids)
+    if found is None:
         raise _id_error(column, str(ids.dtype), ids.head(5).tolist(), url)
+    if found != id_type:
+        raise RaycatError(
+            f"object list {url}: id column {column!r} holds {found} ids in one file and "
+            f"{id_type} ids in another (e.g. {ids.iloc[0]!r}); store every id as {id_type}"
+        )
+    if found != pa.int64():
+        return ids
     if ids.dtype.kind == "u" and len(ids):
         _check_id_range(column, ids.max(), url)
     return ids.astype("int64")
+
+
+def series_id_type(ids: pd.Series) -> pa.DataType | None:
+    """``id_arrow_type`` of an id column held in pandas; text held as Python objects (an
+    ``object`` column) counts as text."""
+    if ids.dtype == object:
+        return pa.string() if pd.api.types.infer_dtype(ids, skipna=False) == "string" else None
+    return id_arrow_type(ids.dtype)

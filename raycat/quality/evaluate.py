@@ -35,17 +35,45 @@ class Scores:
     crps: np.ndarray
 
 
-class _TruthLookup:
-    """True redshift by object id, via a sorted id array (no hash table of objects)."""
+class IdIndex:
+    """Rows of a table found by object id, via a sorted id array (no hash table of objects).
 
-    def __init__(self, ids: np.ndarray, z: np.ndarray):
-        order = np.argsort(ids, kind="stable")
-        self.ids, self.z = ids[order], z[order]
+    Ids are compared exactly as stored: integers with integers, text with text. A catalog
+    whose ids are of the other kind than the table's (text against integers) is a one-line
+    error, not a silent "no object matches"."""
+
+    def __init__(self, ids: np.ndarray, where: str):
+        ids = np.asarray(ids)
+        self.rows = np.argsort(ids, kind="stable")
+        self.ids, self.where, self.text = ids[self.rows], where, _is_text(ids)
+
+    def find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row in the table of each id, whether the table has it at all)."""
+        ids = np.asarray(ids)
+        if len(ids) and _is_text(ids) != self.text:
+            kinds = ("integer", "text") if self.text else ("text", "integer")
+            raise RaycatError(
+                f"{self.where} holds {kinds[1]} ids, the catalog {kinds[0]} ids: "
+                "no object can be matched (give the table the catalog's ids)"
+            )
+        at = np.clip(np.searchsorted(self.ids, ids), 0, len(self.ids) - 1)
+        return self.rows[at], self.ids[at] == ids
+
+
+def _is_text(ids: np.ndarray) -> bool:
+    return ids.dtype.kind not in "iub"
+
+
+class _TruthLookup:
+    """True redshift by object id."""
+
+    def __init__(self, ids: np.ndarray, z: np.ndarray, where: str):
+        self.index, self.z = IdIndex(ids, where), z
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
         """True redshifts of ``ids``; NaN for ids the truth table lacks."""
-        position = np.clip(np.searchsorted(self.ids, ids), 0, len(self.ids) - 1)
-        return np.where(self.ids[position] == ids, self.z[position], np.nan)
+        rows, found = self.index.find(ids)
+        return np.where(found, self.z[rows], np.nan)
 
 
 def _read_truth(
@@ -65,7 +93,7 @@ def _read_truth(
         raise RaycatError(f"truth table {url} is empty")
     ids = table[id_column].to_numpy()
     z = np.asarray(table[z_column].to_numpy(zero_copy_only=False), dtype=np.float64)
-    return _TruthLookup(ids, z)
+    return _TruthLookup(ids, z, f"truth table {url}")
 
 
 def collect_scores(

@@ -20,7 +20,7 @@ from raycat import schema as S
 from raycat.catalog.read import existing_schema, iter_partitions
 from raycat.errors import RaycatError
 from raycat.photoz.pdf import bin_centres, nmad, outlier_fraction, point_estimates
-from raycat.quality.evaluate import evaluate_catalog
+from raycat.quality.evaluate import IdIndex, evaluate_catalog
 from raycat.quality.plots import save_figures
 
 REPORT_FILE = "index.html"
@@ -51,19 +51,17 @@ def joined_columns(
     names = set(pq.read_schema(path, filesystem=fs).names)
     wanted = [c for c in truth_columns if c in names]
     truth = pq.read_table(path, columns=[S.ID, *wanted], filesystem=fs)
-    order = np.argsort(truth[S.ID].to_numpy(), kind="stable")
-    ids = truth[S.ID].to_numpy()[order]
+    index = IdIndex(truth[S.ID].to_numpy(), f"truth table {truth_url}")
     parts: dict[str, list[np.ndarray]] = {}
     for table in iter_partitions(catalog_url, [S.ID, *catalog_columns], storage_options):
-        at = np.clip(np.searchsorted(ids, table[S.ID].to_numpy()), 0, len(ids) - 1)
-        found = ids[at] == table[S.ID].to_numpy()
+        rows, found = index.find(table[S.ID].to_numpy())
         for name in catalog_columns:
             parts.setdefault(name, []).append(
                 np.asarray(table[name].to_numpy(zero_copy_only=False), np.float64)
             )
         for name in wanted:
-            values = np.asarray(truth[name].to_numpy(zero_copy_only=False), np.float64)[order]
-            parts.setdefault(name, []).append(np.where(found, values[at], np.nan))
+            values = np.asarray(truth[name].to_numpy(zero_copy_only=False), np.float64)
+            parts.setdefault(name, []).append(np.where(found, values[rows], np.nan))
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 

@@ -18,6 +18,23 @@ def test_validation_split_is_deterministic_and_sized():
     assert not np.array_equal(held, is_validation(ids, 0.2, seed=4))
 
 
+def test_training_split_of_text_ids_holds_each_object_out_or_in():
+    from raycat.photoz.train import _keep_split
+
+    ids = np.array([f"Gaia DR3 {i}/ü" for i in range(400)], dtype=object)
+    batch = {
+        schema.ID: ids,
+        schema.CUBE: np.arange(400, dtype=np.float32).reshape(400, 1, 1, 1),
+        schema.Z_SPEC: np.full(400, 0.5),
+        schema.FLAGS: np.zeros(400, np.int32),
+    }
+    train, val = (_keep_split(batch, v, 0.25, 0)[schema.CUBE].ravel() for v in (False, True))
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(400))
+    assert 60 < len(val) < 140  # about a quarter held out
+    held = is_validation(ids, 0.25, 0)
+    assert np.array_equal(np.flatnonzero(held), val.astype(int))
+
+
 def test_class_weights_flatten_nz_up_to_the_cap():
     rng = np.random.default_rng(0)
     z = np.concatenate([rng.uniform(0, 0.5, 9000), rng.uniform(0.5, 1.0, 1000)])

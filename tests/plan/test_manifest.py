@@ -166,6 +166,46 @@ def test_duplicate_ids_are_named_or_kept_once(tmp_path, index, ray_local, monkey
     assert dup[3] and dup[7] and not dup[1]
 
 
+# text ids as given: a survey's name, digits with leading zeros, dots and slashes, a
+# backslash, quotes and a comma, padding, non-ASCII
+TEXT_IDS = ["Gaia DR3 4295806720", "00123", "../..", "x\\y, 'z'", " padded "]
+TEXT_IDS += [f"星系/{i} ✓" for i in range(35)]
+
+
+@pytest.mark.slow
+def test_text_ids_are_planned_intact(tmp_path, index, ray_local, monkeypatch, planned_in):
+    import pyarrow as pa
+
+    from raycat.plan import manifest
+    from raycat.plan.idhash import id_set_hash
+
+    monkeypatch.setattr(manifest, "load_tile_index", lambda data, bands: index)
+    _write_store(tmp_path, index, TEXT_IDS)
+    cfg = _config(tmp_path)
+    cfg.cutouts.bands = ["a", "b"]
+    plan = manifest.plan(cfg)
+    assert plan.id_type == pa.string() and len(plan.units) > 2
+    rows = plan.rows().to_pandas()
+    assert sorted(rows[schema.ID].tolist()) == sorted(TEXT_IDS)
+    assert all(isinstance(i, str) for i in rows[schema.ID])
+    for unit, ids in rows.groupby(schema.WORK_UNIT)[schema.ID]:  # what the markers will hold
+        assert plan.unit_hashes[unit] == id_set_hash(ids.to_numpy())
+
+
+@pytest.mark.slow
+def test_duplicate_text_ids_are_named_quoted(tmp_path, index, ray_local, monkeypatch, planned_in):
+    from raycat.plan import manifest
+
+    monkeypatch.setattr(manifest, "load_tile_index", lambda data, bands: index)
+    _write_store(tmp_path, index, ["a, b", "a, b", "c/d", "e"])
+    cfg = _config(tmp_path)
+    cfg.cutouts.bands = ["a", "b"]
+    with pytest.raises(RaycatError, match=r"duplicate object ids: 'a, b' \("):
+        manifest.plan(cfg)
+    cfg.data.duplicate_ids = "keep_one"
+    assert sorted(manifest.plan(cfg).rows().to_pandas()[schema.ID]) == ["a, b", "c/d", "e"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("suffix", ["csv", "fits", "parquet"])
 def test_object_lists_in_any_format_get_canonical_columns(tmp_path, ray_local, suffix):

@@ -1,4 +1,5 @@
-"""Object ids: integers, never truncated or wrapped; anything else is one line at read time."""
+"""Object ids: integers (never truncated or wrapped) and text, kept exactly as given; anything
+else is one line at read time."""
 
 import numpy as np
 import pandas as pd
@@ -9,7 +10,7 @@ import pytest
 from raycat import schema
 from raycat.config import DataConfig
 from raycat.errors import RaycatError
-from raycat.plan.objects import read_objects, read_small_objects
+from raycat.plan.objects import _canonical, id_arrow_type, read_objects, read_small_objects
 
 BIG = 2**63 + 5  # a uint64 id beyond int64
 BAD_IDS = {  # name -> (id values, what the one-line error must say)
@@ -19,17 +20,25 @@ BAD_IDS = {  # name -> (id values, what the one-line error must say)
         np.array([3, BIG], dtype=np.uint64),
         rf"'OBJID' holds ids above 2\^63-1 \(e\.g\. {BIG}\)",
     ),
-    "string": (
-        ["a1", "b2"],
-        r"'OBJID' holds \w*string values \(e\.g\. 'a1'\); ids must be "
-        "integers",
-    ),
-    "digit_string": (["00123", "7"], r"string values \(e\.g\. '00123'\)"),  # not read as 123
+    "boolean": ([True, False], r"'OBJID' holds bool values \(e\.g\. True\); ids must be"),
 }
+# text ids as surveys give them, and the awkward ones: digits with leading zeros (not 123),
+# spaces, slashes, dots, backslashes, quotes and commas, non-ASCII
+TEXT_IDS = [
+    "Gaia DR3 4295806720",
+    "1237648720693755918",
+    "00123",
+    "a/b c",
+    "../..",
+    "x\\y, 'z'",
+    " padded ",
+    "Ünïcødé ✓ 星系",
+]
 
 
 def _write(tmp_path, ids, suffix: str = "parquet") -> DataConfig:
-    columns = {"OBJID": ids, "RA": [10.0, 10.1], "DEC": [-5.0, -5.1]}
+    n = len(ids)
+    columns = {"OBJID": ids, "RA": np.linspace(10.0, 10.1, n), "DEC": np.linspace(-5.0, -5.1, n)}
     path = tmp_path / f"objects.{suffix}"
     if suffix == "parquet":
         pq.write_table(pa.table(columns), path)
@@ -67,6 +76,31 @@ def test_missing_ids_are_one_line_errors(tmp_path):
     _one_line_error(read_small_objects, data, r"'OBJID' has missing ids")
 
 
+def test_missing_text_ids_are_one_line_errors(tmp_path):
+    data = _write(tmp_path, pa.array(["a", None], type=pa.string()))
+    _one_line_error(read_small_objects, data, r"'OBJID' has missing ids")
+
+
+def test_text_ids_are_kept_exactly_as_given(tmp_path):
+    rows = read_small_objects(_write(tmp_path, TEXT_IDS))
+    assert id_arrow_type(rows[schema.ID].dtype) == pa.string()
+    assert rows[schema.ID].tolist() == TEXT_IDS
+    large = read_small_objects(_write(tmp_path, pa.array(TEXT_IDS, type=pa.large_string())))
+    assert large[schema.ID].tolist() == TEXT_IDS
+
+
+def test_text_and_integer_ids_in_one_list_are_refused_not_converted():
+    # a CSV's types are inferred per file: digits in a later file read as integers
+    mapping = {"OBJID": schema.ID, "RA": schema.RA, "DEC": schema.DEC}
+    batch = pd.DataFrame({"OBJID": [123, 7], "RA": [1.0, 2.0], "DEC": [0.0, 0.0]})
+    with pytest.raises(RaycatError, match="int64 ids in one file and string ids") as info:
+        _canonical(batch, mapping, "objs/", pa.string())
+    assert "\n" not in str(info.value)
+    text = batch.assign(OBJID=["a", "b"])
+    with pytest.raises(RaycatError, match="string ids in one file and int64 ids"):
+        _canonical(text, mapping, "objs/", pa.int64())
+
+
 @pytest.mark.parametrize(
     "ids",
     [
@@ -92,11 +126,22 @@ def test_bad_ids_are_one_line_errors_when_streamed_through_ray(tmp_path, ray_loc
 @pytest.mark.slow
 @pytest.mark.parametrize("suffix", ["csv", "fits"])
 def test_bad_ids_in_csv_and_fits_lists_are_one_line_errors(tmp_path, ray_local, suffix):
-    for case in ("fractional", "string"):
-        ids, _ = BAD_IDS[case]
-        # a CSV or FITS list goes through Ray Data on both planning paths
-        for read in (read_objects, read_small_objects):
-            _one_line_error(read, _write(tmp_path, ids, suffix), "ids must be integers")
+    ids, _ = BAD_IDS["fractional"]
+    # a CSV or FITS list goes through Ray Data on both planning paths
+    for read in (read_objects, read_small_objects):
+        _one_line_error(read, _write(tmp_path, ids, suffix), "ids must be integers or text")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", ["csv", "fits", "parquet"])
+def test_text_ids_stream_through_ray_exactly_as_given(tmp_path, ray_local, suffix):
+    # digits stay text in a column that holds text; FITS text is ASCII
+    ids = ["Gaia DR3 4295806720", "1237648720693755918", "a/b c", "../..", "x, 'z'"]
+    if suffix != "fits":
+        ids.append("Ünïcødé ✓ 星系")
+    rows = read_objects(_write(tmp_path, ids, suffix)).to_pandas()
+    assert sorted(rows[schema.ID].tolist()) == sorted(ids)
+    assert all(isinstance(i, str) for i in rows[schema.ID])
 
 
 @pytest.mark.slow
