@@ -224,7 +224,7 @@ def run_infer(cfg: RaycatConfig) -> dict:
     own code is not retried.
     """
     from raycat.catalog.job import CatalogJob
-    from raycat.photoz.model import read_artifact_meta
+    from raycat.photoz.model import read_artifact_meta, verified_weights
 
     meta = read_artifact_meta(cfg.infer.model, cfg.data.storage_options)
     _check_artifact_matches(cfg, meta)
@@ -251,7 +251,8 @@ def run_infer(cfg: RaycatConfig) -> dict:
         )
         log(f"catalog {infer.catalog} at HEALPix order {summary.order}: {rec.describe()}")
         if rec.todo:
-            _check_model_loads(cfg)  # a corrupt model: one line, before anything changes
+            # a corrupt model: one line, before anything changes (no torch in the driver)
+            verified_weights(infer.model, cfg.data.storage_options)
         job.begin(rec, summary.order)
         writer = job.writer(cat_schema, summary.order)
         passes = _write_partitions(cfg, job, writer, rec.todo, (summary, make), players)
@@ -315,14 +316,6 @@ def _at_order(batch: dict, order: int, skip: list[int]) -> dict:
     rows = {name: np.asarray(values)[keep] for name, values in batch.items()}
     rows[schema.WORK_UNIT] = units[keep]
     return rows
-
-
-def _check_model_loads(cfg: RaycatConfig) -> None:
-    """Load the model once in the driver, so a corrupt artifact is a one-line error before a
-    marker is removed or a file written (each predictor then loads its own copy)."""
-    from raycat.photoz.model import load_artifact
-
-    load_artifact(cfg.infer.model, cfg.data.storage_options)
 
 
 def _write_partitions(cfg: RaycatConfig, job, writer, todo: set[int], plan, players) -> int:

@@ -3,6 +3,7 @@ tiles, model and config in an S3 server on 127.0.0.1, the inference job sent wit
 `ray job submit` CLI, the catalog written to S3. Credentials come from the environment (the
 AWS chain, endpoint included) and must appear in no log, config or catalog file."""
 
+import contextlib
 import os
 import re
 import secrets
@@ -65,6 +66,59 @@ def store(s3_bucket):
     return url, opts, cfg
 
 
+def _agent_ports() -> list[str]:
+    """Free ports for a node's agents (their defaults are fixed: two nodes on one machine,
+    or a straggler of an earlier test's cluster, would collide on them)."""
+    return [
+        f"--dashboard-agent-listen-port={_port()}",
+        f"--dashboard-agent-grpc-port={_port()}",
+        f"--runtime-env-agent-port={_port()}",
+        f"--metrics-export-port={_port()}",
+    ]
+
+
+def _submit(env, *args, timeout=600):
+    """`ray job submit`, tried again while the head's job agent is still starting (it answers
+    "No available agent" for a few seconds after `ray start` on a busy machine)."""
+    deadline = time.monotonic() + 120
+    while True:
+        run = _ray(env, "job", "submit", *args, timeout=timeout)
+        if "No available agent" not in run.stderr + run.stdout or time.monotonic() > deadline:
+            return run
+        time.sleep(3)
+
+
+def _cluster_processes(token: Path) -> list:
+    """This test's Ray processes, never another user's: every process `ray start` launched
+    for this cluster inherits its own auth-token path (process titles such as
+    ``ray::DashboardAgent`` hide the command line, the environment stays)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get("RAY_AUTH_TOKEN_PATH") == str(token):
+                found.append(proc)
+    return found
+
+
+def _stop_cluster(token: Path) -> None:
+    """Stop this cluster only (`ray stop` would stop every Ray on the machine)."""
+    import psutil
+
+    procs = _cluster_processes(token)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    psutil.wait_procs(procs, timeout=15)
+    deadline = time.monotonic() + 30  # a raylet can start an agent while it shuts down
+    while (procs := _cluster_processes(token)) and time.monotonic() < deadline:
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(procs, timeout=5)
+
+
 def _save_config(cfg, url, opts):
     import fsspec
 
@@ -91,6 +145,10 @@ def cluster(s3_server, tmp_path):
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": SECRET,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        # `ray start --address` refuses to join a cluster with the loopback switch at "0"
+        # (and a node with it at "1" never joins a head with it at "0"): this two-node
+        # cluster is pinned to 127.0.0.1 by --node-ip-address instead.
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
     }
     env.pop("RAY_ADDRESS", None)
     port, dashboard = _port(), _port()
@@ -102,6 +160,7 @@ def cluster(s3_server, tmp_path):
         f"--port={port}",
         "--num-cpus=1",
         f"--dashboard-port={dashboard}",
+        *_agent_ports(),
         "--include-dashboard=true",
         "--dashboard-host=127.0.0.1",
         "--node-ip-address=127.0.0.1",
@@ -115,12 +174,15 @@ def cluster(s3_server, tmp_path):
             f"--address=127.0.0.1:{port}",
             "--num-cpus=1",
             "--node-ip-address=127.0.0.1",
+            *_agent_ports(),
         )
         assert node.returncode == 0, node.stderr[-2000:]
         yield env, f"http://127.0.0.1:{dashboard}", logs
     finally:
-        _ray(env, "stop", "--force", timeout=120)
+        _stop_cluster(token)
+        left = _cluster_processes(token)
         shutil.rmtree(logs, ignore_errors=True)
+        assert not left, f"processes of this cluster still running: {left}"
 
 
 def test_infer_job_submitted_to_a_cluster_writes_every_id_once_to_s3(store, cluster):
@@ -128,10 +190,8 @@ def test_infer_job_submitted_to_a_cluster_writes_every_id_once_to_s3(store, clus
 
     url, opts, _ = store
     env, address, ray_logs = cluster
-    job = _ray(
+    job = _submit(
         env,
-        "job",
-        "submit",
         "--address",
         address,
         "--working-dir",
@@ -227,9 +287,9 @@ def test_killed_job_resubmitted_resumes_without_recomputing_finished_partitions(
         storage_options=opts,
     )
     _save_config(cfg, f"{url}/config-killed.yaml", opts)
-    submit = ("job", "submit", "--address", address, "--working-dir", ".")
+    submit = ("--address", address, "--working-dir", ".")
     command = ("--", "python", "jobs/infer.py", "--config", f"{url}/config-killed.yaml")
-    first = _ray(env, *submit, "--no-wait", "--submission-id", "raycat-killed", *command)
+    first = _submit(env, *submit, "--no-wait", "--submission-id", "raycat-killed", *command)
     assert first.returncode == 0, first.stderr[-2000:]
 
     fs = fsspec.filesystem("s3", **opts)
@@ -245,10 +305,10 @@ def test_killed_job_resubmitted_resumes_without_recomputing_finished_partitions(
     total = len(_plan_units(cfg, opts))
     assert 1 <= n_done < total, "the job must be stopped part way"
 
-    second = _ray(env, *submit, *command, timeout=600)
+    second = _submit(env, *submit, *command, timeout=600)
     output = second.stdout + second.stderr
     assert second.returncode == 0 and "succeeded" in output, output[-3000:]
-    assert f"({n_done} already done)" in output  # nothing finished was planned again
+    assert f": {n_done} unchanged, " in output  # nothing finished was planned again
     after = _partition_versions(fs, cfg.infer.catalog)
     assert all(after[p] == v for p, v in finished.items())  # nor rewritten
     _check_every_id_once(url, cfg.infer.catalog, opts)

@@ -243,6 +243,20 @@ def read_artifact_meta(path: str, storage_options: dict | None = None) -> Artifa
         ) from None
 
 
+def verified_weights(path: str, storage_options: dict | None = None) -> tuple[bytes, ArtifactMeta]:
+    """The weights file and meta of an artifact, checked against ``model_id`` without torch:
+    a truncated, corrupt or swapped ``model.pt`` is a one-line error (the driver checks this
+    before a job changes a catalog, without paying torch's import)."""
+    meta = read_artifact_meta(path, storage_options)
+    blob = _artifact_file(path, storage_options, MODEL_WEIGHTS_FILE)
+    if _weights_id(blob) != meta.model_id:
+        raise RaycatError(
+            f"model artifact {path}: {MODEL_WEIGHTS_FILE} does not match "
+            f"model_id {meta.model_id} (corrupt or partly written)"
+        )
+    return blob, meta
+
+
 def load_artifact(
     path: str, storage_options: dict | None = None, device: str = "cpu"
 ) -> tuple[torch.nn.Module, ArtifactMeta]:
@@ -254,13 +268,7 @@ def load_artifact(
     """
     import torch
 
-    meta = read_artifact_meta(path, storage_options)
-    blob = _artifact_file(path, storage_options, MODEL_WEIGHTS_FILE)
-    if _weights_id(blob) != meta.model_id:
-        raise RaycatError(
-            f"model artifact {path}: {MODEL_WEIGHTS_FILE} does not match "
-            f"model_id {meta.model_id} (corrupt or partly written)"
-        )
+    blob, meta = verified_weights(path, storage_options)
     try:
         state = torch.load(io.BytesIO(blob), map_location=device, weights_only=True)
         with torch.device("meta"):  # no random initialisation to overwrite (0.15-0.3 s)
