@@ -88,11 +88,11 @@ def fake_catalog(root: str, ids, ra, dec, model_id: str, storage_options=None, o
 
     from raycat.catalog.info import catalog_schema
     from raycat.catalog.write import CatalogWriter, partition_table
-    from raycat.healpix import healpix29
+    from raycat.healpix import healpix29, unit_key
     from raycat.photoz.pdf import bin_edges
 
     schema_ = catalog_schema(bin_edges(0.0, 1.6, 20), ["ps1_g"], model_id=model_id, config_hash="c")
-    writer = CatalogWriter(root, schema_, order, mode="new", storage_options=storage_options)
+    writer = CatalogWriter(root, schema_, mode="new", storage_options=storage_options)
     ids, ra, dec = np.asarray(ids), np.asarray(ra), np.asarray(dec)
     pixels = healpix29(ra, dec) >> (2 * (29 - order))
     for pixel in np.unique(pixels):
@@ -106,5 +106,5 @@ def fake_catalog(root: str, ids, ra, dec, model_id: str, storage_options=None, o
             flags=np.zeros(n, np.int32),
             pdf=np.ones((n, 20)),
         )
-        writer.write_partition(int(pixel), table)
+        writer.write_partition(unit_key(order, int(pixel)), table)
     writer.finalize()

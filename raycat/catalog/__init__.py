@@ -6,4 +6,5 @@ partition's rows and calls the writer; ``metadata`` writes the HATS metadata ato
 ``read`` streams partitions back. A job's hold on a catalog is ``job``: its ``lease`` (one
 writer at a time), the comparison of plan and markers a resume makes (``resume``, ``region``)
 and the versions an overwrite switches (``versions``); ``atomic`` removes only what raycat wrote.
+Partitions are of mixed HEALPix orders, each known by its NUNIQ key (``keys``).
 """

@@ -8,10 +8,11 @@ with each partition.
    interrupted is finished and crashed jobs' leftovers removed (only under the lease);
 3. ``mode`` picks the version written: the catalog itself (resume, new) or a staged version
    beside it (overwrite), switched in only once it is complete;
-4. ``reconcile`` compares the plan with the done markers (``raycat.catalog.resume``);
-   ``begin`` removes the markers of partitions to rewrite; ``finish`` removes vanished
-   partitions, fails on too many unreadable objects, writes the HATS metadata and, for an
-   overwrite, switches versions.
+4. ``partitioning`` gives the planner the version's partitions (NUNIQ keys of mixed
+   orders) to keep; ``reconcile`` compares the plan with the done markers
+   (``raycat.catalog.resume``); ``begin`` removes the markers of partitions to rewrite;
+   ``finish`` removes vanished partitions, fails on too many unreadable objects, writes the
+   HATS metadata and, for an overwrite, switches versions.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from raycat import fsutil
 from raycat import schema as S
 from raycat.catalog.atomic import remove_files, remove_temp_files
 from raycat.catalog.info import CatalogInfo
+from raycat.catalog.keys import partition_relpath
 from raycat.catalog.lease import Lease, read_holder
-from raycat.catalog.markers import read_markers, remove_markers
+from raycat.catalog.markers import DoneMarker, read_markers, remove_markers
 from raycat.catalog.metadata import finalize
-from raycat.catalog.read import existing_schema, partition_paths
+from raycat.catalog.read import existing_schema, partition_keys
 from raycat.catalog.region import Region
-from raycat.catalog.resume import Reconciliation, UnitPlan, existing_order, reconcile
+from raycat.catalog.resume import Reconciliation, UnitPlan, existing_partitioning, reconcile
 from raycat.catalog.versions import (
     foreign_error,
     ownership,
@@ -76,8 +78,8 @@ class CatalogJob:
         self.target_url = f"{url.rstrip('/')}/{S.STAGING_DIR}" if self.staged else url
         self.lease = Lease(self.fs, self.root, url, lease_seconds)
         self.notes: list[str] = []
-        self.markers: dict = {}
-        self.files: set[tuple[int, int]] = set()
+        self.markers: dict[int, DoneMarker | None] = {}  # by NUNIQ key, as the files
+        self.files: set[int] = set()
 
     @property
     def job_id(self) -> str:
@@ -126,8 +128,7 @@ class CatalogJob:
 
     def _read_state(self) -> None:
         self.markers = read_markers(self.fs, self.target)
-        paths = partition_paths(self.fs, self.target)
-        self.files = set(filter(None, map(S.partition_of, paths)))
+        self.files = partition_keys(self.fs, self.target)
 
     def _check_versions(self) -> None:
         """Refuse to mix models (or, for a region, configs); a staged version of another
@@ -158,61 +159,57 @@ class CatalogJob:
             )
 
     @property
-    def order(self) -> int | None:
-        """The partitioning to plan at: the version's own, or None (a new one: choose)."""
-        return existing_order(self.markers, self.files)
+    def partitioning(self) -> list[int] | None:
+        """The NUNIQ keys of the version's own partitions (from its markers and files, of any
+        orders): the planner keeps them as work units (a resume never writes a second set of
+        partitions); None for a new or empty version (the planner chooses)."""
+        return existing_partitioning(self.markers, self.files)
 
     # -- the job --
     def reconcile(
         self,
         schema: pa.Schema,
-        order: int,
         counts: dict[int, int],
         hashes: dict[int, int],
         retry_read_errors: bool,
     ) -> Reconciliation:
-        """What to do with each partition, for this plan at ``order`` (nothing changes yet)."""
+        """What to do with each partition for this plan (``counts`` and ``hashes`` by NUNIQ
+        key); nothing changes yet."""
         check_compatible(self.fs, self.target, self.target_url, schema)
-        plan = UnitPlan(order, counts, hashes, self.model_id, self.config_hash)
+        plan = UnitPlan(counts, hashes, self.model_id, self.config_hash)
         region = None
         if self.region is not None:
-            known = {p for o, p in chain(self.markers, self.files) if o == order}
-            region = self.region.select(set(counts) | known, order)
+            region = self.region.select({*counts, *self.markers, *self.files})
         return reconcile(
             plan, self.markers, self.files, retry_read_errors=retry_read_errors, region=region
         )
 
-    def begin(self, rec: Reconciliation, order: int) -> None:
+    def begin(self, rec: Reconciliation) -> None:
         """Remove the done markers of the partitions to rewrite: until rewritten, they are
         unfinished (a crash then leaves them to the next resume)."""
-        remove_markers(self.fs, self.target, [(order, p) for p in rec.rewrite])
+        remove_markers(self.fs, self.target, rec.rewrite)
 
-    def writer(self, schema: pa.Schema, order: int) -> CatalogWriter:
-        return CatalogWriter(
-            self.target_url, schema, order, mode=None, storage_options=self.options
-        )
+    def writer(self, schema: pa.Schema) -> CatalogWriter:
+        return CatalogWriter(self.target_url, schema, mode=None, storage_options=self.options)
 
     def check_held(self) -> None:
         """A one-line error once the lease is lost (taken over after renewals failed)."""
         if self.lease.lost:
             raise RaycatError(f"catalog {self.url}: {self.lease.lost}; this job stopped")
 
-    def finish(self, rec: Reconciliation, order: int, max_error_fraction: float) -> dict:
+    def finish(self, rec: Reconciliation, max_error_fraction: float) -> dict:
         """Remove vanished partitions, check unreadable objects, write the HATS metadata and
         switch versions (overwrite); returns the catalog's rows and partitions."""
-        vanished = [f"{self.target}/{S.partition_relpath(o, p)}" for o, p in rec.vanished]
-        remove_files(self.fs, vanished)
+        remove_files(self.fs, [f"{self.target}/{partition_relpath(k)}" for k in rec.vanished])
         remove_markers(self.fs, self.target, rec.vanished)
-        self._check_read_errors(order, max_error_fraction)
-        totals = finalize(self.fs, self.target, self.target_url, order, self.options)
+        self._check_read_errors(max_error_fraction)
+        totals = finalize(self.fs, self.target, self.target_url, self.options)
         if self.staged:
             self._note_kept(switch_versions(self.fs, self.root, self.job_id))
         return totals
 
-    def _check_read_errors(self, order: int, max_fraction: float) -> None:
-        markers = [
-            m for (o, _), m in read_markers(self.fs, self.target).items() if m and o == order
-        ]
+    def _check_read_errors(self, max_fraction: float) -> None:
+        markers = [m for m in read_markers(self.fs, self.target).values() if m]
         objects = sum(m.rows for m in markers)
         errors = sum(m.read_errors for m in markers)
         if objects and errors > max_fraction * objects:

@@ -2,10 +2,12 @@
 the plan.
 
 A marker is written after its partition's file (``_raycat_done/Norder=k_Npix=n.done``, small
-JSON). It records the pixel, the number of objects and the hash of their ids (the planner
-computes the same two per work unit, ``raycat.plan.idhash``), the model and the hash of the
-settings that change the numbers, objects per flag and a few tiles that could not be read.
+JSON; partitions of any order). It records the pixel, the number of objects and the hash of
+their ids (the planner computes the same two per work unit, ``raycat.plan.idhash``), the model
+and the hash of the settings that change the numbers, objects per flag and a few tiles that
+could not be read.
 A resume keeps a partition only when its marker matches the new plan on all of these.
+Markers are named by (order, pixel) on disk and found by NUNIQ key (``raycat.catalog.keys``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import pyarrow as pa
 
 from raycat import schema as S
 from raycat.catalog.atomic import remove_files
+from raycat.catalog.keys import key_of_marker, marker_relpath, order_pixel
 from raycat.fsutil import put_atomic
+from raycat.healpix import unit_key
 from raycat.plan.idhash import format_hash, id_set_hash
 
 MAX_ERROR_TILES = 5  # tile URIs a marker keeps of those that gave READ_ERROR
@@ -54,23 +58,26 @@ class DoneMarker:
     flags: dict[str, int] = field(default_factory=dict)
     error_tiles: tuple[str, ...] = ()
 
+    @property
+    def key(self) -> int:
+        """The partition's NUNIQ key (``raycat.healpix.unit_key``)."""
+        return unit_key(self.order, self.pixel)
+
     @classmethod
     def of_table(
         cls,
-        order: int,
-        pixel: int,
+        key: int,
         table: pa.Table,
         *,
         model_id: str,
         config_hash: str,
         error_tiles: Iterable[str] = (),
     ) -> DoneMarker:
-        """The marker of a partition about to be written as ``table``."""
+        """The marker of the partition ``key`` about to be written as ``table``."""
         flags = np.asarray(table[S.FLAGS])
         counts = {str(f.name): int(np.count_nonzero(flags & int(f))) for f in S.Flag}
         return cls(
-            order,
-            pixel,
+            *order_pixel(key),
             table.num_rows,
             format_hash(id_set_hash(np.asarray(table[S.ID]))),
             model_id,
@@ -97,14 +104,14 @@ class DoneMarker:
         return json.dumps(asdict(self), sort_keys=True).encode()
 
     @classmethod
-    def from_json(cls, blob: bytes, order: int, pixel: int) -> DoneMarker | None:
-        """The marker in ``blob``; None if unreadable. A marker of an older raycat (no id
-        hash or config hash) reads with empty ones, so it never matches a plan."""
+    def from_json(cls, blob: bytes, key: int) -> DoneMarker | None:
+        """The marker in ``blob`` (of the partition ``key``, from its file name); None if
+        unreadable. A marker of an older raycat (no id hash or config hash) reads with empty
+        ones, so it never matches a plan."""
         try:
             raw = json.loads(blob)
             return cls(
-                order,
-                pixel,
+                *order_pixel(key),
                 int(raw["rows"]),
                 str(raw.get("id_hash", "")),
                 str(raw.get("model_id", "")),
@@ -116,35 +123,35 @@ class DoneMarker:
             return None
 
 
-def marker_path(root: str, order: int, pixel: int) -> str:
-    return f"{root}/{S.done_marker_relpath(order, pixel)}"
+def marker_path(root: str, key: int) -> str:
+    return f"{root}/{marker_relpath(key)}"
 
 
 def write_marker(fs, root: str, marker: DoneMarker) -> None:
     """Put a marker in place, whole (the partition's file must already be in place)."""
-    put_atomic(fs, marker_path(root, marker.order, marker.pixel), marker.to_json())
+    put_atomic(fs, marker_path(root, marker.key), marker.to_json())
 
 
-def read_markers(fs, root: str) -> dict[tuple[int, int], DoneMarker | None]:
-    """Every marker of the catalog at ``root`` by (order, pixel): one listing and one
-    concurrent fetch; an unreadable marker (a crash of an older raycat) maps to None."""
+def read_markers(fs, root: str) -> dict[int, DoneMarker | None]:
+    """Every marker of the catalog at ``root`` by NUNIQ key, every order: one listing and
+    one concurrent fetch; an unreadable marker (a crash of an older raycat) maps to None."""
     directory = f"{root}/{S.DONE_DIR}"
     fs.invalidate_cache(directory)
     if not fs.exists(directory):
         return {}
     keys = {}
     for path in fs.ls(directory, detail=False):
-        key = S.done_marker_of(path)
+        key = key_of_marker(path)
         if key is not None:
             keys[path] = key
     blobs = fs.cat(list(keys), on_error="return") if keys else {}
-    markers: dict[tuple[int, int], DoneMarker | None] = {}
+    markers: dict[int, DoneMarker | None] = {}
     for path, key in keys.items():
         blob = blobs.get(path)
-        markers[key] = DoneMarker.from_json(blob, *key) if isinstance(blob, bytes) else None
+        markers[key] = DoneMarker.from_json(blob, key) if isinstance(blob, bytes) else None
     return markers
 
 
-def remove_markers(fs, root: str, keys: Iterable[tuple[int, int]]) -> None:
-    """Remove the markers of these (order, pixel) partitions (their files are then redone)."""
-    remove_files(fs, [marker_path(root, order, pixel) for order, pixel in keys])
+def remove_markers(fs, root: str, keys: Iterable[int]) -> None:
+    """Remove the markers of these partitions, by key (their files are then redone)."""
+    remove_files(fs, [marker_path(root, key) for key in keys])

@@ -1,7 +1,8 @@
 """The HATS metadata of a finished catalog, written so that a crash never leaves it half-written.
 
-``finalize`` checks that every partition file has its done marker and that all markers name
-one model and one config, then has the ``hats`` package's own writers prepare
+``finalize`` checks that every partition file has its done marker, that no two partitions
+overlap (partitions may be of mixed orders, a pixel never beside its ancestor) and that all
+markers name one model and one config, then has the ``hats`` package's own writers prepare
 ``dataset/_common_metadata``, ``dataset/_metadata``, ``partition_info.csv`` and the properties
 in a temp directory, and puts each file in place whole (temp + rename locally, one PUT on
 object stores). ``hats.properties`` goes last: a catalog without it is still being written.
@@ -14,8 +15,9 @@ import uuid
 from raycat import __version__
 from raycat import schema as S
 from raycat.catalog.atomic import remove_temp_files
+from raycat.catalog.keys import label, order_pixel, overlapping_pair
 from raycat.catalog.markers import DoneMarker, read_markers
-from raycat.catalog.read import partition_paths
+from raycat.catalog.read import partition_keys
 from raycat.catalog.versions import remove_version
 from raycat.errors import RaycatError
 from raycat.fsutil import put_atomic
@@ -31,16 +33,17 @@ METADATA_FILES = (
 
 
 def finalize(
-    fs, root: str, url: str, order: int, storage_options: dict, catalog_name: str = "raycat"
+    fs, root: str, url: str, storage_options: dict, catalog_name: str = "raycat"
 ) -> dict[str, int]:
-    """Write the HATS metadata of the catalog at ``root``; returns its rows and partitions."""
+    """Write the HATS metadata of the catalog at ``root`` (partitions of any orders);
+    returns its rows and partitions."""
     remove_temp_files(fs, root)
-    markers = _checked_markers(fs, root, url, order)
-    pixels = {p for o, p in filter(None, map(S.partition_of, partition_paths(fs, root)))}
-    if not pixels:
+    keys = partition_keys(fs, root)
+    markers = _checked_markers(fs, root, url, keys)
+    if not keys:
         raise RaycatError(f"catalog {url}: no rows written, nothing to finalize")
     temp = f"{root}/{S.METADATA_TEMP_PREFIX}{uuid.uuid4().hex[:12]}"
-    total_rows = _prepare(url, temp, order, pixels, markers, storage_options, catalog_name)
+    total_rows = _prepare(url, temp, keys, markers, storage_options, catalog_name)
     expected = sum(m.rows for m in markers.values())
     if total_rows != expected:
         raise RaycatError(
@@ -50,27 +53,28 @@ def finalize(
     for relpath in METADATA_FILES:
         put_atomic(fs, f"{root}/{relpath}", fs.cat_file(f"{temp}/{relpath}"))
     remove_version(fs, temp)
-    return {"rows": int(total_rows), "partitions": len(pixels)}
+    return {"rows": int(total_rows), "partitions": len(keys)}
 
 
-def _checked_markers(fs, root: str, url: str, order: int) -> dict[int, DoneMarker]:
-    """The markers at ``order``; an error for a file without one, a partition at another
-    order, or markers of two models or configs (the catalog is not finished: a resume is)."""
-    files = set(filter(None, map(S.partition_of, partition_paths(fs, root))))
+def _checked_markers(fs, root: str, url: str, files: set[int]) -> dict[int, DoneMarker]:
+    """The markers by key; an error for a file without one, overlapping partitions (a pixel
+    and its ancestor), or markers of two models or configs (the catalog is not finished: a
+    resume is). ``files``: the keys of the partition files."""
     found = read_markers(fs, root)
-    unmarked = sorted(p for o, p in files if found.get((o, p)) is None)
+    unmarked = [label(k) for k in sorted(files) if found.get(k) is None]
     if unmarked:
         raise RaycatError(
             f"catalog {url}: partition(s) {unmarked[:5]} not marked done "
             "(interrupted write); rerun with mode resume before finalizing"
         )
-    others = sorted({o for o, _ in (*files, *found)} - {order})
-    if others:
+    overlap = overlapping_pair({*files, *found})
+    if overlap is not None:
+        outer, inner = map(label, overlap)
         raise RaycatError(
-            f"catalog {url}: partitions at HEALPix order(s) {others} beside {order}; "
-            "rerun with mode resume to remove them"
+            f"catalog {url}: partitions overlap (pixel {inner} lies inside partition {outer}); "
+            "rerun with mode resume to remove the one the plan does not have"
         )
-    markers = {p: m for (o, p), m in found.items() if m is not None}
+    markers = {k: m for k, m in found.items() if m is not None}
     kinds = {(m.model_id, m.config_hash) for m in markers.values()}
     if len(kinds) > 1:
         raise RaycatError(
@@ -80,8 +84,12 @@ def _checked_markers(fs, root: str, url: str, order: int) -> dict[int, DoneMarke
     return markers
 
 
-def _prepare(url, temp, order, pixels, markers, storage_options, catalog_name) -> int:
-    """Have hats write every metadata file under ``temp``; returns the rows it counted."""
+def _prepare(url, temp, keys, markers, storage_options, catalog_name) -> int:
+    """Have hats write every metadata file under ``temp``; returns the rows it counted.
+
+    The properties follow hats' own writers for a catalog of mixed orders (``lsdb``'s
+    ``to_hats``): ``hats_order`` is the deepest partition order and ``hats_max_rows`` the
+    rows of the largest partition."""
     from hats.catalog import PartitionInfo, TableProperties
     from hats.catalog.dataset.hats_properties import HatsProperties
     from hats.io import write_parquet_metadata
@@ -90,7 +98,7 @@ def _prepare(url, temp, order, pixels, markers, storage_options, catalog_name) -
 
     base, out = UPath(url, **storage_options), UPath(_join(url, temp), **storage_options)
     total_rows = write_parquet_metadata(base, output_path=out)
-    partition_info = PartitionInfo([HealpixPixel(order, p) for p in sorted(pixels)])
+    partition_info = PartitionInfo([HealpixPixel(*order_pixel(k)) for k in sorted(keys)])
     partition_info.write_to_file(out / S.PARTITION_INFO_FILE)
     provenance = HatsProperties.new_provenance_dict(base, builder=f"raycat v{__version__}")
     TableProperties(
@@ -101,7 +109,7 @@ def _prepare(url, temp, order, pixels, markers, storage_options, catalog_name) -
         dec_column=S.DEC,
         healpix_column=S.HEALPIX_29,
         healpix_order=HEALPIX_ORDER,
-        hats_order=order,
+        hats_order=partition_info.get_highest_order(),
         hats_max_rows=max(m.rows for m in markers.values()),
         moc_sky_fraction=float(partition_info.calculate_fractional_coverage()),
         **provenance,

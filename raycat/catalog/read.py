@@ -1,7 +1,7 @@
 """Reading a raycat catalog partition by partition: ids, PDFs and its raycat metadata.
 
-Nothing here loads a whole catalog: callers stream partitions and read only the columns
-they need.
+Nothing here loads a whole catalog: callers stream partitions (of whatever orders the
+catalog holds, in path order) and read only the columns they need.
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ import pyarrow.parquet as pq
 from raycat import fsutil
 from raycat import schema as S
 from raycat.catalog.info import CatalogInfo
+from raycat.catalog.keys import key_of_partition
 from raycat.errors import RaycatError
 
 
-def partition_pixels(fs, root: str) -> Iterator[int]:
-    """HEALPix pixel of each partition file under ``root``, in path order."""
-    for path in partition_paths(fs, root):
-        order_pixel = S.partition_of(path)
-        assert order_pixel is not None  # the glob only lists partition files
-        yield order_pixel[1]
+def partition_keys(fs, root: str) -> set[int]:
+    """NUNIQ key of each partition file under ``root`` (partitions of any order)."""
+    return set(filter(None, map(key_of_partition, partition_paths(fs, root))))
 
 
 def partition_paths(fs, root: str) -> list[str]:

@@ -1,8 +1,10 @@
 """A sky region to reprocess: a cone ``RA,DEC,RADIUS_DEG`` or HEALPix pixels ``ORDER/PIX,...``.
 
 ``raycat infer --region`` rewrites only the catalog partitions the region touches. A region
-is matched against partitions at the catalog's own order: a cone by the pixels it overlaps, a
-pixel by its ancestor or descendants at that order (never by listing every descendant).
+is matched against partitions of any orders (NUNIQ keys, ``raycat.catalog.keys``): a cone by
+the cells of its coverage (a MOC down to the finest order present), a pixel by ancestry in
+either direction, each as overlapping ranges on the order-29 curve (never by listing every
+descendant).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from raycat.config import REGION_CONE_RE, REGION_HELP, REGION_PIXELS_RE
 from raycat.errors import RaycatError
 from raycat.healpix import ORDER as MAX_ORDER
+from raycat.healpix import Partitioning, unit_key, unit_orders_pixels, unit_ranges
 
 
 @dataclass(frozen=True)
@@ -43,30 +46,33 @@ class Region:
             return cls(pixels=pixels)
         raise RaycatError(f"region {text!r} is not {REGION_HELP}")
 
-    def select(self, pixels: Iterable[int], order: int) -> set[int]:
-        """The ``pixels`` (nested, at ``order``) that the region touches."""
-        pixels = set(pixels)
+    def select(self, keys: Iterable[int]) -> set[int]:
+        """The partitions among ``keys`` (NUNIQ, any orders) that the region touches."""
+        keys = np.unique(np.fromiter((int(k) for k in keys), dtype=np.int64))
+        if not len(keys):
+            return set()
+        starts, ends = unit_ranges(keys)
         if self.cone is not None:
-            return pixels & self._cone_pixels(order)
-        return {
-            pixel for pixel in pixels if any(_touches(pixel, order, o, p) for o, p in self.pixels)
-        }
+            orders, _ = unit_orders_pixels(keys)
+            touched = Partitioning(self._cone_cells(int(orders.max()))).overlapping(starts, ends)
+        else:  # pixels nest: a partition and a region pixel overlap when their ranges do
+            touched = np.zeros(len(keys), dtype=bool)
+            for region_start, region_end in zip(*unit_ranges(self._pixel_keys()), strict=True):
+                touched |= (starts < region_end) & (region_start < ends)
+        return set(keys[touched].tolist())
 
-    def _cone_pixels(self, order: int) -> set[int]:
+    def _pixel_keys(self) -> np.ndarray:
+        return np.array([unit_key(order, pixel) for order, pixel in self.pixels], np.int64)
+
+    def _cone_cells(self, order: int) -> np.ndarray:
+        """The cone as disjoint cells (NUNIQ keys) of orders up to ``order``: every pixel at
+        ``order`` or coarser that the cone overlaps holds one of them."""
         from astropy.coordinates import Angle, Latitude, Longitude
         from cdshealpix.nested import cone_search
 
         assert self.cone is not None
         ra, dec, radius = self.cone
-        ipix, _depth, _full = cone_search(
-            Longitude(ra, "deg"), Latitude(dec, "deg"), Angle(radius, "deg"), order, flat=True
+        ipix, depth, _full = cone_search(
+            Longitude(ra, "deg"), Latitude(dec, "deg"), Angle(radius, "deg"), order
         )
-        return set(np.asarray(ipix, dtype=np.int64).tolist())
-
-
-def _touches(pixel: int, order: int, region_order: int, region_pixel: int) -> bool:
-    """Whether pixel ``region_pixel`` at ``region_order`` overlaps ``pixel`` at ``order``
-    (nested indices: an ancestor's index is a prefix of its descendants')."""
-    if region_order <= order:
-        return pixel >> 2 * (order - region_order) == region_pixel
-    return region_pixel >> 2 * (region_order - order) == pixel
+        return unit_key(np.asarray(depth, np.int64), np.asarray(ipix, np.int64))

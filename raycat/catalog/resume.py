@@ -2,7 +2,11 @@
 
 Pure functions, no I/O: the driver reads the markers (one listing, one fetch) and lists the
 partition files once, plans the work units with their object counts and id hashes, and
-``reconcile`` sorts every partition into what the job must do with it.
+``reconcile`` sorts every partition into what the job must do with it. Partitions are NUNIQ
+keys of any order (``raycat.catalog.keys``): the plan's units and the catalog's partitions
+are compared key by key, so a partition the plan does not have at that very pixel and order
+is gone from the plan (the planner keeps a catalog's partitioning on a resume:
+``CatalogJob.partitioning``).
 """
 
 from __future__ import annotations
@@ -10,16 +14,14 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
+from raycat.catalog.keys import disjoint_keys
 from raycat.catalog.markers import DoneMarker
-
-Key = tuple[int, int]  # (order, pixel)
 
 
 @dataclass(frozen=True)
 class UnitPlan:
-    """The planned work units: objects and id-set hash per pixel at ``order``."""
+    """The planned work units: objects and id-set hash per NUNIQ key."""
 
-    order: int
     counts: Mapping[int, int]
     hashes: Mapping[int, int]
     model_id: str
@@ -28,14 +30,14 @@ class UnitPlan:
 
 @dataclass
 class Reconciliation:
-    """What a job does with each partition, by kind (pixels at the plan's order)."""
+    """What a job does with each partition, by kind (sets of NUNIQ keys)."""
 
     unchanged: set[int] = field(default_factory=set)  # marker matches the plan: skipped
     new: set[int] = field(default_factory=set)  # no marker yet (never or partly written)
     changed: set[int] = field(default_factory=set)  # other objects, model or config
     retried: set[int] = field(default_factory=set)  # holds READ_ERROR objects
     reprocessed: set[int] = field(default_factory=set)  # inside the region asked for
-    vanished: set[Key] = field(default_factory=set)  # not in the plan: removed
+    vanished: set[int] = field(default_factory=set)  # not in the plan: removed
     outside: int = 0  # planned partitions outside the region, left as they are
 
     @property
@@ -70,52 +72,48 @@ class Reconciliation:
 
 def reconcile(
     plan: UnitPlan,
-    markers: Mapping[Key, DoneMarker | None],
-    files: Collection[Key],
+    markers: Mapping[int, DoneMarker | None],
+    files: Collection[int],
     *,
     retry_read_errors: bool = True,
     region: Collection[int] | None = None,
 ) -> Reconciliation:
     """Sort the planned partitions and the catalog's own into the kinds of
-    :class:`Reconciliation`.
+    :class:`Reconciliation` (``markers`` and ``files`` by key, as on disk).
 
     A partition is kept only when its marker matches the plan (objects and their id hash,
     model, config) and its file is there (a marker of 0 rows has none); one with READ_ERROR
-    objects is retried when ``retry_read_errors``. Partitions of the catalog that the plan no
-    longer has (or at another order) vanish. With a ``region`` (pixels at the plan's order),
-    only the partitions inside it are touched: all rewritten, the vanished ones removed.
+    objects is retried when ``retry_read_errors``. Partitions of the catalog that the plan
+    does not have (at that pixel and order) vanish. With a ``region`` (keys), only the
+    partitions inside it are touched: all rewritten, the vanished ones removed.
     """
     rec = Reconciliation()
-    for pixel, count in plan.counts.items():
-        if region is not None and pixel not in region:
+    for key, count in plan.counts.items():
+        if region is not None and key not in region:
             rec.outside += 1
             continue
-        marker = markers.get((plan.order, pixel))
+        marker = markers.get(key)
         if region is not None:
-            rec.reprocessed.add(pixel)
+            rec.reprocessed.add(key)
         elif marker is None:
-            rec.new.add(pixel)
-        elif not marker.matches(count, plan.hashes[pixel], plan.model_id, plan.config_hash) or (
-            marker.rows and (plan.order, pixel) not in files
+            rec.new.add(key)
+        elif not marker.matches(count, plan.hashes[key], plan.model_id, plan.config_hash) or (
+            marker.rows and key not in files
         ):
-            rec.changed.add(pixel)
+            rec.changed.add(key)
         elif retry_read_errors and marker.read_errors:
-            rec.retried.add(pixel)
+            rec.retried.add(key)
         else:
-            rec.unchanged.add(pixel)
-    for order, pixel in {*markers, *files}:
-        planned = order == plan.order and pixel in plan.counts
-        inside = region is None or (order == plan.order and pixel in region)
-        if not planned and inside:
-            rec.vanished.add((order, pixel))
+            rec.unchanged.add(key)
+    for key in {*markers, *files}:
+        if key not in plan.counts and (region is None or key in region):
+            rec.vanished.add(key)
     return rec
 
 
-def existing_order(markers: Collection[Key], files: Collection[Key]) -> int | None:
-    """The HEALPix order of a catalog's partitions (its most common, should an older raycat
-    have left a second set); None for a catalog with none."""
-    keys = list(markers) or list(files)
-    if not keys:
-        return None
-    orders = [order for order, _ in keys]
-    return max(set(orders), key=lambda o: (orders.count(o), -o))
+def existing_partitioning(markers: Collection[int], files: Collection[int]) -> list[int] | None:
+    """The keys of a catalog's partitions, from its markers and files (sorted, disjoint:
+    should an older raycat have left a second set, its most common order wins); None for a
+    catalog with none."""
+    keys = {*markers, *files}
+    return disjoint_keys(keys) if keys else None

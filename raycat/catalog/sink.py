@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from raycat import schema
+from raycat.catalog.keys import label
 from raycat.errors import RaycatError
 from raycat.plan.idhash import id_set_hash
 
@@ -20,6 +21,9 @@ from raycat.plan.idhash import id_set_hash
 class PartitionSink:
     """Ray Data actor: writes complete work units; returns one row (unit, rows) per unit
     written. What a partition holds (flag counts, id hash...) is in its done marker.
+
+    Units are NUNIQ keys of any order (``raycat.healpix.unit_key``), in the rows'
+    ``work_unit`` column and in ``unit_counts`` / ``unit_hashes``.
 
     ``root`` is the version being written (the catalog, or an overwrite's staged version);
     ``lease_url`` the catalog whose lease ``job_id`` holds.
@@ -30,7 +34,6 @@ class PartitionSink:
         root: str,
         storage_options: dict | None,
         catalog_schema,
-        order: int,
         unit_counts: dict[int, int],
         unit_hashes: dict[int, int],
         lease_url: str,
@@ -39,7 +42,7 @@ class PartitionSink:
         from raycat.catalog.write import CatalogWriter
 
         self.writer = CatalogWriter(
-            root, catalog_schema, order, mode=None, storage_options=storage_options
+            root, catalog_schema, mode=None, storage_options=storage_options
         )
         self.expected = {int(k): int(v) for k, v in unit_counts.items()}
         self.hashes = {int(k): int(v) for k, v in unit_hashes.items()}
@@ -58,7 +61,7 @@ class PartitionSink:
             have = sum(len(p[schema.ID]) for p in self.pending[unit])
             if have > self.expected[unit]:
                 raise RuntimeError(
-                    f"work unit {unit}: {have} rows for {self.expected[unit]} "
+                    f"work unit {label(unit)}: {have} rows for {self.expected[unit]} "
                     "objects (rows were duplicated upstream)"
                 )
             if have == self.expected[unit]:
@@ -77,7 +80,7 @@ class PartitionSink:
 
         cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         if id_set_hash(cat[schema.ID]) != self.hashes[unit]:
-            raise RuntimeError(f"work unit {unit}: its ids are not the planned ones")
+            raise RuntimeError(f"work unit {label(unit)}: its ids are not the planned ones")
         if not holds_lease(*self.lease):
             raise RaycatError(f"catalog {self.lease[0]}: this job lost its lease; stopped")
         extra = {name: cat[name] for name in self.extra}

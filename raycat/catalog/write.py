@@ -1,7 +1,8 @@
 """The output catalog: HATS-layout Parquet partitioned by HEALPix, written one partition at a time.
 
-A work unit of the pipeline is one HEALPix pixel at order ``k``; its objects are one
-catalog partition, ``<root>/dataset/Norder=k/Dir=d/Npix=n.parquet``. Each partition is
+A work unit of the pipeline is one HEALPix pixel at any order ``k`` (a catalog mixes orders:
+dense pixels are split into their children); its objects are one catalog partition,
+``<root>/dataset/Norder=k/Dir=d/Npix=n.parquet``. Each partition is
 written atomically and then marked done (``_raycat_done/``, ``raycat.catalog.markers``), so a
 rerun after a crash rewrites unfinished ones whole: every object appears exactly once.
 ``finalize`` adds the HATS metadata (``raycat.catalog.metadata``), so ``hats.read_hats`` and
@@ -22,6 +23,7 @@ from raycat import fsutil
 from raycat import schema as S
 from raycat.catalog.atomic import remove_temp_files
 from raycat.catalog.info import CatalogInfo
+from raycat.catalog.keys import key_of_marker, label, marker_relpath, order_pixel, partition_relpath
 from raycat.catalog.markers import DoneMarker, read_markers, write_marker
 from raycat.catalog.metadata import finalize
 from raycat.catalog.read import existing_schema
@@ -95,6 +97,9 @@ def partition_table(
 class CatalogWriter:
     """Writes the partitions of a catalog, each whole and then marked done.
 
+    A partition is a work unit: one HEALPix pixel at any order, named by its NUNIQ key
+    (``raycat.healpix.unit_key``), so one catalog holds partitions of mixed orders.
+
     Parameters
     ----------
     root : str
@@ -102,8 +107,6 @@ class CatalogWriter:
     schema : pyarrow.Schema
         From :func:`catalog_schema`; every partition is cast to it, and its model id and
         config hash go into every done marker.
-    order : int
-        HEALPix order of the partitions (the work units' order).
     mode : {"resume", "new", None}
         resume: refuse a catalog of another model or other columns, remove crashed writes'
         temp files; new: refuse an existing catalog. ``None`` attaches to a catalog the
@@ -116,12 +119,11 @@ class CatalogWriter:
         self,
         root: str,
         schema: pa.Schema,
-        order: int,
         *,
         mode: WriteMode | None = "resume",
         storage_options: dict | None = None,
     ):
-        self.url, self.schema, self.order = root, schema, order
+        self.url, self.schema = root, schema
         self.storage_options = dict(storage_options or {})
         self.fs, self.root = fsutil.filesystem(root, storage_options)
         self.root = self.root.rstrip("/")
@@ -140,56 +142,53 @@ class CatalogWriter:
         return f"{self.root}/{relpath}"
 
     # -- partitions --
-    def is_done(self, pixel: int) -> bool:
-        """True when the partition of ``pixel`` is written and marked done."""
-        marker = self._path(S.done_marker_relpath(self.order, pixel))
+    def is_done(self, key: int) -> bool:
+        """True when the partition ``key`` is written and marked done."""
+        marker = self._path(marker_relpath(key))
         self.fs.invalidate_cache(marker.rsplit("/", 1)[0])  # other writers add markers
         return self.fs.exists(marker)
 
-    def done_pixels(self) -> set[int]:
-        """Finished pixels at this order, from one listing (not one request per pixel)."""
+    def done_units(self) -> set[int]:
+        """Keys of the finished partitions, every order, from one listing (not one request
+        per partition)."""
         directory = self._path(S.DONE_DIR)
         self.fs.invalidate_cache(directory)
         if not self.fs.exists(directory):
             return set()
-        markers = (S.done_marker_of(p) for p in self.fs.ls(directory, detail=False))
-        return {pixel for order, pixel in filter(None, markers) if order == self.order}
+        return set(filter(None, map(key_of_marker, self.fs.ls(directory, detail=False))))
 
     def markers(self) -> dict[int, DoneMarker]:
-        """The readable done markers at this order, by pixel (one listing, one fetch)."""
-        found = read_markers(self.fs, self.root).items()
-        return {p: m for (o, p), m in found if o == self.order and m is not None}
+        """The readable done markers by key (one listing, one fetch)."""
+        return {k: m for k, m in read_markers(self.fs, self.root).items() if m is not None}
 
-    def flag_counts(self, pixels: set[int]) -> dict[str, int]:
-        """Objects per flag over the given finished pixels, from their done markers, so a
+    def flag_counts(self, keys: set[int]) -> dict[str, int]:
+        """Objects per flag over the given finished partitions, from their done markers, so a
         job summary counts exactly what the catalog holds."""
         totals = {str(f.name): 0 for f in S.Flag}
-        for pixel, marker in self.markers().items():
-            if pixel in pixels:
+        for key, marker in self.markers().items():
+            if key in keys:
                 for name, n in marker.flags.items():
                     totals[name] = totals.get(name, 0) + n
         return {name: n for name, n in totals.items() if n}
 
     def write_partition(
-        self, pixel: int, table: pa.Table, error_tiles: Iterable[str] = ()
+        self, key: int, table: pa.Table, error_tiles: Iterable[str] = ()
     ) -> DoneMarker | None:
-        """Write the rows of one pixel, sorted by ``_healpix_29``; None if already done.
+        """Write the rows of the partition ``key``, sorted by ``_healpix_29``; None if it is
+        already done.
 
         The file appears whole or not at all (local: temp file + rename; object stores:
-        one PUT), and the done marker goes last, so a crash at any point leaves the pixel
-        either done or to be redone. ``error_tiles`` are URIs of tiles that could not be read
-        for these rows (kept in the marker). Returns the marker written.
+        one PUT), and the done marker goes last, so a crash at any point leaves the
+        partition either done or to be redone. ``error_tiles`` are URIs of tiles that could
+        not be read for these rows (kept in the marker). Returns the marker written.
         """
-        if self.is_done(pixel):
+        if self.is_done(key):
             return None
-        table = self._conform(pixel, table)
+        table = self._conform(key, table)
         if table.num_rows:
-            put_atomic(
-                self.fs, self._path(S.partition_relpath(self.order, pixel)), _to_parquet(table)
-            )
+            put_atomic(self.fs, self._path(partition_relpath(key)), _to_parquet(table))
         marker = DoneMarker.of_table(
-            self.order,
-            pixel,
+            key,
             table,
             model_id=self.model_id,
             config_hash=self.config_hash,
@@ -198,27 +197,27 @@ class CatalogWriter:
         write_marker(self.fs, self.root, marker)
         return marker
 
-    def _conform(self, pixel: int, table: pa.Table) -> pa.Table:
+    def _conform(self, key: int, table: pa.Table) -> pa.Table:
+        order, pixel = order_pixel(key)
         try:
             table = table.select(self.schema.names).cast(self.schema)
         except (KeyError, ValueError, pa.ArrowInvalid) as err:
             raise RaycatError(
-                f"catalog: partition {pixel} does not fit the schema ({err})"
+                f"catalog: partition {label(key)} does not fit the schema ({err})"
             ) from None
-        cells = pixel_at_order(np.asarray(table[S.HEALPIX_29]), self.order)
+        cells = pixel_at_order(np.asarray(table[S.HEALPIX_29]), order)
         if np.any(cells != pixel):
             raise RaycatError(
                 f"catalog: {int(np.sum(cells != pixel))} row(s) given for pixel "
-                f"{pixel} (order {self.order}) lie in other pixels"
+                f"{pixel} (order {order}) lie in other pixels"
             )
         return table.sort_by(S.HEALPIX_29)
 
     def finalize(self, catalog_name: str = "raycat") -> dict[str, int]:
         """Write the HATS metadata (``raycat.catalog.metadata.finalize``); refuses while a
-        partition file lacks its done marker (an interrupted write: rerun with resume)."""
-        return finalize(
-            self.fs, self.root, self.url, self.order, self.storage_options, catalog_name
-        )
+        partition file lacks its done marker (an interrupted write: rerun with resume) or
+        partitions overlap."""
+        return finalize(self.fs, self.root, self.url, self.storage_options, catalog_name)
 
 
 def check_compatible(fs, root: str, url: str, schema: pa.Schema) -> None:

@@ -10,13 +10,15 @@ import pyarrow as pa
 import pytest
 
 from raycat import schema as S
+from raycat.catalog.keys import disjoint_keys, label, overlapping_pair
 from raycat.catalog.markers import DoneMarker, read_markers, write_marker
 from raycat.catalog.region import Region
-from raycat.catalog.resume import UnitPlan, existing_order, reconcile
+from raycat.catalog.resume import UnitPlan, existing_partitioning, reconcile
 from raycat.config import parse_config
 from raycat.errors import RaycatError
 from raycat.fsutil import filesystem
-from raycat.plan.idhash import PixelTally, id_set_hash, pixel_summary
+from raycat.healpix import unit_key
+from raycat.plan.idhash import id_set_hash
 
 
 def test_id_set_hash_is_exact_order_free_and_additive():
@@ -30,91 +32,108 @@ def test_id_set_hash_is_exact_order_free_and_additive():
     assert id_set_hash(np.array([7], np.int32)) == id_set_hash(np.array([7], np.int64))
 
 
-def test_pixel_tally_combines_blocks_and_orders():
-    rng = np.random.default_rng(2)
-    healpix_29 = rng.integers(0, 12 * 4**29, 500, dtype=np.int64)
-    ids = np.arange(500)
-    shift = 2 * (29 - 9)
-    tally = PixelTally()
-    for block in np.array_split(np.arange(500), 7):
-        tally.add(*pixel_summary(healpix_29[block], ids[block], shift))
-    coarse = tally.coarser(9)  # order 0
-    for pixel in range(12):
-        mine = (healpix_29 >> (2 * 29)) == pixel
-        assert coarse.counts.get(pixel, 0) == mine.sum()
-        if mine.any():
-            assert coarse.hashes[pixel] == id_set_hash(ids[mine])
-
-
-def _marker(pixel, ids, model="m", config="c", flags=None, order=5):
+def _marker(key, ids, model="m", config="c", flags=None):
     table = pa.table(
         {S.ID: np.asarray(ids, np.int64), S.FLAGS: np.asarray(flags or [0] * len(ids), np.int32)}
     )
-    return DoneMarker.of_table(order, pixel, table, model_id=model, config_hash=config)
+    return DoneMarker.of_table(key, table, model_id=model, config_hash=config)
 
 
 def test_marker_round_trip_and_an_old_marker_never_matches(tmp_path):
     fs, root = filesystem(str(tmp_path))
-    marker = _marker(3, [1, 2, 3], flags=[0, int(S.Flag.READ_ERROR), 0])
+    marker = _marker(unit_key(5, 3), [1, 2, 3], flags=[0, int(S.Flag.READ_ERROR), 0])
+    assert (marker.order, marker.pixel, marker.key) == (5, 3, unit_key(5, 3))
     write_marker(fs, root, marker)
     (tmp_path / S.DONE_DIR / "Norder=5_Npix=4.done").write_text(
         json.dumps({"rows": 2, "model_id": "m", "flags": {}})  # what raycat 0.1 wrote
     )
     (tmp_path / S.DONE_DIR / "Norder=5_Npix=6.done").write_bytes(b'{"rows": 2, "mod')
-    found = read_markers(fs, root)
-    assert found[(5, 3)] == marker and found[(5, 3)].read_errors == 1
-    assert found[(5, 4)] is not None and not found[(5, 4)].matches(2, 0, "m", "c")
-    assert found[(5, 6)] is None  # truncated: treated as not done
+    (tmp_path / S.DONE_DIR / "Norder=7_Npix=70.done").write_bytes(marker.to_json())
+    found = read_markers(fs, root)  # by NUNIQ key, every order; the file name says which
+    assert set(found) == {unit_key(5, 3), unit_key(5, 4), unit_key(5, 6), unit_key(7, 70)}
+    assert found[unit_key(5, 3)] == marker and found[unit_key(5, 3)].read_errors == 1
+    assert (found[unit_key(7, 70)].order, found[unit_key(7, 70)].pixel) == (7, 70)
+    assert found[unit_key(5, 4)] is not None and not found[unit_key(5, 4)].matches(2, 0, "m", "c")
+    assert found[unit_key(5, 6)] is None  # truncated: treated as not done
     assert marker.matches(3, id_set_hash([3, 1, 2]), "m", "c")
     assert not marker.matches(3, id_set_hash([1, 2, 4]), "m", "c")
     assert not marker.matches(3, id_set_hash([1, 2, 3]), "m", "other-config")
 
 
 def test_reconcile_sorts_every_partition_into_its_kind():
+    k = {n: unit_key(order, n) for n, order in {1: 5, 2: 6, 3: 4, 4: 5, 5: 7, 8: 5, 9: 6}.items()}
     plan = UnitPlan(
-        5,
-        counts={1: 2, 2: 2, 3: 1, 4: 1, 5: 3},
+        counts={k[1]: 2, k[2]: 2, k[3]: 1, k[4]: 1, k[5]: 3},
         hashes={
-            1: id_set_hash([1, 2]),
-            2: id_set_hash([3, 4]),
-            3: id_set_hash([5]),
-            4: id_set_hash([6]),
-            5: id_set_hash([7, 8, 9]),
+            k[1]: id_set_hash([1, 2]),
+            k[2]: id_set_hash([3, 4]),
+            k[3]: id_set_hash([5]),
+            k[4]: id_set_hash([6]),
+            k[5]: id_set_hash([7, 8, 9]),
         },
         model_id="m",
         config_hash="c",
     )
     markers = {
-        (5, 1): _marker(1, [1, 2]),  # unchanged
-        (5, 2): _marker(2, [3, 99]),  # other objects
-        (5, 3): _marker(3, [5], flags=[int(S.Flag.READ_ERROR)]),  # retried
-        (5, 4): _marker(4, [6], config="old"),  # other settings
-        (5, 8): _marker(8, [10]),  # no longer planned
-        (4, 0): _marker(0, [1, 2], order=4),  # a second set at another order
+        k[1]: _marker(k[1], [1, 2]),  # unchanged
+        k[2]: _marker(k[2], [3, 99]),  # other objects
+        k[3]: _marker(k[3], [5], flags=[int(S.Flag.READ_ERROR)]),  # retried
+        k[4]: _marker(k[4], [6], config="old"),  # other settings
+        k[8]: _marker(k[8], [10]),  # no longer planned
+        unit_key(4, 1): _marker(unit_key(4, 1), [1, 2]),  # the same pixel number, other order
     }
-    files = {(5, 1), (5, 2), (5, 3), (5, 4), (5, 8), (4, 0), (5, 9)}
+    files = {k[1], k[2], k[3], k[4], k[8], unit_key(4, 1), k[9]}
     rec = reconcile(plan, markers, files)
-    assert (rec.unchanged, rec.changed, rec.retried, rec.new) == ({1}, {2, 4}, {3}, {5})
-    assert rec.vanished == {(5, 8), (4, 0), (5, 9)}
-    assert rec.todo == {2, 3, 4, 5}
+    assert (rec.unchanged, rec.changed, rec.retried, rec.new) == (
+        {k[1]},
+        {k[2], k[4]},
+        {k[3]},
+        {k[5]},
+    )
+    assert rec.vanished == {k[8], unit_key(4, 1), k[9]}
+    assert rec.todo == {k[2], k[3], k[4], k[5]} and rec.rewrite == {k[2], k[3], k[4]}
     assert rec.counts()["removed"] == 3
-    assert reconcile(plan, markers, files, retry_read_errors=False).unchanged == {1, 3}
-    files.discard((5, 1))  # a marker whose file is gone is not a finished partition
-    assert 1 in reconcile(plan, markers, files).changed
-    region = reconcile(plan, markers, files, region={1, 2, 8})
-    assert region.reprocessed == {1, 2} and region.vanished == {(5, 8)} and region.outside == 3
-    assert existing_order(markers, files) == 5 and existing_order({}, set()) is None
+    assert reconcile(plan, markers, files, retry_read_errors=False).unchanged == {k[1], k[3]}
+    files.discard(k[1])  # a marker whose file is gone is not a finished partition
+    assert k[1] in reconcile(plan, markers, files).changed
+    region = reconcile(plan, markers, files, region={k[1], k[2], k[8]})
+    assert region.reprocessed == {k[1], k[2]} and region.vanished == {k[8]} and region.outside == 3
+
+
+def test_a_catalogs_partitioning_keeps_its_mixed_orders_and_drops_overlaps():
+    mixed = [unit_key(2, 7), unit_key(3, 4 * 9 + 1), unit_key(4, 16 * 10 + 5)]  # disjoint
+    assert existing_partitioning({}, set()) is None
+    assert existing_partitioning(dict.fromkeys(mixed[:2]), {mixed[2]}) == sorted(mixed)
+    assert overlapping_pair(mixed) is None
+    # a second set an older raycat left: 3 partitions at order 5, 2 at order 4 inside them
+    fives = [unit_key(5, p) for p in (64, 65, 66)]
+    fours = [unit_key(4, 16), unit_key(4, 17)]  # 16 is the parent of 64-67
+    assert overlapping_pair(fives + fours) == (unit_key(4, 16), unit_key(5, 64))
+    assert disjoint_keys(fives + fours) == sorted([*fives, unit_key(4, 17)])
+    assert existing_partitioning(dict.fromkeys(fives), set(fours)) == disjoint_keys(fives + fours)
+    assert label(unit_key(11, 12345)) == "11/12345"
+    for not_a_key in (0, 3, -1, 16 << 58):
+        with pytest.raises(RaycatError, match="not a work unit"):
+            label(not_a_key)
 
 
 def test_regions_cones_and_pixels_at_any_order():
-    cone = Region.parse("150.0, 2.0, 0.01")
     from raycat.healpix import healpix29
 
-    centre = int(healpix29([150.0], [2.0])[0] >> (2 * (29 - 12)))
-    far = int(healpix29([151.0], [2.0])[0] >> (2 * (29 - 12)))
-    assert cone.select([centre, far], 12) == {centre}
+    cone = Region.parse("150.0, 2.0, 0.01")
+    h29 = healpix29([150.0, 151.0], [2.0, 2.0])
+    centre = [unit_key(o, int(h29[0] >> (2 * (29 - o)))) for o in (10, 12)]
+    far = [unit_key(o, int(h29[1] >> (2 * (29 - o)))) for o in (11, 12)]
+    assert cone.select([centre[0], far[0]]) == {centre[0]}  # partitions of mixed orders
+    assert cone.select([centre[1], far[1]]) == {centre[1]}
+    assert cone.select([]) == set()
     pixels = Region.parse(f"10/5,14/{(77 << 4) + 9}")  # a parent and a grandchild
-    assert pixels.select([5 << 4, (5 << 4) + 3, 6 << 4, 77, 78], 12) == {5 << 4, (5 << 4) + 3, 77}
+    at12 = [unit_key(12, p) for p in (5 << 4, (5 << 4) + 3, 6 << 4, 77, 78)]
+    assert pixels.select(at12) == {at12[0], at12[1], at12[3]}
+    mixed = [(9, 1), (9, 2), (11, 22), (13, (77 << 2) + 1), (13, 78 << 2), (14, (77 << 4) + 8)]
+    # 10/5 lies in 9/1 and holds 11/22; 14/(77<<4)+9 lies in 13/(77<<2)+2, not in +1
+    assert pixels.select([unit_key(*m) for m in mixed]) == {unit_key(9, 1), unit_key(11, 22)}
+    assert Region.parse(f"13/{(77 << 2) + 2}").select([unit_key(12, 77)]) == {unit_key(12, 77)}
     for bad in ("1,2", "91x", "3/1000", "10,95,1"):
         with pytest.raises(RaycatError, match="region"):
             Region.parse(bad)

@@ -59,7 +59,11 @@ def test_resume_at_another_work_unit_size_keeps_the_partitioning(tiny_sky, base,
     cfg = tiny_sky.config(catalog, base[1])
     cfg.cutouts.healpix_order, cfg.cutouts.objects_per_unit = None, 5  # would choose order 9
     result = run_infer(cfg)
-    assert (result["order"], result["passes"], result["partitions_unchanged"]) == (ORDER, 0, 11)
+    assert (result["orders"], result["passes"], result["partitions_unchanged"]) == (
+        {ORDER: 11},
+        0,
+        11,
+    )
     assert {p.parts[-3] for p in catalog.glob(schema.PARTITION_GLOB)} == {f"Norder={ORDER}"}
     assert sorted(catalog_ids(catalog)) == sorted(tiny_sky.truth[schema.ID][:40])
     assert hats.read_hats(str(catalog)).catalog_info.total_rows == 40
@@ -156,33 +160,40 @@ def test_region_rewrites_only_the_partitions_it_touches(tiny_sky, base, tmp_path
     assert "\n" not in str(refused.value) and partition_files(catalog) == after
 
 
-def test_materialised_cutouts_at_another_order_are_regrouped(monkeypatch, ray_module):
-    """Cutouts planned at order 12 by an older raycat (no id hashes), a catalog at order 11:
-    counts and id hashes come from the rows, and rows are re-keyed to order-11 units."""
+def test_materialised_cutouts_cut_otherwise_are_regrouped_into_the_catalogs_partitions(
+    monkeypatch, ray_module
+):
+    """Cutouts cut into other units by an older raycat (no id hashes), a catalog whose
+    partitions are of orders 10 and 11: counts and id hashes come from the rows, and rows are
+    re-keyed to the catalog's own partitions."""
     import ray.data
 
     import raycat.pipeline as P
     from raycat.config import parse_config
+    from raycat.healpix import unit_key
     from raycat.plan.idhash import id_set_hash
 
     rng = np.random.default_rng(5)
-    healpix = rng.integers(0, 64, 200) << (2 * (29 - 3))  # a few order-3 pixels
+    coarse = rng.integers(0, 64, 200)  # a few order-3 pixels, a row at the start of each
+    healpix = coarse << (2 * (29 - 3))
     rows = [
         {schema.ID: i, schema.HEALPIX_29: int(h), schema.WORK_UNIT: -1}
         for i, h in enumerate(healpix)
     ]
-    summary = P.PlanSummary(12, {-1: 200}, ["ps1_g"], False)
+    summary = P.PlanSummary({-1: 200}, ["ps1_g"], False)
     monkeypatch.setattr(
         P,
         "cutout_source",
-        lambda cfg: (summary, lambda skip=frozenset(): ray.data.from_items(rows)),
+        lambda cfg, keep=(): (summary, lambda skip=frozenset(): ray.data.from_items(rows)),
     )
-    regrouped, make = P._plan_at(parse_config({}), 11)
-    units = healpix >> (2 * (29 - 11))
-    assert regrouped.order == 11 and regrouped.unit_counts == dict(Counter(units.tolist()))
+    keys = np.where(
+        coarse % 2 == 0, unit_key(10, healpix >> (2 * 19)), unit_key(11, healpix >> (2 * 18))
+    )
+    regrouped, make = P._plan_at(parse_config({}), sorted(set(keys.tolist())))
+    assert regrouped.unit_counts == dict(Counter(keys.tolist()))
     for unit, value in regrouped.unit_hashes.items():
-        assert value == id_set_hash(np.flatnonzero(units == unit))
-    skip = sorted(regrouped.unit_counts)[:-1]
-    kept = make(frozenset(skip)).take_all()
-    assert {r[schema.WORK_UNIT] for r in kept} == {sorted(regrouped.unit_counts)[-1]}
-    assert len(kept) == regrouped.unit_counts[sorted(regrouped.unit_counts)[-1]]
+        assert value == id_set_hash(np.flatnonzero(keys == unit))
+    last = sorted(regrouped.unit_counts)[-1]
+    kept = make(frozenset(sorted(regrouped.unit_counts)[:-1])).take_all()
+    assert {r[schema.WORK_UNIT] for r in kept} == {last}
+    assert len(kept) == regrouped.unit_counts[last]

@@ -13,7 +13,7 @@ from raycat import schema as S
 from raycat.catalog import info as I
 from raycat.catalog import write as C
 from raycat.errors import RaycatError
-from raycat.healpix import healpix29
+from raycat.healpix import healpix29, unit_key
 from raycat.photoz.pdf import bin_centres, bin_edges
 from raycat.quality.evaluate import (
     PLOT_PIT,
@@ -42,12 +42,12 @@ def sky(tmp_path_factory):
     ra, dec = rng.uniform(30, 40, n), rng.uniform(-5, 5, n)
     root = tmp_path_factory.mktemp("eval")
     schema = I.catalog_schema(EDGES, ["g"], model_id="m", config_hash="c", has_z_spec=True)
-    writer = C.CatalogWriter(str(root / "cat"), schema, ORDER, mode="new")
+    writer = C.CatalogWriter(str(root / "cat"), schema, mode="new")
     pixel = healpix29(ra, dec) >> (2 * (29 - ORDER))
     for p in np.unique(pixel):
         rows = pixel == p
         writer.write_partition(
-            int(p),
+            unit_key(ORDER, int(p)),
             C.partition_table(
                 schema,
                 ids=ids[rows],
