@@ -57,8 +57,11 @@ class DataConfig(_Section):
         description="Tile store root: a directory, s3://, gs:// "
         "or https:// URL. Tile URIs in the index are relative to it.",
     )
-    tile_index: str = Field(
-        "tiles.parquet", description="Tile index, relative to `store` unless absolute."
+    tile_index: str | None = Field(
+        None,
+        description="Tile index, relative to `store` unless absolute: a partitioned index "
+        "directory (`raycat index`, `raycat tiles`) or a single Parquet file; null uses "
+        "`tile_index` under the store when it exists, else `tiles.parquet`.",
     )
     id_column: str = Field("id", description="Object id column.")
     ra_column: str = Field("ra", description="Right ascension column (deg, ICRS).")
@@ -120,12 +123,13 @@ class CutoutConfig(_Section):
         None,
         ge=0,
         le=14,
-        description="HEALPix order of the work units; null chooses it from the object density.",
+        description="One HEALPix order for every work unit; null splits each pixel into "
+        "its children until it holds at most objects_per_unit objects (mixed orders).",
     )
     objects_per_unit: int = Field(
         2000,
         ge=1,
-        description="Target objects per work unit when the order is chosen automatically.",
+        description="Most objects per work unit (= catalog partition) when healpix_order is null.",
     )
     actors: int = Field(1, ge=1, description="Maximum cutout actors (autoscaling pool).")
     cpus_per_actor: float = Field(

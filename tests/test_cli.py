@@ -85,3 +85,22 @@ def test_credentials_on_the_index_command_line_are_refused_without_echoing(tmp_p
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "--storage-options" in out.stderr and "credential" in out.stderr
     assert secret not in out.stderr and secret not in out.stdout
+
+
+def test_credentials_on_the_tiles_command_line_are_refused_without_echoing(tmp_path):
+    secret = "wJalrXUtnFEMI-not-a-real-secret"
+    options = json.dumps({"secret": secret})
+    out = _raycat(
+        "tiles",
+        "--survey",
+        "unwise",
+        "--bands",
+        "unwise_w1",
+        "--out",
+        str(tmp_path / "i"),
+        "--storage-options",
+        options,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "credential" in out.stderr and secret not in out.stderr + out.stdout
+    assert not (tmp_path / "i").exists()

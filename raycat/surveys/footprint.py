@@ -8,6 +8,7 @@ header itself (so planning never has to open a tile).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -72,7 +73,50 @@ def footprint(header) -> dict:
         schema.TILE_CORNERS_DEC: [float(v) for v in corners_dec],
         schema.TILE_ROTATION: rotation_deg(wcs),
         schema.TILE_WCS: wcs_string(wcs),
+        **wcs_numbers(wcs),
     }
+
+
+PLAIN_TAN_CTYPES = ["RA---TAN", "DEC--TAN"]
+
+
+def wcs_numbers(wcs) -> dict:
+    """The numeric WCS columns (CRVAL, CRPIX, CD) and whether they describe it exactly.
+
+    Read back from astropy's parse (units in degrees, CD = PC x CDELT, LONPOLE resolved), so
+    a plain TAN tile's numbers give the same pixels astropy would, without a header parse.
+    """
+    crval, crpix, cd = wcs.wcs.crval, wcs.wcs.crpix, wcs.pixel_scale_matrix
+    return {
+        schema.TILE_CRVAL1: float(crval[0]),
+        schema.TILE_CRVAL2: float(crval[1]),
+        schema.TILE_CRPIX1: float(crpix[0]),
+        schema.TILE_CRPIX2: float(crpix[1]),
+        schema.TILE_CD11: float(cd[0, 0]),
+        schema.TILE_CD12: float(cd[0, 1]),
+        schema.TILE_CD21: float(cd[1, 0]),
+        schema.TILE_CD22: float(cd[1, 1]),
+        schema.TILE_PLAIN_TAN: is_plain_tan(wcs),
+    }
+
+
+def is_plain_tan(wcs) -> bool:
+    """True for a WCS that CRVAL, CRPIX and CD describe exactly: RA---TAN/DEC--TAN in
+    degrees, native pole at LONPOLE 180 (so the intermediate coordinates are the standard
+    ones, xi east and eta north), no SIP, no distortion tables, no projection parameters."""
+    w = wcs.wcs
+    with contextlib.suppress(Exception):
+        w.set()
+    return bool(
+        list(w.ctype) == PLAIN_TAN_CTYPES
+        and [str(u) for u in w.cunit] == ["deg", "deg"]
+        and w.lonpole == 180.0
+        and wcs.sip is None
+        and all(d is None for d in (wcs.cpdis1, wcs.cpdis2, wcs.det2im1, wcs.det2im2))
+        and not w.get_pv()
+        and np.all(np.isfinite(wcs.pixel_scale_matrix))
+        and np.linalg.det(wcs.pixel_scale_matrix) != 0
+    )
 
 
 def rotation_deg(wcs) -> float:

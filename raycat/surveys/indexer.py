@@ -1,13 +1,14 @@
 """`raycat index`: build the tile index of an existing store from the FITS headers alone.
 
-A store of real survey products has no tiles.parquet. Listing it (one fsspec glob) and
+A store of real survey products has no tile index. Listing it (one fsspec glob) and
 reading only each file's header (``TileStore.read_header``: one ranged read of a few KiB,
 even for multi-GB images) gives every column the planner needs: band, footprint and WCS.
 The header reads are I/O bound, so they run as Ray Data tasks of a quarter CPU each
 (a 2-core machine keeps CPU for the listing and the driver). Files whose header has no
 celestial WCS are counted and reported, never dropped silently. Files that cannot be read at
-all fail the run and the old index stays (``--allow-partial`` indexes the rest); the index is
-written atomically, so a reader sees the old one or the new one, never a torn file.
+all fail the run and the old index stays (``--allow-partial`` indexes the rest). The rows
+stream into the partitioned index (``tile_index_write``), whose metadata is written last:
+a reader sees the old index or the new one, never a torn one.
 """
 
 from __future__ import annotations
@@ -149,12 +150,14 @@ def build_index(
     progress=sys.stderr,
     allow_partial: bool = False,
 ) -> IndexSummary:
-    """List the store, read every matching file's header, write the tile index to ``out``
-    (default: tiles.parquet at the store root) and say what was done.
+    """List the store, read every matching file's header, write the partitioned tile index
+    to ``out`` (default: ``tile_index`` at the store root) and say what was done.
 
-    Files that cannot be read at all fail the run and leave an existing index as it was
-    (a flaky store must not replace a good index with a partial one) unless
-    ``allow_partial``; files without a celestial WCS are reported and left out.
+    Header rows stream into a new build of the index batch by batch (no process holds them
+    all); the metadata that makes it the index is written only at the end. Files that cannot
+    be read at all fail the run and leave an existing index as it was (a flaky store must
+    not replace a good index with a partial one) unless ``allow_partial``; files without a
+    celestial WCS are reported and left out.
     """
     from raycat.fsutil import join, storage_errors
     from raycat.surveys.store import open_store
@@ -162,19 +165,28 @@ def build_index(
     with storage_errors(f"cannot list the tile store {store_url}"):
         store = open_store(store_url, storage_options)
         listed = list_files(store, pattern)
-    out = out or join(store_url, schema.TILE_INDEX_FILE)
-    uris = [u for u in listed if u != schema.TILE_INDEX_FILE]
+    out = out or join(store_url, schema.TILE_INDEX_DIR)
+    uris = [u for u in listed if not _is_index_file(u)]
     if not uris:
         raise RaycatError(f"no files matching {pattern!r} under {store_url}")
     _say(progress, f"indexing {len(uris)} files under {store_url}")
     if use_ray:
-        rows = _rows_on_ray(uris, store_url, storage_options or {}, band_from, survey, progress)
+        batches = _rows_on_ray(uris, store_url, storage_options or {}, band_from, survey, progress)
     else:
-        rows = header_rows(store, uris, band_from, survey)
-    return _finish(pd.DataFrame(rows), out, storage_options, len(uris), allow_partial)
+        batches = (
+            pd.DataFrame(header_rows(store, uris[i : i + BATCH_FILES], band_from, survey))
+            for i in range(0, len(uris), BATCH_FILES)
+        )
+    return _write(batches, out, storage_options, len(uris), allow_partial)
 
 
-def _rows_on_ray(uris, store_url, storage_options, band_from, survey, progress) -> list[dict]:
+def _is_index_file(uri: str) -> bool:
+    """A file of a tile index (the single file, or a part of the partitioned one)."""
+    return uri == schema.TILE_INDEX_FILE or uri.startswith(f"{schema.TILE_INDEX_DIR}/")
+
+
+def _rows_on_ray(uris, store_url, storage_options, band_from, survey, progress):
+    """The header rows, batch by batch, read on Ray tasks of a quarter CPU each."""
     import ray.data
 
     from raycat.runtime import READ_ARGS, ray_session
@@ -189,31 +201,56 @@ def _rows_on_ray(uris, store_url, storage_options, band_from, survey, progress) 
         ds = ray.data.from_items([{"uri": u} for u in uris]).map_batches(
             _read_batch, batch_size=BATCH_FILES, batch_format="numpy", fn_kwargs=kwargs, **READ_ARGS
         )
-        return _collect(ds, len(uris), progress)
+        yield from _with_progress(ds, len(uris), progress)
 
 
-def _collect(ds, n_files: int, progress) -> list[dict]:
-    """The rows of the header dataset, with about 20 progress lines however large."""
-    rows: list[dict] = []
-    step, reported = max(1, n_files // 20), 0
+def _with_progress(ds, n_files: int, progress):
+    """The batches of the header dataset, with about 20 progress lines however large."""
+    step, reported, seen = max(1, n_files // 20), 0, 0
     for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
-        rows.extend(batch.to_dict("records"))
-        if len(rows) - reported >= step or len(rows) == n_files:
-            reported = len(rows)
-            _say(progress, f"  headers read: {len(rows)}/{n_files}")
-    return rows
+        seen += len(batch)
+        if seen - reported >= step or seen == n_files:
+            reported = seen
+            _say(progress, f"  headers read: {seen}/{n_files}")
+        yield pd.DataFrame(batch.to_dict("records"))  # Ray's pickled list columns as lists
 
 
-def _finish(
-    frame: pd.DataFrame, out: str, storage_options, n_files: int, allow_partial: bool = False
-) -> IndexSummary:
-    """Write the good rows (atomically), warn about the rest, and summarise; unreadable files
-    are an error that keeps the old index unless ``allow_partial``."""
-    from raycat.fsutil import filesystem, put_atomic
+def _write(batches, out: str, storage_options, n_files: int, allow_partial: bool) -> IndexSummary:
+    """Stream the good rows into a new build, then commit it (metadata last); unreadable
+    files are an error that keeps the old index unless ``allow_partial``."""
+    from raycat.surveys.tile_index_write import abort, commit, new_build, write_parts
 
-    bad = frame[frame[_PROBLEM] != ""]
-    good = frame[frame[_PROBLEM] == ""].drop(columns=[_PROBLEM, _BYTES])
-    problems = sorted(bad[_PROBLEM])
+    build = new_build()
+    problems: list[str] = []
+    bytes_read = 0
+    parts = []
+    try:
+        for number, frame in enumerate(batches):
+            bytes_read += int(frame[_BYTES].sum())
+            problems.extend(frame.loc[frame[_PROBLEM] != "", _PROBLEM])
+            good = frame[frame[_PROBLEM] == ""].drop(columns=[_PROBLEM, _BYTES])
+            parts.append(write_parts(out, storage_options, build, number, good))
+        unreadable = _check_problems(sorted(problems), out, n_files, allow_partial)
+        if not sum(p.rows for p in parts):
+            raise RaycatError(f"none of the {n_files} files has a usable celestial WCS")
+        meta = commit(out, storage_options, build, parts)
+    except BaseException:
+        abort(out, storage_options, build)
+        raise
+    return IndexSummary(
+        out,
+        n_files,
+        meta.rows,
+        bytes_read,
+        len(problems) - len(unreadable),
+        len(unreadable),
+        sorted(problems)[:REPORT_LIMIT],
+    )
+
+
+def _check_problems(problems: list[str], out: str, n_files: int, allow_partial: bool) -> list:
+    """Fail on unreadable files (unless ``allow_partial``), warn about the rest; returns the
+    unreadable ones."""
     unreadable = [p.split(_UNREADABLE)[0] for p in problems if _UNREADABLE in p]
     if unreadable and not allow_partial:
         raise RaycatError(
@@ -226,37 +263,9 @@ def _finish(
             f"{len(problems)} of {n_files} files not indexed ({len(unreadable)} "
             f"unreadable, {len(problems) - len(unreadable)} without a celestial WCS): "
             + "; ".join(problems[:REPORT_LIMIT]),
-            stacklevel=2,
+            stacklevel=3,
         )
-    if good.empty:
-        raise RaycatError(f"none of the {n_files} files has a usable celestial WCS")
-    columns = [
-        schema.TILE_SURVEY,
-        schema.TILE_BAND,
-        schema.TILE_NAME,
-        schema.TILE_URI,
-        schema.TILE_NAXIS1,
-        schema.TILE_NAXIS2,
-        schema.TILE_RA,
-        schema.TILE_DEC,
-        schema.TILE_RADIUS,
-        schema.TILE_CORNERS_RA,
-        schema.TILE_CORNERS_DEC,
-        schema.TILE_ROTATION,
-        schema.TILE_WCS,
-    ]
-    good = good[columns].sort_values([schema.TILE_NAME, schema.TILE_BAND]).reset_index(drop=True)
-    fs, path = filesystem(out, storage_options)
-    put_atomic(fs, path, good.to_parquet(index=False))
-    return IndexSummary(
-        out,
-        n_files,
-        len(good),
-        int(frame[_BYTES].sum()),
-        len(problems) - len(unreadable),
-        len(unreadable),
-        problems[:REPORT_LIMIT],
-    )
+    return unreadable
 
 
 def _say(stream, line: str) -> None:

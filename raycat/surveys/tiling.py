@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from raycat import schema
 from raycat.errors import RaycatError
 from raycat.surveys.tan import tan_deproject, tan_project
 
@@ -174,13 +173,29 @@ class UnwiseTiling:
 
     def tiles(self, ra_min=0.0, ra_max=360.0, dec_min=-90.0, dec_max=90.0) -> Iterator[RealTile]:
         """Tiles that may touch the box (centre within the box grown by the tile radius)."""
+        box = (ra_min, ra_max, dec_min, dec_max)
+        for row, cells in self.cells(box):
+            yield from self.cell_tiles(row, cells, box)
+
+    def cells(self, box: tuple[float, float, float, float]) -> Iterator[tuple[int, np.ndarray]]:
+        """(row, tile numbers in it) of the tiles that may touch the box: the units a
+        parallel build splits the tiling into."""
+        ra_min, ra_max, dec_min, dec_max = box
         radius = self.half_side * math.sqrt(2)
         for row in _box_rings(self.row_dec, radius, dec_min, dec_max):
             n = self.row_count[row]
             ras = np.arange(n) * 360.0 / n
             pad = _ra_pad(radius, dec_min, dec_max)
-            for j in np.flatnonzero(_ra_in_range(ras, ra_min, ra_max, pad)):
-                yield self._tile(int(row), int(j))
+            yield int(row), np.flatnonzero(_ra_in_range(ras, ra_min, ra_max, pad))
+
+    def cell_centres(self, row: int, cells) -> tuple[np.ndarray, float]:
+        """(RAs, dec) of the centres of tile numbers ``cells`` of a row."""
+        return np.asarray(cells) * 360.0 / self.row_count[row], float(self.row_dec[row])
+
+    def cell_tiles(self, row: int, cells, box) -> Iterator[RealTile]:
+        """The tiles of ``cells`` (tile numbers of one row: already inside the box)."""
+        for j in cells:
+            yield self._tile(int(row), int(j))
 
 
 # --- Pan-STARRS1 RINGS.V3 -----------------------------------------------------------------
@@ -297,26 +312,43 @@ class PS1Tiling:
 
     def tiles(self, ra_min=0.0, ra_max=360.0, dec_min=-90.0, dec_max=90.0) -> Iterator[RealTile]:
         """Skycells that may touch the box (centre within the box grown by their radius)."""
-        for zone in _box_rings(self.zone_dec, self.zone_deg, dec_min, dec_max):
-            n = int(self.zone_count[zone])
-            sub = np.arange(100)
-            xi = -((sub % 10) - 4.5) * self.core_x[zone] * self.scale_arcsec * ARCSEC
-            eta = ((sub // 10) - 4.5) * self.core_y[zone] * self.scale_arcsec * ARCSEC
-            radius = (
-                math.hypot(self.core_x[zone] + 2 * self.pad, self.core_y[zone] + 2 * self.pad)
-                * self.scale_arcsec
-                * ARCSEC
-                / 2
+        box = (ra_min, ra_max, dec_min, dec_max)
+        for zone, cells in self.cells(box):
+            yield from self.cell_tiles(zone, cells, box)
+
+    def cells(self, box: tuple[float, float, float, float]) -> Iterator[tuple[int, np.ndarray]]:
+        """(zone, projection cells in it) that may hold skycells touching the box: the units
+        a parallel build splits the tiling into (skycells are picked in ``cell_tiles``)."""
+        for zone in _box_rings(self.zone_dec, self.zone_deg, box[2], box[3]):
+            yield int(zone), np.arange(int(self.zone_count[zone]))
+
+    def cell_centres(self, zone: int, cells) -> tuple[np.ndarray, float]:
+        """(RAs, dec) of the tangent points of projection cells ``cells`` of a zone."""
+        return np.asarray(cells) * 360.0 / self.zone_count[zone], float(self.zone_dec[zone])
+
+    def cell_tiles(self, zone: int, cells, box) -> Iterator[RealTile]:
+        """The skycells of projection cells ``cells`` of ``zone`` that may touch the box."""
+        ra_min, ra_max, dec_min, dec_max = box
+        n = int(self.zone_count[zone])
+        sub = np.arange(100)
+        xi = -((sub % 10) - 4.5) * self.core_x[zone] * self.scale_arcsec * ARCSEC
+        eta = ((sub // 10) - 4.5) * self.core_y[zone] * self.scale_arcsec * ARCSEC
+        radius = (
+            math.hypot(self.core_x[zone] + 2 * self.pad, self.core_y[zone] + 2 * self.pad)
+            * self.scale_arcsec
+            * ARCSEC
+            / 2
+        )
+        pad = _ra_pad(radius, dec_min, dec_max)
+        for index in cells:
+            ra, dec = tan_deproject(xi, eta, int(index) * 360.0 / n, self.zone_dec[zone])
+            keep = (
+                (dec + radius >= dec_min)
+                & (dec - radius <= dec_max)
+                & _ra_in_range(ra, ra_min, ra_max, pad)
             )
-            for index in range(n):
-                ra, dec = tan_deproject(xi, eta, index * 360.0 / n, self.zone_dec[zone])
-                keep = (
-                    (dec + radius >= dec_min)
-                    & (dec - radius <= dec_max)
-                    & _ra_in_range(ra, ra_min, ra_max, _ra_pad(radius, dec_min, dec_max))
-                )
-                for s in np.flatnonzero(keep):
-                    yield self._skycell(int(zone), index, int(s))
+            for s in np.flatnonzero(keep):
+                yield self._skycell(int(zone), int(index), int(s))
 
 
 def _better(best: tuple, other: tuple, allowed: np.ndarray) -> tuple:
@@ -346,25 +378,13 @@ def index_rows(
 ) -> Iterator[dict]:
     """Tile index rows (the mock sky's columns) of every tile of ``tiling`` in ``box``.
 
-    ``box`` is (ra_min, ra_max, dec_min, dec_max); ra_min > ra_max wraps through 0. The
-    footprint is computed once per tile and shared by its bands. ``uri_template`` is
-    formatted with ``tile``, ``band``, ``filter`` (band without survey prefix) and the
-    tiling's own fields; the URIs must stay relative to the store.
+    ``box`` is (ra_min, ra_max, dec_min, dec_max); ra_min > ra_max wraps through 0.
+    ``uri_template`` is formatted with ``tile``, ``band``, ``filter`` (band without survey
+    prefix) and the tiling's own fields; the URIs must stay relative to the store. The
+    footprints are computed in NumPy, a ring at a time (``tile_rows.tile_frame``).
     """
-    from raycat.surveys.footprint import footprint
+    from raycat.surveys.tile_rows import tile_frame
 
-    for tile in tiling.tiles(*box):
-        columns = footprint(tile.wcs_header())
-        for band in bands:
-            short = band.split("_", 1)[1] if band.startswith(f"{tiling.survey}_") else band
-            try:
-                uri = uri_template.format(tile=tile.name, band=band, filter=short, **tile.fields)
-            except (KeyError, IndexError, ValueError) as err:
-                raise RaycatError(f"bad uri template {uri_template!r}: {err}") from None
-            yield {
-                schema.TILE_SURVEY: tiling.survey,
-                schema.TILE_BAND: band,
-                schema.TILE_NAME: tile.name,
-                schema.TILE_URI: schema.relative_tile_uri(uri),
-                **columns,
-            }
+    for ring, cells in tiling.cells(box):
+        tiles = list(tiling.cell_tiles(ring, cells, box))
+        yield from tile_frame(tiling.survey, tiles, bands, uri_template).to_dict("records")

@@ -16,8 +16,16 @@ from raycat.cli import main
 from raycat.sky.tiles import TileGeometry
 from raycat.surveys.indexer import build_index, header_rows, list_files
 from raycat.surveys.store import open_store
+from raycat.surveys.tile_index import open_tile_index
 
 UNWISE = str(REALDATA / "unwise")
+
+
+def _read(url, options=None) -> pd.DataFrame:
+    """Every row of the partitioned index at ``url`` (each tile and band once)."""
+    bands = list(open_tile_index(str(url), options, []).meta.tiles_per_band)
+    index = open_tile_index(str(url), options, bands)
+    return index.rows_for(index.pixels())
 
 
 def _tile(name: str, ra: float, rotation: float = 0.0, n: int = 400) -> TileGeometry:
@@ -90,12 +98,12 @@ def test_index_local_store_reads_only_headers(tmp_path):
     with pytest.warns(UserWarning, match="1 of 4 files not indexed.*nowcs.fits"):
         summary = build_index(str(tmp_path), use_ray=False, progress=None)
     assert (summary.files, summary.rows, summary.no_wcs, summary.unreadable) == (4, 3, 1, 0)
-    _check(pd.read_parquet(tmp_path / schema.TILE_INDEX_FILE), tiles)
+    _check(_read(tmp_path / schema.TILE_INDEX_DIR), tiles)
 
 
 def test_band_from_regex_and_cli_errors(tmp_path, capsys):
     _write_local(tmp_path)
-    out = tmp_path / "other.parquet"
+    out = tmp_path / "other"
     build_index(
         str(tmp_path),
         str(out),
@@ -104,7 +112,7 @@ def test_band_from_regex_and_cli_errors(tmp_path, capsys):
         use_ray=False,
         progress=None,
     )  # the pattern leaves out the file without WCS
-    assert sorted(pd.read_parquet(out)[schema.TILE_BAND]) == ["ps1_g", "ps1_g", "ps1_r"]
+    assert sorted(_read(out)[schema.TILE_BAND]) == ["ps1_g", "ps1_g", "ps1_r"]
     assert main(["index", "--store", str(tmp_path / "missing")]) == 2
     assert "no files matching" in capsys.readouterr().err
     assert main(["index", "--store", str(tmp_path), "--storage-options", "{bad"]) == 2
@@ -120,8 +128,7 @@ def test_index_s3_store(s3_bucket):
         summary = build_index(f"{url}/sky", storage_options=options, use_ray=False, progress=None)
     sizes = sum(fs.size(f"{url}/sky/{u}") for u in tiles if not u.endswith(".gz"))
     assert summary.rows == 3 and summary.bytes_read < sizes  # gzip is read whole, raw not
-    with fs.open(f"{url}/sky/{schema.TILE_INDEX_FILE}", "rb") as f:
-        _check(pd.read_parquet(f), tiles)
+    _check(_read(f"{url}/sky/{schema.TILE_INDEX_DIR}", options), tiles)
 
 
 @pytest.mark.slow
@@ -136,7 +143,7 @@ def test_index_cli_on_ray_reads_only_headers(tmp_path, ray_local, capsys):
     raw = sum((tmp_path / u).stat().st_size for u in tiles if not u.endswith(".gz"))
     gz = sum((tmp_path / u).stat().st_size for u in tiles if u.endswith(".gz"))
     assert summary["bytes_read"] < gz + raw / 10  # gzip is read whole, the raw tiles are not
-    _check(pd.read_parquet(tmp_path / schema.TILE_INDEX_FILE), tiles)
+    _check(_read(tmp_path / schema.TILE_INDEX_DIR), tiles)
 
 
 @pytest.mark.slow
@@ -145,7 +152,7 @@ def test_index_on_ray_real_unwise(tmp_path, ray_local, capsys):
 
     if not os.path.isdir(UNWISE):
         pytest.skip("real unWISE samples absent")
-    out = tmp_path / "unwise.parquet"
+    out = tmp_path / "unwise"
     assert (
         main(
             [
@@ -164,7 +171,7 @@ def test_index_on_ray_real_unwise(tmp_path, ray_local, capsys):
         == 0
     )
     summary = json.loads(capsys.readouterr().out)
-    index = pd.read_parquet(out)
+    index = _read(out)
     assert summary["rows"] == 8 and summary["no_wcs"] == 0
     assert sorted(set(index[schema.TILE_BAND])) == ["w1", "w2", "w3", "w4"]
     row = index[index[schema.TILE_NAME] == "unwise-1866p257-w1-img-m"].iloc[0]
@@ -179,6 +186,11 @@ def _nine_tiles(root) -> None:
         (root / f"n{i}.ps1_g.fits").write_bytes(_fits_bytes(header, 100))
 
 
+def _snapshot(root) -> dict:
+    """Every file of the index under ``root`` with its bytes."""
+    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
 def test_unreadable_files_fail_and_keep_the_old_index(tmp_path, monkeypatch, capsys):
     """5 of 9 tiles readable: an error naming the unreadable ones, the good index kept
     byte for byte; --allow-partial writes the 5."""
@@ -187,41 +199,47 @@ def test_unreadable_files_fail_and_keep_the_old_index(tmp_path, monkeypatch, cap
 
     _nine_tiles(tmp_path)
     build_index(str(tmp_path), use_ray=False, progress=None)
-    good = (tmp_path / schema.TILE_INDEX_FILE).read_bytes()
+    index_dir = tmp_path / schema.TILE_INDEX_DIR
+    good = _snapshot(index_dir)
     for i in range(4):
         (tmp_path / f"n{i}.ps1_g.fits").write_bytes(b"truncated")
     with pytest.raises(RaycatError, match=r"4 of 9 files unreadable \(n0.ps1_g.fits, n1"):
         build_index(str(tmp_path), use_ray=False, progress=None)
-    assert (tmp_path / schema.TILE_INDEX_FILE).read_bytes() == good
+    assert _snapshot(index_dir) == good
 
     def local_rows(uris, store_url, storage_options, band_from, survey, progress):
-        return indexer.header_rows(open_store(store_url), uris, band_from, survey)
+        yield pd.DataFrame(indexer.header_rows(open_store(store_url), uris, band_from, survey))
 
     monkeypatch.setattr(indexer, "_rows_on_ray", local_rows)  # the CLI, without a Ray start
     assert main(["index", "--store", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "4 of 9 files unreadable" in err[0] and "--allow-partial" in err[0]
-    assert (tmp_path / schema.TILE_INDEX_FILE).read_bytes() == good
+    assert _snapshot(index_dir) == good
     with pytest.warns(UserWarning, match="4 of 9 files not indexed"):
         assert main(["index", "--store", str(tmp_path), "--allow-partial"]) == 0
-    assert len(pd.read_parquet(tmp_path / schema.TILE_INDEX_FILE)) == 5
+    assert len(_read(index_dir)) == 5
 
 
 def test_the_index_is_replaced_atomically(tmp_path, monkeypatch):
-    """A write that fails half way leaves the old index whole (no torn Parquet file)."""
+    """A write that fails half way leaves the old index whole (its metadata is written last,
+    and the new build is removed)."""
     _nine_tiles(tmp_path)
     build_index(str(tmp_path), use_ray=False, progress=None)
-    good = (tmp_path / schema.TILE_INDEX_FILE).read_bytes()
+    index_dir = tmp_path / schema.TILE_INDEX_DIR
+    good = _snapshot(index_dir)
     (tmp_path / "n0.ps1_g.fits").unlink()
 
     def crash(src, dst):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(Exception, match="disk full"):
         build_index(str(tmp_path), use_ray=False, progress=None)
-    assert (tmp_path / schema.TILE_INDEX_FILE).read_bytes() == good
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert _snapshot(index_dir) == good
+    assert not [p for p in index_dir.iterdir() if p.name.startswith(".")]
+    monkeypatch.undo()
+    build_index(str(tmp_path), use_ray=False, progress=None)
+    assert len(_read(index_dir)) == 8 and _snapshot(index_dir) != good
 
 
 @pytest.mark.slow  # the S3 client retries for ~10 s before it gives up

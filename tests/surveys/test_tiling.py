@@ -147,3 +147,29 @@ def test_index_rows_over_a_region(unwise):
     assert "rings.v3.skycell/1329/005/rings.v3.skycell.1329.005.stk.g.unconv.fits" in uris
     with pytest.raises(RaycatError):
         list(index_rows(unwise, ["unwise_w1"], "../{tile}.fits", (186.0, 187.0, 25.0, 26.0)))
+
+
+def test_numpy_rows_equal_the_astropy_footprint(unwise, ps1):
+    """tile_rows computes footprints without astropy: equal to footprint() on a sample
+    (polar cells, RA 0, both tilings), and its header parses to the same WCS."""
+    from astropy.wcs import WCS
+
+    from raycat.surveys.footprint import footprint
+    from raycat.surveys.tile_rows import footprints
+
+    tiles = [ps1.tile(n) for n in ("2643.055", "2643.000", "0000.099", "1329.005", "1322.000")]
+    tiles += [unwise.tile(n) for n in ("1866p257", "0000p000", "0000p893", "3460p121")]
+    rows = footprints(tiles)
+    for tile, (_, row) in zip(tiles, rows.iterrows()):
+        expected = footprint(tile.wcs_header())
+        for column in (schema.TILE_DEC, schema.TILE_RADIUS, schema.TILE_ROTATION):
+            assert row[column] == pytest.approx(expected[column], abs=1e-9), column
+        for column in (schema.TILE_RA, schema.TILE_CORNERS_RA):
+            delta = (np.asarray(row[column]) - expected[column] + 180) % 360 - 180
+            assert np.allclose(delta, 0, atol=1e-8), (tile.name, column)
+        assert np.allclose(row[schema.TILE_CORNERS_DEC], expected[schema.TILE_CORNERS_DEC])
+        for column in (*schema.TILE_WCS_NUMBERS, schema.TILE_PLAIN_TAN, schema.TILE_NAXIS1):
+            assert row[column] == pytest.approx(expected[column], rel=1e-12), column
+        parsed = WCS(fits.Header.fromstring(row[schema.TILE_WCS]))
+        assert list(parsed.wcs.crval) == [row[schema.TILE_CRVAL1], row[schema.TILE_CRVAL2]]
+        assert parsed.wcs.cd[0, 0] == row[schema.TILE_CD11] and parsed.wcs.lonpole == 180
