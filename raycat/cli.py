@@ -146,6 +146,12 @@ def _cutouts(cfg):
     return summary
 
 
+def _plan(cfg):
+    from raycat.plan.dryrun import dry_run
+
+    return dry_run(cfg)
+
+
 def _train(cfg):
     from raycat.pipeline import run_train
 
@@ -167,6 +173,12 @@ def _add_stages(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--out", dest=f"{OVERRIDE}cutouts__output", metavar="URL", help="override cutouts.output"
+    )
+    _config_parser(
+        sub,
+        "plan",
+        "plan the work alone (a dry run: nothing is written) and print its shape as JSON",
+        _plan,
     )
     _config_parser(sub, "train", "train the redshift network on Ray Train", _train)
     p = _config_parser(sub, "infer", "predict every object and write the HATS catalog", _infer)
@@ -325,14 +337,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _cmd_index(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from raycat.config import refuse_credentials
     from raycat.surveys.indexer import build_index
 
-    try:
-        options = json.loads(args.storage_options) if args.storage_options else {}
-    except json.JSONDecodeError as err:
-        raise RaycatError(f"--storage-options is not JSON: {err}") from None
-    refuse_credentials(options, "--storage-options")
+    options = _storage_options(args.storage_options)
     summary = build_index(
         args.store,
         args.out,
@@ -346,6 +353,82 @@ def _cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _storage_options(text: str | None) -> dict:
+    """``--storage-options JSON`` as a dict; credentials in it are refused."""
+    from raycat.config import refuse_credentials
+
+    try:
+        options = json.loads(text) if text else {}
+    except json.JSONDecodeError as err:
+        raise RaycatError(f"--storage-options is not JSON: {err}") from None
+    refuse_credentials(options, "--storage-options")
+    return options
+
+
+def _cmd_tiles(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from raycat.surveys.tile_build import build_tiles_index, parse_region
+
+    survey = args.survey
+    template = (
+        args.uri_template
+        or {
+            "ps1": schema.PS1_URI_TEMPLATE,
+            "unwise": schema.UNWISE_URI_TEMPLATE,
+        }[survey]
+    )
+    summary = build_tiles_index(
+        survey,
+        [b.strip() for b in args.bands.split(",")],
+        template,
+        args.out,
+        _storage_options(args.storage_options),
+        parse_region(args.region),
+        append=args.append,
+    )
+    print(json.dumps(asdict(summary)))
+    return 0
+
+
+def _add_tiles(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tiles",
+        help="write the partitioned tile index of a computed tiling (PS1 skycells, unWISE)",
+        description="Compute the tiles of a survey's published tiling (names, footprints, "
+        "WCS) and write them as the HEALPix-partitioned tile index, in parallel on Ray. "
+        "--append adds a survey to an existing index (e.g. unwise after ps1).",
+    )
+    p.add_argument("--survey", required=True, choices=["ps1", "unwise"])
+    p.add_argument("--bands", required=True, help="comma-separated bands, e.g. ps1_g,ps1_r")
+    p.add_argument("--out", required=True, help="index directory (path or URL)")
+    p.add_argument(
+        "--uri-template",
+        default=None,
+        help="tile URI relative to the store, with {tile} {band} {filter} (and {projcell} "
+        "{skycell} for ps1); default: the survey archive's layout",
+    )
+    p.add_argument(
+        "--region",
+        default=None,
+        metavar="RA_MIN:RA_MAX,DEC_MIN:DEC_MAX",
+        help="only tiles that may touch this box (degrees; RA_MIN > RA_MAX wraps); "
+        "default: the whole sky",
+    )
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add to the index at --out (its other bands stay) instead of replacing it",
+    )
+    p.add_argument(
+        "--storage-options",
+        default=None,
+        metavar="JSON",
+        help="fsspec options, e.g. '{\"anon\": true}' (never credentials)",
+    )
+    p.set_defaults(run=_cmd_tiles)
+
+
 def _add_index(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "index",
@@ -355,7 +438,9 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
         "(footprints and WCS). Files without a celestial WCS are reported.",
     )
     p.add_argument("--store", required=True, help="store root (path or URL: s3://bucket/prefix)")
-    p.add_argument("--out", default=None, help="index to write (default: STORE/tiles.parquet)")
+    p.add_argument(
+        "--out", default=None, help="index directory to write (default: STORE/tile_index)"
+    )
     p.add_argument(
         "--pattern",
         default=schema.INDEX_FILE_PATTERN,
@@ -416,6 +501,7 @@ COMMANDS = [
     _add_report,
     _add_demo,
     _add_index,
+    _add_tiles,
     _add_crosscheck,
 ]
 

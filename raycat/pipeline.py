@@ -10,13 +10,16 @@ import importlib
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from raycat import schema
 from raycat.config import RaycatConfig
 from raycat.errors import RaycatError
-from raycat.plan.manifest import drop_units
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -41,8 +44,7 @@ def _int64_ids() -> pa.DataType:
 class PlanSummary:
     """What a materialised cutout dataset was planned with (saved beside it)."""
 
-    order: int
-    unit_counts: dict[int, int]
+    unit_counts: dict[int, int]  # objects per work unit, by NUNIQ key (raycat.healpix)
     bands: list[str]
     has_z_spec: bool
     unit_hashes: dict[int, int] = field(default_factory=dict)  # id-set hash per work unit
@@ -54,15 +56,25 @@ class PlanSummary:
         """The summary as JSON-ready values (the id type by its Arrow name)."""
         return {**asdict(self), "id_type": str(self.id_type)}
 
+    @property
+    def units(self) -> list[int]:
+        return sorted(self.unit_counts)
+
     @classmethod
     def from_record(cls, record: dict) -> PlanSummary:
         """The summary saved by ``to_record`` (per-unit maps get their int keys back)."""
         import pyarrow as pa
 
+        from raycat.healpix import unit_key
+
         raw = dict(record)
+        order = raw.pop("order", None)  # an older raycat: pixels of one order, not NUNIQ keys
         for key, value in raw.items():  # JSON keys are strings
             if key.startswith("unit_") and isinstance(value, dict):
-                raw[key] = {int(k): v for k, v in value.items()}
+                raw[key] = {
+                    int(k) if order is None else unit_key(order, int(k)): v
+                    for k, v in value.items()
+                }
         if "id_type" in raw:
             raw["id_type"] = pa.type_for_alias(raw["id_type"])
         return cls(**raw)
@@ -92,14 +104,14 @@ def cutout_rows(cfg: RaycatConfig, rows):
     )
 
 
-def plan_and_cut(cfg: RaycatConfig):
-    """(PlanSummary, lazy dataset factory) for streaming cutouts straight from the tiles."""
+def plan_and_cut(cfg: RaycatConfig, keep: Sequence[int] = ()):
+    """(PlanSummary, lazy dataset factory) for streaming cutouts straight from the tiles;
+    ``keep``: existing catalog partitions the plan reuses."""
     from raycat.plan.manifest import plan
 
-    manifest = plan(cfg)
+    manifest = plan(cfg, keep)
     has_z = schema.Z_SPEC in manifest.columns
     summary = PlanSummary(
-        manifest.order,
         manifest.unit_counts,
         manifest.bands,
         has_z,
@@ -108,7 +120,7 @@ def plan_and_cut(cfg: RaycatConfig):
     )
     log(
         f"planned {manifest.n_objects} objects in {len(manifest.units)} work units "
-        f"(HEALPix order {manifest.order})"
+        f"(HEALPix orders {_orders(_shape(summary))})"
     )
     return summary, lambda skip=frozenset(): cutout_rows(cfg, manifest.rows(skip))
 
@@ -162,24 +174,36 @@ def _materialised(cfg: RaycatConfig, record: dict):
     from raycat.plan.fingerprint import FINGERPRINT
 
     summary = PlanSummary.from_record({k: v for k, v in record.items() if k != FINGERPRINT})
+    read = partial(read_units, cutouts_url(cfg), cfg.data.storage_options)
+    return summary, _keyed(read, summary.units)
+
+
+def _keyed(read, units: Sequence[int]):
+    """A rows factory over ``read()`` that keys each row by its unit among ``units`` (from
+    its ``_healpix_29``: rows cut by an older raycat carry pixels, not NUNIQ keys) and leaves
+    out the units ``skip``."""
+    from raycat.healpix import Partitioning
+
+    partitioning = Partitioning(units)
 
     def make(skip=frozenset()):
-        ds = read_units(cutouts_url(cfg), cfg.data.storage_options)
-        if skip:
-            ds = ds.map_batches(drop_units, fn_kwargs={"skip": sorted(skip)}, batch_format="pandas")
-        return ds
+        return read().map_batches(
+            _at_units,
+            fn_kwargs={"units": partitioning, "skip": np.array(sorted(skip), dtype=np.int64)},
+            batch_format="numpy",
+        )
 
-    return summary, make
+    return make
 
 
-def cutout_source(cfg: RaycatConfig):
+def cutout_source(cfg: RaycatConfig, keep: Sequence[int] = ()):
     """Materialised cutouts when ``cutouts.output`` holds a finished dataset made for these
-    inputs, streaming from the tiles when it holds none; stale cutouts are refused (one
-    line naming what changed), never read."""
+    inputs, streaming from the tiles when it holds none (planned to reuse the partitions
+    ``keep``); stale cutouts are refused (one line naming what changed), never read."""
     from raycat.plan.fingerprint import reusable_plan
 
     record = reusable_plan(cfg)
-    return plan_and_cut(cfg) if record is None else _materialised(cfg, record)
+    return plan_and_cut(cfg, keep) if record is None else _materialised(cfg, record)
 
 
 # --- train --------------------------------------------------------------------------------
@@ -240,23 +264,23 @@ def run_infer(cfg: RaycatConfig) -> dict:
         region=infer.region,
     )
     with job:
-        summary, make = _plan_at(cfg, job.order)
+        summary, make = _plan_at(cfg, job.partitioning)
         cat_schema = _catalog_schema(cfg, meta, summary, players)
         rec = job.reconcile(
-            cat_schema,
-            summary.order,
-            summary.unit_counts,
-            summary.unit_hashes,
-            infer.retry_read_errors,
+            cat_schema, summary.unit_counts, summary.unit_hashes, infer.retry_read_errors
         )
-        log(f"catalog {infer.catalog} at HEALPix order {summary.order}: {rec.describe()}")
+        shape = _orders(_shape(summary))
+        log(
+            f"catalog {infer.catalog}, {len(summary.units)} partitions at orders {shape}: "
+            f"{rec.describe()}"
+        )
         if rec.todo:
             # a corrupt model: one line, before anything changes (no torch in the driver)
             verified_weights(infer.model, cfg.data.storage_options)
-        job.begin(rec, summary.order)
-        writer = job.writer(cat_schema, summary.order)
+        job.begin(rec)
+        writer = job.writer(cat_schema)
         passes = _write_partitions(cfg, job, writer, rec.todo, (summary, make), players)
-        totals = job.finish(rec, summary.order, infer.max_error_fraction)
+        totals = job.finish(rec, infer.max_error_fraction)
     for note in job.notes:
         log(note)
     elapsed = time.perf_counter() - started
@@ -271,7 +295,7 @@ def run_infer(cfg: RaycatConfig) -> dict:
         "partitions_written": len(rec.todo),
         "partitions_skipped": len(rec.unchanged),
         **{f"partitions_{kind}": n for kind, n in rec.counts().items()},
-        "order": summary.order,
+        "orders": _shape(summary)["partitions_by_order"],
         "passes": passes,
         "seconds": elapsed,
         "flagged": flagged,
@@ -279,43 +303,55 @@ def run_infer(cfg: RaycatConfig) -> dict:
     }
 
 
-def _plan_at(cfg: RaycatConfig, order: int | None):
-    """(PlanSummary, rows factory) with work units at ``order`` when given (a catalog's own
-    partitioning: a resume never writes a second set), else at the order the config picks.
+def _plan_at(cfg: RaycatConfig, keep: Sequence[int] | None):
+    """(PlanSummary, rows factory) whose work units reuse the partitions ``keep`` (a
+    catalog's own: a resume never writes a second, overlapping set).
 
-    Materialised cutouts planned at another order, or without id hashes (an older raycat),
-    are regrouped: counts and hashes from their id and position columns, rows re-keyed."""
-    if order is not None and cfg.cutouts.healpix_order != order:
-        cutouts = cfg.cutouts.model_copy(update={"healpix_order": order})
-        cfg = cfg.model_copy(update={"cutouts": cutouts})
-    summary, make = cutout_source(cfg)
-    if (order is None or summary.order == order) and summary.unit_hashes:
+    Materialised cutouts cut into other units (or without id hashes: an older raycat) are
+    regrouped: units, counts and hashes from their ``_healpix_29`` and id columns."""
+    from raycat.plan.partition import Rules, units_on_ray
+
+    summary, make = cutout_source(cfg, keep or ())
+    if summary.unit_hashes and _reuses(summary.units, keep or ()):
         return summary, make
-    from raycat.plan.idhash import pixel_tally
-
-    order = summary.order if order is None else order
-    tally = pixel_tally(make(), order)
-    regrouped = replace(summary, order=order, unit_counts=tally.counts, unit_hashes=tally.hashes)
-
-    def make_at(skip=frozenset()):
-        return make().map_batches(
-            _at_order, fn_kwargs={"order": order, "skip": sorted(skip)}, batch_format="numpy"
-        )
-
-    return regrouped, make_at
+    rules = Rules(cfg.cutouts.objects_per_unit, cfg.cutouts.healpix_order, tuple(keep or ()))
+    keys, counts, hashes = (u.tolist() for u in units_on_ray(make(), rules))
+    regrouped = replace(
+        summary, unit_counts=dict(zip(keys, counts)), unit_hashes=dict(zip(keys, hashes))
+    )
+    return regrouped, _keyed(make, keys)
 
 
-def _at_order(batch: dict, order: int, skip: list[int]) -> dict:
-    """Cutout rows with their work unit at ``order``, leaving out the units ``skip``."""
-    import numpy as np
+def _reuses(units: Sequence[int], keep: Sequence[int]) -> bool:
+    """Whether ``units`` keep each existing partition whole: every unit is one of ``keep``
+    or overlaps none of them."""
+    from raycat.healpix import Partitioning, unit_ranges
 
-    from raycat.plan.manifest import work_units
+    new = np.setdiff1d(np.asarray(units, dtype=np.int64), np.asarray(keep, dtype=np.int64))
+    if not len(keep) or not len(new):
+        return True
+    return not Partitioning(keep).overlapping(*unit_ranges(new)).any()
 
-    units = work_units(batch[schema.HEALPIX_29], order)
-    keep = ~np.isin(units, skip)
+
+def _at_units(batch: dict, units, skip: np.ndarray) -> dict:
+    """Cutout rows keyed by their unit in the Partitioning ``units``, leaving out ``skip``."""
+    keys = units.unit_of(batch[schema.HEALPIX_29])
+    keep = ~np.isin(keys, skip)
     rows = {name: np.asarray(values)[keep] for name, values in batch.items()}
-    rows[schema.WORK_UNIT] = units[keep]
+    rows[schema.WORK_UNIT] = keys[keep]
     return rows
+
+
+def _shape(summary: PlanSummary) -> dict:
+    from raycat.plan.partition import summary_of
+
+    return summary_of(np.array(summary.units), np.array(list(summary.unit_counts.values())))
+
+
+def _orders(shape: dict) -> str:
+    """ "6-8" for the orders of a plan's units (one figure when they share one)."""
+    orders = sorted(shape["partitions_by_order"])
+    return str(orders[0]) if len(orders) == 1 else f"{orders[0]}-{orders[-1]}"
 
 
 def _write_partitions(cfg: RaycatConfig, job, writer, todo: set[int], plan, players) -> int:
@@ -323,15 +359,18 @@ def _write_partitions(cfg: RaycatConfig, job, writer, todo: set[int], plan, play
 
     A pass that a lost node or process failed is followed by another for what it left
     unwritten, planned afresh at the same order; any other failure ends the job."""
-    (summary, make), order, passes, reported = plan, plan[0].order, 0, 0
+    from raycat.catalog.keys import label
+
+    (summary, make), passes, reported = plan, 0, 0
+    keep = summary.units  # the units of the first pass: later passes plan the same ones
     while True:
-        left = todo - writer.done_pixels()
+        left = todo - writer.done_units()
         if not left or passes == cfg.infer.passes:
             break
         passes += 1
         if passes > 1:
             log(f"pass {passes}: {len(left)} partitions left unwritten; planning them again")
-            summary, make = _plan_at(cfg, order)
+            summary, make = _plan_at(cfg, keep)
         units = {u: summary.unit_counts[u] for u in left if u in summary.unit_counts}
         sink = _sink_kwargs(cfg, job, writer, units, {u: summary.unit_hashes[u] for u in units})
         try:
@@ -342,17 +381,18 @@ def _write_partitions(cfg: RaycatConfig, job, writer, todo: set[int], plan, play
                     _import_in_background("hats")  # for finalize; the driver idles meanwhile
                 reported += 1
                 log(
-                    f"partition {row[schema.WORK_UNIT]} written ({row['rows']} rows) "
+                    f"partition {label(row[schema.WORK_UNIT])} written ({row['rows']} rows) "
                     f"[{reported}/{len(todo)}]"
                 )
         except Exception as err:
             if not _lost_infrastructure(err) or passes == cfg.infer.passes:
                 raise
             log(f"pass {passes} failed ({type(err).__name__}): resuming the unfinished partitions")
-    missing = todo - writer.done_pixels()
+    missing = todo - writer.done_units()
     if missing:
         raise RuntimeError(
-            f"work units {sorted(missing)[:10]} were not written after {cfg.infer.passes} passes"
+            f"work units {[label(k) for k in sorted(missing)[:10]]} were not written after "
+            f"{cfg.infer.passes} passes"
         )
     return passes
 
@@ -364,7 +404,6 @@ def _sink_kwargs(cfg: RaycatConfig, job, writer, units: dict, hashes: dict) -> d
         "root": job.target_url,
         "storage_options": cfg.data.storage_options,
         "catalog_schema": writer.schema,
-        "order": writer.order,
         "unit_counts": units,
         "unit_hashes": hashes,
         "lease_url": cfg.infer.catalog,

@@ -164,6 +164,8 @@ RETIRED_PREFIX = ".raycat-old-"  # + job id: the version an overwrite replaced, 
 METADATA_TEMP_PREFIX = ".raycat-meta-"  # + random: HATS metadata prepared, then put in place
 PARTITION_INFO_FILE = "partition_info.csv"
 PROPERTIES_FILES = ("hats.properties", "properties")  # hats' name, and its older one
+HATS_COLLECTION_FILE = "collection.properties"  # a collection: a catalog with its margins
+SYNTHETIC_OBJECTS_FILE = "objects-{part:05d}.parquet"  # raycat.sky.objects' list files
 METADATA_RELPATH = f"{CATALOG_DATASET_DIR}/_metadata"
 COMMON_METADATA_RELPATH = f"{CATALOG_DATASET_DIR}/_common_metadata"
 # What makes a catalog root "existing", and the entries of one catalog version (an overwrite
@@ -299,3 +301,44 @@ DEMO_ENTRIES = (
     DEMO_CONFIG_FILE,
     DEMO_HELD_OUT_FILE,
 )
+
+
+# --- partitioned tile index (raycat/surveys/tile_index.py) --------------------------------
+# <index>/_tile_index.json (written last: names the builds that make the index) and
+# <index>/build-<hex>/npix=<pixel>/part-<chunk>.parquet, one directory per HEALPix pixel
+# (nested, order in the metadata) holding every tile row whose footprint may overlap it.
+TILE_INDEX_DIR = "tile_index"  # the partitioned index under a store (preferred to tiles.parquet)
+TILE_INDEX_META_FILE = "_tile_index.json"
+TILE_INDEX_BUILD_PREFIX = "build-"  # + 32 hex digits: one writer run (a survey, a store)
+TILE_INDEX_BUILD_RE = re.compile(r"^build-[0-9a-f]{32}$")
+TILE_INDEX_PIXEL_KEY = "npix"  # hive-style partition key of the pixel directories
+TILE_INDEX_PART_RE = re.compile(r"part-(\d+)\.parquet$")
+# The WCS as numbers beside TILE_WCS, so a plain TAN tile needs no header parse: FITS CRVAL
+# (deg), CRPIX (1-based px), CD = PC x CDELT (deg/px), and whether the projection is plain
+# TAN (RA---TAN/DEC--TAN, LONPOLE 180, no SIP or distortion tables) that these numbers
+# describe exactly; other projections are evaluated with astropy from TILE_WCS.
+TILE_CRVAL1, TILE_CRVAL2 = "wcs_crval1", "wcs_crval2"
+TILE_CRPIX1, TILE_CRPIX2 = "wcs_crpix1", "wcs_crpix2"
+TILE_CD11, TILE_CD12, TILE_CD21, TILE_CD22 = "wcs_cd1_1", "wcs_cd1_2", "wcs_cd2_1", "wcs_cd2_2"
+TILE_PLAIN_TAN = "wcs_plain_tan"
+TILE_WCS_NUMBERS = (
+    TILE_CRVAL1,
+    TILE_CRVAL2,
+    TILE_CRPIX1,
+    TILE_CRPIX2,
+    TILE_CD11,
+    TILE_CD12,
+    TILE_CD21,
+    TILE_CD22,
+)
+
+
+def tile_index_part_relpath(build: str, pixel: int, chunk: int) -> str:
+    """One part of a pixel's rows, relative to the index root: a writer's chunk ``chunk``
+    writes one part into each pixel it touches, so parts never collide."""
+    return f"{build}/{TILE_INDEX_PIXEL_KEY}={pixel}/part-{chunk:06d}.parquet"
+
+
+def tile_index_pixel_relpath(build: str, pixel: int) -> str:
+    """The directory of one pixel's parts in one build, relative to the index root."""
+    return f"{build}/{TILE_INDEX_PIXEL_KEY}={pixel}"

@@ -320,8 +320,10 @@ def test_killed_job_resubmitted_resumes_without_recomputing_finished_partitions(
 
 def _plan_units(cfg, opts) -> set[int]:
     """Work units of the objects at the config's order (without Ray)."""
-    from raycat.plan.manifest import spatial_index, work_units
+    from raycat.healpix import pixel_at_order, unit_key
+    from raycat.plan.manifest import spatial_index
 
     truth = pd.read_parquet(f"{cfg.data.store}/{schema.TRUTH_FILE}", storage_options=opts)
     cells = spatial_index(truth[schema.RA].to_numpy(), truth[schema.DEC].to_numpy())
-    return set(work_units(cells, cfg.cutouts.healpix_order).tolist())
+    order = cfg.cutouts.healpix_order
+    return set(unit_key(order, pixel_at_order(cells, order)).tolist())

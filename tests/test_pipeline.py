@@ -8,6 +8,7 @@ import pytest
 
 from raycat import schema
 from raycat.config import parse_config
+from raycat.healpix import unit_order_pixel
 
 pytestmark = pytest.mark.slow
 OFF_SKY_ID = 10**9  # an input object 2 degrees away from every tile
@@ -277,4 +278,7 @@ def test_stale_cutouts_are_refused_before_ray_naming_what_changed(cut_twice, tmp
                 check(changed)
     moved = cfg.model_copy(deep=True)  # same inputs, the order of the units chosen otherwise
     moved.cutouts.healpix_order, moved.cutouts.objects_per_unit = None, 7
-    assert cutout_source(moved)[0].order == 11  # the dataset's own partitioning is reused
+    reused = cutout_source(moved)[0].units  # the dataset's own partitioning is reused
+    assert reused == cutout_source(cfg)[0].units and {unit_order_pixel(u)[0] for u in reused} == {
+        11
+    }

@@ -39,12 +39,22 @@ def cutout_fingerprint(cfg: RaycatConfig) -> dict[str, Any]:
     parts.update(
         (f"data.{k}", v) for k, v in data.model_dump(mode="json", include=set(DATA_KEYS)).items()
     )
-    objects, index = objects_url(data), join(data.store, data.tile_index)
+    objects, index = objects_url(data), tile_index_identity_url(data)
     with storage_errors(f"cannot list the object list {objects}"):
         parts["data.objects"] = identity(objects, data.storage_options)
     with storage_errors(f"cannot list the tile index {index}"):
         parts["data.tile_index"] = identity(index, data.storage_options)
     return json.loads(json.dumps(parts, sort_keys=True))
+
+
+def tile_index_identity_url(data) -> str:
+    """The file whose identity changes on any rewrite of the tile index: the metadata file of
+    a partitioned index (written last), or the single-file index itself."""
+    from raycat.surveys.tile_index import open_tile_index, resolve_tile_index
+
+    url = resolve_tile_index(data)
+    with storage_errors(f"cannot read the tile index {url}"):
+        return open_tile_index(url, data.storage_options, []).identity_url
 
 
 def changed_keys(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -13,13 +13,8 @@ block is summarised where it lies and only the per-pixel sums reach the driver.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 import pandas as pd
-
-from raycat import schema
-from raycat.healpix import ORDER as HEALPIX_ORDER
 
 MASK = (1 << 64) - 1  # hashes are unsigned 64-bit integers; sums wrap around
 # How a text id is hashed: SipHash-2-4 of its UTF-8 bytes under a fixed key (pandas'
@@ -90,63 +85,4 @@ def pixel_summary(healpix_29, ids, shift: int) -> tuple[np.ndarray, np.ndarray, 
     return unique, counts, hashes
 
 
-class PixelTally:
-    """Objects and id-set hash per pixel, accumulated block by block (O(pixels) memory)."""
-
-    def __init__(self) -> None:
-        self.counts: dict[int, int] = {}
-        self.hashes: dict[int, int] = {}
-
-    def add(self, pixels: Iterable, counts: Iterable, hashes: Iterable) -> None:
-        """Add one block's summary (as :func:`pixel_summary` returns it)."""
-        for pixel, count, value in zip(pixels, counts, hashes):
-            pixel = int(pixel)
-            self.counts[pixel] = self.counts.get(pixel, 0) + int(count)
-            self.hashes[pixel] = (self.hashes.get(pixel, 0) + int(value)) & MASK
-
-    def coarser(self, levels: int) -> PixelTally:
-        """The same tally ``levels`` HEALPix orders up (children merged into parents)."""
-        parents = PixelTally()
-        shift = 2 * levels
-        pixels = list(self.counts)
-        parents.add(
-            (p >> shift for p in pixels),
-            (self.counts[p] for p in pixels),
-            (self.hashes[p] for p in pixels),
-        )
-        return parents
-
-
 PIXEL, COUNT, HASH = "pixel", "count", "id_hash"  # columns of a block's pixel summary
-
-
-def pixel_tally(ds, order: int) -> PixelTally:
-    """Objects and id-set hash per HEALPix pixel at ``order`` of a dataset's rows.
-
-    Each block is summarised where it lies (a few rows per pixel come back, never the ids),
-    and the driver adds the summaries up: O(pixels) memory, whatever the number of objects.
-    """
-    from raycat.runtime import READ_ARGS
-
-    summaries = ds.select_columns([schema.HEALPIX_29, schema.ID]).map_batches(
-        _block_summary, fn_kwargs={"order": order}, batch_format="numpy", **READ_ARGS
-    )
-    tally = PixelTally()
-    for block in summaries.iter_batches(batch_format="numpy", batch_size=None):
-        tally.add(block[PIXEL], block[COUNT], block[HASH])
-    return tally
-
-
-def _block_summary(batch: dict, order: int) -> dict:
-    pixels, counts, hashes = pixel_summary(
-        batch[schema.HEALPIX_29], batch[schema.ID], 2 * (HEALPIX_ORDER - order)
-    )
-    return {PIXEL: pixels, COUNT: counts, HASH: hashes}
-
-
-def frame_tally(frame: pd.DataFrame, order: int) -> PixelTally:
-    """:func:`pixel_tally` of the rows of a list planned in the driver."""
-    tally = PixelTally()
-    shift = 2 * (HEALPIX_ORDER - order)
-    tally.add(*pixel_summary(frame[schema.HEALPIX_29], frame[schema.ID], shift))
-    return tally

@@ -16,6 +16,7 @@ FITS to keep them as text.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,8 @@ import pyarrow as pa
 from raycat import schema
 from raycat.config import DataConfig
 from raycat.errors import RaycatError
-from raycat.fsutil import arrow_filesystem, filesystem, join
+from raycat.fsutil import arrow_filesystem, filesystem, join, storage_errors
+from raycat.healpix import unit_key
 from raycat.runtime import READ_ARGS
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -45,8 +47,9 @@ def column_map(data: DataConfig) -> dict[str, str]:
     return mapping
 
 
-def read_objects(data: DataConfig):
-    """A Ray Dataset of the objects with canonical columns (streamed, never collected)."""
+def read_objects(data: DataConfig, hats: HatsInput | None = None):
+    """A Ray Dataset of the objects with canonical columns (streamed, never collected);
+    a HATS catalog (``hats``) keeps its ``_healpix_29`` column."""
     import ray.data
 
     url = objects_url(data)
@@ -55,7 +58,12 @@ def read_objects(data: DataConfig):
         raise RaycatError(f"object list not found: {url}")
     mapping = column_map(data)
     lower = url.lower()
-    if lower.endswith(CSV_SUFFIXES):
+    if hats is not None:
+        pafs, _ = arrow_filesystem(url, data.storage_options)
+        ds = ray.data.read_parquet(
+            hats.files, filesystem=pafs, columns=[*mapping, *hats.extra], **READ_ARGS
+        )
+    elif lower.endswith(CSV_SUFFIXES):
         pafs, papath = arrow_filesystem(url, data.storage_options)
         ds = ray.data.read_csv(papath, filesystem=pafs, **READ_ARGS)
     elif lower.endswith(FITS_SUFFIXES):
@@ -87,6 +95,43 @@ def read_objects(data: DataConfig):
         fn_kwargs={"mapping": mapping, "url": url, "id_type": canonical},
         batch_format="pandas",
     )
+
+
+@dataclass(frozen=True)
+class HatsInput:
+    """A HATS catalog given as the object list: its partitions (NUNIQ keys) and their files.
+
+    Its rows are already partitioned and carry ``_healpix_29``: the planner nests its work
+    units inside these partitions, so each unit's rows come from one file and need no sort.
+    """
+
+    partitions: tuple[int, ...]
+    files: list[str]  # paths on the catalog's Arrow filesystem, one per partition
+    extra: tuple[str, ...]  # columns read beside the mapped ones (its _healpix_29)
+
+
+def hats_input(data: DataConfig) -> HatsInput | None:
+    """The HATS catalog at ``data.objects``, or None when it is a flat list (a file, or a
+    directory of files without HATS properties)."""
+    url = objects_url(data)
+    with storage_errors(f"cannot read the object list {url}"):
+        fs, path = filesystem(url, data.storage_options)
+        marks = (*schema.PROPERTIES_FILES, schema.HATS_COLLECTION_FILE)
+        if not fs.isdir(path) or not any(fs.exists(f"{path.rstrip('/')}/{m}") for m in marks):
+            return None
+        import hats
+        from hats.io.paths import pixel_catalog_file
+
+        found: Any = hats.read_hats(url)
+        catalog = getattr(found, "main_catalog", found)  # a collection: its catalog
+        pixels = catalog.get_healpix_pixels()
+        suffix = getattr(catalog.catalog_info, "npix_suffix", ".parquet")
+        base = catalog.catalog_base_dir
+        files = [pixel_catalog_file(base, p, npix_suffix=suffix).path for p in pixels]
+        names = set(catalog.schema.names) if catalog.schema is not None else set()
+    keys = tuple(unit_key(p.order, p.pixel) for p in pixels)
+    extra = (schema.HEALPIX_29,) if schema.HEALPIX_29 in names else ()
+    return HatsInput(keys, files, extra)
 
 
 def read_small_objects(data: DataConfig) -> pd.DataFrame:
@@ -198,7 +243,8 @@ def _check_id_range(column: str, largest: Any, url: str) -> None:
 def _canonical(
     batch: pd.DataFrame, mapping: dict[str, str], url: str, id_type: pa.DataType
 ) -> pd.DataFrame:
-    out = batch[list(mapping)].rename(columns=mapping)
+    kept = [schema.HEALPIX_29] if schema.HEALPIX_29 in batch else []  # a HATS catalog's own
+    out = batch[[*mapping, *kept]].rename(columns=mapping)
     id_column = next(name for name, canonical in mapping.items() if canonical == schema.ID)
     out[schema.ID] = _canonical_ids(batch, id_column, url, id_type)
     for column in (schema.RA, schema.DEC, schema.Z_SPEC):

@@ -14,19 +14,18 @@ from raycat.config import DataConfig, RaycatConfig
 from raycat.errors import RaycatError
 from raycat.fsutil import filesystem, join, storage_errors
 from raycat.plan.fingerprint import reusable_plan
-from raycat.plan.manifest import load_tile_index
 from raycat.plan.objects import CSV_SUFFIXES, FITS_SUFFIXES, column_map, objects_url
 
-STAGES = ("cutouts", "train", "infer")
+STAGES = ("plan", "cutouts", "train", "infer")
 
 
 def check_inputs(cfg: RaycatConfig, stage: str) -> None:
     """Raise a one-line RaycatError for the first input of ``stage`` (one of ``STAGES``)
     that cannot work.
 
-    ``cutouts`` rebuilds its dataset, so it needs the objects and the tile index; ``train``
-    and ``infer`` need them only when no materialised cutouts fit the config (stale ones are
-    refused here); ``infer`` also needs the model artifact.
+    ``plan`` and ``cutouts`` (which rebuilds its dataset) need the objects and the tile
+    index; ``train`` and ``infer`` need them only when no materialised cutouts fit the config
+    (stale ones are refused here); ``infer`` also needs the model artifact.
     """
     if stage not in STAGES:
         raise ValueError(f"no pre-flight for stage {stage!r}")
@@ -34,11 +33,20 @@ def check_inputs(cfg: RaycatConfig, stage: str) -> None:
         raise RaycatError("cutouts.output is not set: where should the cutouts go? (--out)")
     with storage_errors(f"cannot open the tile store {cfg.data.store}"):
         filesystem(cfg.data.store, cfg.data.storage_options)
-    if stage == "cutouts" or reusable_plan(cfg) is None:
+    if stage in ("plan", "cutouts") or reusable_plan(cfg) is None:
         check_object_list(cfg.data)
-        load_tile_index(cfg.data, cfg.cutouts.bands)
+        check_tile_index(cfg)
     if stage == "infer":
         check_model(cfg.infer.model, cfg.data.storage_options)
+
+
+def check_tile_index(cfg: RaycatConfig) -> None:
+    """The tile index opens: present, with the columns and WCS planning needs (the
+    partitioned kind checks its metadata here, each pixel's rows as they are read)."""
+    from raycat.surveys.tile_index import open_tile_index, resolve_tile_index
+
+    url = resolve_tile_index(cfg.data)
+    open_tile_index(url, cfg.data.storage_options, cfg.cutouts.bands)
 
 
 def check_object_list(data: DataConfig) -> None:

@@ -65,15 +65,16 @@ def direct(objects, tile_index) -> dict:
     """The cutout engine called directly on the field's objects (no Ray)."""
     from raycat.config import CutoutConfig, DataConfig
     from raycat.cutouts.actor import cutout_batch
-    from raycat.plan.manifest import TileFinder, load_tile_index
+    from raycat.plan.tiles import TileFinder
     from raycat.surveys.store import open_store
+    from raycat.surveys.tile_index import open_tile_index, resolve_tile_index
 
     bands = list(FILES)
     data = DataConfig.model_validate(
         {"store": str(REALDATA), "objects": "unused.parquet", "tile_index": str(tile_index)}
     )
-    index = load_tile_index(data, bands)
-    assert len(index) == len(bands)
+    index = open_tile_index(resolve_tile_index(data), None, bands)
+    assert sum(index.tiles_per_band().values()) == len(bands)
     ra, dec = objects["ra"].to_numpy(), objects["dec"].to_numpy()
     tiles = TileFinder(index, bands).assign(ra, dec)
     assert all((tiles[b] == FILES[b]).all() for b in bands)  # every object is on every tile

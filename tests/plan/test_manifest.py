@@ -1,30 +1,11 @@
-from collections import Counter
-
 import numpy as np
 import pandas as pd
 import pytest
-from astropy.wcs import WCS
+from planindex import tan_tile_row
 
 from raycat import schema
 from raycat.errors import RaycatError
-from raycat.plan.manifest import TileFinder, choose_order, spatial_index, work_units
-
-
-def tile_row(name, band, ra, dec, n=100, scale_arcsec=1.0, rotation_deg=0.0):
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.crval = [ra, dec]
-    wcs.wcs.crpix = [(n + 1) / 2, (n + 1) / 2]
-    c, s = np.cos(np.radians(rotation_deg)), np.sin(np.radians(rotation_deg))
-    wcs.wcs.cd = scale_arcsec / 3600 * np.array([[-c, s], [s, c]])
-    header = wcs.to_header()
-    header["NAXIS1"] = header["NAXIS2"] = n
-    return {
-        schema.TILE_BAND: band,
-        schema.TILE_NAME: name,
-        schema.TILE_URI: f"tiles/{name}.{band}.fits",
-        schema.TILE_WCS: header.tostring(),
-    }
+from raycat.plan.manifest import spatial_index
 
 
 @pytest.fixture
@@ -33,15 +14,26 @@ def index():
     step = 60 / 3600 / np.cos(np.radians(2.0))
     return pd.DataFrame(
         [
-            tile_row("t1", "a", 150.0, 2.0),
-            tile_row("t2", "a", 150.0 + step, 2.0, rotation_deg=30.0),
-            tile_row("t1", "b", 150.0, 2.0),
+            tan_tile_row("t1", "a", 150.0, 2.0),
+            tan_tile_row("t2", "a", 150.0 + step, 2.0, rotation_deg=30.0),
+            tan_tile_row("t1", "b", 150.0, 2.0),
         ]
     )
 
 
-def test_object_in_overlap_is_cut_from_the_tile_where_it_is_most_interior(index):
-    finder = TileFinder(index, ["a", "b"])
+def _finder(index, tmp_path):
+    """The planner's TileFinder over ``index`` written as a single-file tile index."""
+    from raycat.plan.tiles import TileFinder
+    from raycat.surveys.tile_index import open_tile_index
+
+    index.to_parquet(tmp_path / "tiles.parquet")
+    return TileFinder(
+        open_tile_index(str(tmp_path / "tiles.parquet"), None, ["a", "b"]), ["a", "b"]
+    )
+
+
+def test_object_in_overlap_is_cut_from_the_tile_where_it_is_most_interior(index, tmp_path):
+    finder = _finder(index, tmp_path)
     dra = 1 / 3600 / np.cos(np.radians(2.0))
     ra = np.array([150.0, 150.0 + 25 * dra, 150.0 + 35 * dra, 150.0 + 60 * dra])
     tiles = finder.assign(ra, np.full(4, 2.0))
@@ -54,27 +46,9 @@ def test_object_in_overlap_is_cut_from_the_tile_where_it_is_most_interior(index)
     assert list(tiles["b"]) == ["tiles/t1.b.fits", "tiles/t1.b.fits", "tiles/t1.b.fits", ""]
 
 
-def test_object_off_every_tile_gets_no_tile(index):
-    tiles = TileFinder(index, ["a", "b"]).assign(np.array([151.0]), np.array([2.0]))
+def test_object_off_every_tile_gets_no_tile(index, tmp_path):
+    tiles = _finder(index, tmp_path).assign(np.array([151.0]), np.array([2.0]))
     assert tiles["a"][0] == "" and tiles["b"][0] == ""
-
-
-def test_choose_order_targets_objects_per_unit():
-    rng = np.random.default_rng(0)
-    ra, dec = 150 + rng.uniform(0, 2, 20000), 2 + rng.uniform(0, 2, 20000)
-    hp9 = work_units(spatial_index(ra, dec), 9)
-    histogram = Counter(hp9.tolist())
-    small, large = choose_order(histogram, 100), choose_order(histogram, 5000)
-    assert small > large
-    for order, target in [(small, 100), (large, 5000)]:
-        units = work_units(spatial_index(ra, dec), order)
-        mean = len(ra) / len(np.unique(units))
-        assert target / 4 < mean < target * 4
-
-
-def test_work_units_nest_inside_each_other():
-    hp29 = spatial_index(np.array([10.0, 200.0]), np.array([-30.0, 60.0]))
-    assert np.array_equal(work_units(hp29, 5), work_units(hp29, 7) >> 4)
 
 
 def test_invalid_coordinates_are_a_clear_error():
@@ -131,7 +105,6 @@ def test_plan_gives_every_object_once_with_tiles_and_flags(
 ):
     from raycat.plan import manifest
 
-    monkeypatch.setattr(manifest, "load_tile_index", lambda data, bands: index)
     _write_store(tmp_path, index, list(range(40)))
     cfg = _config(tmp_path)
     cfg.cutouts.bands = ["a", "b"]
@@ -140,7 +113,7 @@ def test_plan_gives_every_object_once_with_tiles_and_flags(
     assert sorted(rows[schema.ID]) == list(range(40)) and plan.n_objects == 40
     assert len(plan.units) > 2 and set(rows[schema.WORK_UNIT]) == set(plan.units)
     assert rows.groupby(schema.WORK_UNIT).size().to_dict() == plan.unit_counts
-    assert (np.diff(rows[schema.WORK_UNIT]) >= 0).all()
+    assert (np.diff(rows[schema.HEALPIX_29]) >= 0).all()  # grouped by unit, along the curve
     off = rows[schema.tile_column("a")] == ""
     assert off.any() and (rows.loc[off, schema.FLAGS] & int(schema.Flag.OFF_FOOTPRINT)).all()
     assert rows[schema.Z_SPEC].notna().all()
@@ -153,7 +126,6 @@ def test_plan_gives_every_object_once_with_tiles_and_flags(
 def test_duplicate_ids_are_named_or_kept_once(tmp_path, index, ray_local, monkeypatch, planned_in):
     from raycat.plan import manifest
 
-    monkeypatch.setattr(manifest, "load_tile_index", lambda data, bands: index)
     _write_store(tmp_path, index, [1, 2, 3, 3, 4, 7, 7, 7])
     cfg = _config(tmp_path)
     cfg.cutouts.bands = ["a", "b"]
@@ -179,7 +151,6 @@ def test_text_ids_are_planned_intact(tmp_path, index, ray_local, monkeypatch, pl
     from raycat.plan import manifest
     from raycat.plan.idhash import id_set_hash
 
-    monkeypatch.setattr(manifest, "load_tile_index", lambda data, bands: index)
     _write_store(tmp_path, index, TEXT_IDS)
     cfg = _config(tmp_path)
     cfg.cutouts.bands = ["a", "b"]
@@ -196,7 +167,6 @@ def test_text_ids_are_planned_intact(tmp_path, index, ray_local, monkeypatch, pl
 def test_duplicate_text_ids_are_named_quoted(tmp_path, index, ray_local, monkeypatch, planned_in):
     from raycat.plan import manifest
 
-    monkeypatch.setattr(manifest, "load_tile_index", lambda data, bands: index)
     _write_store(tmp_path, index, ["a, b", "a, b", "c/d", "e"])
     cfg = _config(tmp_path)
     cfg.cutouts.bands = ["a", "b"]

@@ -160,7 +160,9 @@ def test_plan_refuses_float_ids_on_both_planning_paths(tmp_path, ray_local, monk
 
     if path == "ray":
         monkeypatch.setattr(manifest, "DRIVER_PLAN_MAX_BYTES", -1)
-    monkeypatch.setattr(manifest, "load_tile_index", lambda data, bands: pd.DataFrame())
+    from raycat.surveys import tile_index
+
+    monkeypatch.setattr(tile_index, "open_tile_index", lambda url, options, bands: None)
     data = _write(tmp_path, [1.5, 2.0])
     cfg = parse_config({"data": data.model_dump()})
     with pytest.raises(RaycatError, match=r"'OBJID' holds double values \(e\.g\. 1\.5\)") as info:
