@@ -13,6 +13,7 @@ import resource
 import time
 
 import numpy as np
+import pandas as pd
 
 from raycat import schema
 from raycat.config import RaycatConfig
@@ -57,12 +58,17 @@ def dry_run(cfg: RaycatConfig) -> dict:
 def _stream(manifest) -> dict:
     """Per-unit counts and id hashes of the rows as planned, and the tile totals: each block
     summarised where it lies, the driver adding up one row per unit."""
-    summaries = manifest.rows().map_batches(
-        _block_totals, fn_kwargs={"bands": manifest.bands}, batch_format="pandas"
-    )
+    planned = manifest.assigned()
+    if isinstance(planned, pd.DataFrame):  # a list planned in the driver
+        blocks = iter([_block_totals(planned, manifest.bands)])
+    else:
+        summaries = planned.map_batches(
+            _block_totals, fn_kwargs={"bands": manifest.bands}, batch_format="pandas"
+        )
+        blocks = summaries.iter_batches(batch_format="pandas", batch_size=None)
     units: dict[int, list[int]] = {}
     totals = {OFF: 0, **{COVERED + b: 0 for b in manifest.bands}}
-    for block in summaries.iter_batches(batch_format="pandas", batch_size=None):
+    for block in blocks:
         for key, count, value in zip(block[PIXEL], block[COUNT], block[HASH]):
             seen = units.setdefault(int(key), [0, 0])
             seen[0] += int(count)
@@ -76,8 +82,6 @@ def _stream(manifest) -> dict:
 def _block_totals(batch, bands: list[str]):
     """One row per work unit of a block (key, objects, id hash) and the block's tile totals
     (on its first row; 0 on the others)."""
-    import pandas as pd
-
     keys, counts, hashes = pixel_summary(batch[schema.WORK_UNIT], batch[schema.ID], 0)
     out = pd.DataFrame({PIXEL: keys, COUNT: counts, HASH: hashes})
     off = (batch[schema.FLAGS].to_numpy() & int(schema.Flag.OFF_FOOTPRINT)) != 0

@@ -98,35 +98,44 @@ class Manifest:
 
     def rows(self, skip_units: set[int] | frozenset = frozenset()):
         """The object rows with their work unit and tiles, grouped by unit, leaving out
-        ``skip_units`` (finished ones).
+        ``skip_units`` (finished ones), in blocks of ``ROWS_PER_BLOCK`` for the cutouts.
 
-        Sorting by ``_healpix_29`` groups by work unit (a unit is a range of it) and also
-        orders each unit along the HEALPix curve: a batch then holds neighbours on a few
-        tiles, so the cutout actors' tile cache is hit and the tile assigners load few
-        index pixels. The sort (a distributed shuffle of small rows: no tile names yet) runs
-        to completion here so that its whole-CPU tasks never wait behind the actor pools of
-        the stages that follow. A HATS catalog's rows are grouped already: no sort. Tiles
-        are then found by a pool of ``TileAssigner`` actors that load only the index pixels
-        their rows touch.
+        They are materialised here (small rows, spilled to disk by Ray when large) so that
+        the shuffle's and the re-blocking's whole-CPU tasks never wait behind the actor
+        pools of the stages that follow. A list planned in the driver stays there.
+        """
+        planned = self.assigned(skip_units)
+        if isinstance(planned, pd.DataFrame):
+            from raycat.plan.frame_source import FrameBlocks
+            from raycat.runtime import READ_ARGS
+
+            return _ray_data().read_datasource(
+                FrameBlocks(planned, ROWS_PER_BLOCK), concurrency=1, **READ_ARGS
+            )
+        return planned.repartition(target_num_rows_per_block=ROWS_PER_BLOCK).materialize()
+
+    def assigned(self, skip_units: set[int] | frozenset = frozenset()):
+        """The rows with their work unit and tiles, grouped by unit (a lazy dataset of large
+        blocks, or a DataFrame for a list planned in the driver).
+
+        Sorting by ``_healpix_29`` groups by work unit (a unit is a range of it) and orders
+        each unit along the HEALPix curve: a batch then holds neighbours on a few tiles, so
+        the tile assigners load few index pixels and the cutout actors' tile cache is hit.
+        A HATS catalog's rows are grouped already: no sort. Tiles are found on the sorted
+        blocks, which are large: per-block overheads would cost more than the lookup on
+        the small blocks the cutouts get.
         """
         kwargs: dict[str, Any] = {
             "units": Partitioning(self.units),
             "skip": np.array(sorted(skip_units), dtype=np.int64),
         }
         if isinstance(self.objects, pd.DataFrame):
-            from raycat.plan.frame_source import FrameBlocks
-            from raycat.runtime import READ_ARGS
-
             rows = _with_work_unit(self.objects.copy(), **kwargs)
             rows = rows.sort_values(schema.HEALPIX_29, kind="stable").reset_index(drop=True)
-            rows = TileAssigner(self.index, self.bands)(rows)
-            return _ray_data().read_datasource(
-                FrameBlocks(rows, ROWS_PER_BLOCK), concurrency=1, **READ_ARGS
-            )
+            return TileAssigner(self.index, self.bands)(rows)
         ds = self.objects.map_batches(_with_work_unit, fn_kwargs=kwargs, batch_format="pandas")
         if not self.grouped:
             ds = ds.sort(schema.HEALPIX_29)
-        ds = ds.repartition(target_num_rows_per_block=ROWS_PER_BLOCK).materialize()
         return ds.map_batches(
             TileAssigner,
             fn_constructor_kwargs={"index": self.index, "bands": self.bands},
