@@ -49,11 +49,15 @@ def cutout_fingerprint(cfg: RaycatConfig) -> dict[str, Any]:
 
 def tile_index_identity_url(data) -> str:
     """The file whose identity changes on any rewrite of the tile index: the metadata file of
-    a partitioned index (written last), or the single-file index itself."""
+    a partitioned index (written last), or the single-file index itself; the index's own URL
+    when there is none (its identity is then "absent")."""
     from raycat.surveys.tile_index import open_tile_index, resolve_tile_index
 
     url = resolve_tile_index(data)
     with storage_errors(f"cannot read the tile index {url}"):
+        fs, path = filesystem(url, data.storage_options)
+        if not fs.exists(path):
+            return url
         return open_tile_index(url, data.storage_options, []).identity_url
 
 
