@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 # Rows per block handed to the cutout stage. Ray Data streams block by block: a block the
 # size of the whole sort output would make each stage wait for the previous one to finish.
 ROWS_PER_BLOCK = 256
+# Rows per block of a flat list while it is planned: a file read as one block would make the
+# sort hand one block, and so one tile-assigning actor, a whole sky's worth of rows.
+PLAN_ROWS_PER_BLOCK = 100_000
 # Object lists this small are planned in the driver: Ray Data's per-stage start-up (a
 # group-by shuffle for the duplicate check, another for the histogram) costs seconds, far
 # more than planning a few hundred thousand rows in one process. Larger lists stream
@@ -140,6 +143,7 @@ class Manifest:
             TileAssigner,
             fn_constructor_kwargs={"index": self.index, "bands": self.bands},
             compute=_ray_data().ActorPoolStrategy(min_size=1, max_size=self.assign_actors),
+            batch_size=None,  # one sorted block per call: a contiguous stretch of sky
             num_cpus=self.assign_cpus,
             batch_format="pandas",
         )
@@ -262,8 +266,17 @@ def plan(cfg: RaycatConfig, keep: Sequence[int] = ()) -> Manifest:
         dict(zip(keys, hashes)),
         index,
         grouped=grouped,
-        assign_actors=cfg.cutouts.actors,
+        assign_actors=_assign_actors(cfg),
     )
+
+
+def _assign_actors(cfg: RaycatConfig) -> int:
+    """Most tile-assigning actors: the cutout pool's size, or the cluster's CPUs when it has
+    more (the lookup is light, and runs before the cutouts start)."""
+    import ray
+
+    cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
+    return max(cfg.cutouts.actors, cpus)
 
 
 def _plan_on_ray(cfg: RaycatConfig, hats) -> tuple[Any, bool]:
@@ -273,6 +286,8 @@ def _plan_on_ray(cfg: RaycatConfig, hats) -> tuple[Any, bool]:
     from raycat.plan.objects import read_objects
 
     objects = read_objects(cfg.data, hats).map_batches(add_spatial_index, batch_format="pandas")
+    if hats is None:  # a flat list: blocks of a bounded size, whatever its files hold
+        objects = objects.repartition(target_num_rows_per_block=PLAN_ROWS_PER_BLOCK)
     objects = objects.materialize()
     repeated = duplicate_ids(objects)
     if repeated and cfg.data.duplicate_ids == "error":
