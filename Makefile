@@ -15,10 +15,12 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# torch/torchvision are pinned here as well as in pyproject so pip takes them from local disk.
+# pyproject.toml gives compatible ranges; the two commands install the exact versions the tests
+# ran with (torch/torchvision from local disk). '.[dev]' pulls every extra (sim, report, gcs).
+PINS := torch==2.14.1 torchvision==0.29.1 'ray[default,data,train]==2.60.0'
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q $(PINS)
+	$(BIN)/pip install -q -e '.[dev]' $(PINS)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,7 +1,8 @@
-"""`ray job submit --working-dir . -- python jobs/train.py ...` runs `raycat train`.
+"""`ray job submit -- python /home/ray/raycat/jobs/train.py ...` runs `raycat train`.
 
-Under `ray job submit` RAY_ADDRESS is set and raycat joins that cluster; run directly, the
-same file starts a local Ray.
+cluster.yaml installs raycat into every node's container and puts jobs/ there, hence no
+--working-dir (docs/cluster.md). Under `ray job submit` RAY_ADDRESS is set and raycat joins
+that cluster; run directly, the same file starts a local Ray.
 """
 
 from raycat.cli import run_job

@@ -34,10 +34,16 @@ def _positive_float(text: str) -> float:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    import os
+
     from raycat.sky.simulate import simulate_sky
 
     summary = simulate_sky(
-        args.out, n_galaxies=args.n_galaxies, seed=args.seed, area_deg2=args.area_deg2
+        args.out,
+        n_galaxies=args.n_galaxies,
+        seed=args.seed,
+        area_deg2=args.area_deg2,
+        on_ray=args.ray or bool(os.environ.get("RAY_ADDRESS")),  # a job: tiles off the head
     )
     print(summary)
     return 0
@@ -63,6 +69,12 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         type=_positive_float,
         default=None,
         help="sky area in deg^2 (default: from a fixed target density)",
+    )
+    p.add_argument(
+        "--ray",
+        action="store_true",
+        help="draw the tiles in Ray tasks, on the cluster at RAY_ADDRESS or a local Ray "
+        "(the default under `ray job submit`, where RAY_ADDRESS is set); the same files",
     )
     p.set_defaults(run=_cmd_simulate)
 
@@ -274,13 +286,18 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
         help="an HTML page of catalog diagnostics",
-        description="One HTML page with PNG figures: photo-z against truth, "
-        "PIT, accuracy against redshift and magnitude, attribution shares "
-        "against redshift and, with --config, rotation stability and example "
+        description="One HTML page with PNG figures: sky maps of counts, flagged "
+        "fraction and mean z, the stacked n(z) and the objects per flag; with --truth, "
+        "photo-z against truth, PIT, accuracy against redshift and magnitude, attribution "
+        "shares against redshift and, with --config, rotation stability and example "
         "cutouts with their PDFs.",
     )
     p.add_argument("--catalog", required=True, help="catalog root (path or URL)")
-    p.add_argument("--truth", required=True, help="truth table with id, z (and magnitudes)")
+    p.add_argument(
+        "--truth",
+        default=None,
+        help="truth table with id, z (and magnitudes); leave out for a production catalog",
+    )
     p.add_argument("--out", required=True, help="directory for index.html and the figures")
     p.add_argument("--config", default=None, help="config naming the model and the cutouts")
     p.set_defaults(run=_cmd_report)
@@ -506,10 +523,21 @@ COMMANDS = [
 ]
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject's), as pip and bug reports see it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("raycat")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="raycat", description="Photometric-redshift catalogs from multi-survey images, on Ray."
     )
+    parser.add_argument("--version", action="version", version=f"raycat {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)

@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from raycat import schema as S
 from raycat.errors import RaycatError
 from raycat.runtime import RayConfig
 from raycat.section import StrictSection
@@ -138,6 +139,11 @@ class CutoutConfig(_Section):
         description="CPUs reserved per cutout actor; "
         "fractional so reads and actors share small machines.",
     )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each cutout actor requests, e.g. "
+        '{"cutout_node": 1}: cutouts then run only on node types that declare them.',
+    )
     output: str | None = Field(
         None,
         description="Optional Parquet dataset of cutouts (one folder per work unit), reused "
@@ -212,6 +218,11 @@ class TrainConfig(_Section):
     weight_decay: float = Field(1e-4, ge=0)
     num_workers: int = Field(1, ge=1, description="Ray Train workers.")
     use_gpu: bool = Field(False, description="Train on GPUs (bf16 autocast, channels_last).")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each training worker requests, e.g. "
+        '{"gpu_node": 1}: workers then run only on node types that declare them.',
+    )
     val_fraction: float = Field(
         0.15,
         gt=0,
@@ -244,6 +255,18 @@ class InferConfig(_Section):
 
     model: str = Field("demo-data/model", description="Model artifact directory (path or URL).")
     catalog: str = Field("demo-data/catalog", description="Output catalog root (path or URL).")
+    catalog_name: str | None = Field(
+        None,
+        description="The catalog's HATS name (hats.properties obs_collection, what lsdb calls "
+        "it); null: the last component of the catalog path.",
+    )
+    margin_arcsec: float | None = Field(
+        None,
+        gt=0,
+        description="Also write a HATS margin catalog of this width (arcsec) under the catalog, "
+        "with a collection.properties naming both, so lsdb crossmatches are right at partition "
+        "edges; null: none (a margin an earlier run wrote is removed).",
+    )
     batch_size: int = Field(
         256,
         ge=1,
@@ -257,6 +280,11 @@ class InferConfig(_Section):
         gt=0,
         description="CPUs per predictor actor on CPU "
         "inference (GPU predictors take one GPU and 0.25 CPU).",
+    )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources each predictor actor requests, e.g. "
+        '{"gpu_node": 1}: predictors then run only on node types that declare them.',
     )
     pdf_dtype: Literal["float16", "float32"] = Field("float32")
     passes: int = Field(
@@ -335,6 +363,23 @@ class InferConfig(_Section):
             raise ValueError(f"{region!r} is not {REGION_HELP}")
         return region
 
+    @model_validator(mode="after")
+    def _safe_catalog_name(self) -> InferConfig:
+        """The HATS name, given or taken from the path, is one safe path component (lsdb
+        names directories after it)."""
+        name = self.hats_name
+        if not S.CATALOG_NAME_RE.match(name):
+            raise ValueError(
+                f"catalog_name {name!r} is not a safe name ({S.CATALOG_NAME_HELP}): "
+                "set infer.catalog_name"
+            )
+        return self
+
+    @property
+    def hats_name(self) -> str:
+        """The catalog's HATS name: ``catalog_name``, else the last component of ``catalog``."""
+        return self.catalog_name or S.default_catalog_name(self.catalog)
+
 
 # Cutout settings that change cost, not numbers: left out of the config hash, so a resume
 # with another work-unit size or pool keeps its partitions.
@@ -344,6 +389,7 @@ CUTOUT_COST_KNOBS = (
     "objects_per_unit",
     "actors",
     "cpus_per_actor",
+    "resources",
     "read_mode",
     "dense_min_objects",
 )

@@ -101,6 +101,7 @@ def cutout_rows(cfg: RaycatConfig, rows):
         },
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.cutouts.actors),
         num_cpus=cfg.cutouts.cpus_per_actor,
+        resources=dict(cfg.cutouts.resources),  # placement: only node types that declare them
     )
 
 
@@ -141,13 +142,15 @@ def materialise_cutouts(cfg: RaycatConfig) -> PlanSummary:
     """
     from raycat.cutouts.dataset import clear_dataset, write_units
     from raycat.plan.fingerprint import FINGERPRINT, cutout_fingerprint, write_plan_record
+    from raycat.progress import Progress
 
     url = cutouts_url(cfg)
     fingerprint = cutout_fingerprint(cfg)  # of the inputs as they are before planning
     summary, make = plan_and_cut(cfg)
     started = time.perf_counter()
     clear_dataset(url, cfg.data.storage_options)
-    written = write_units(make(), url, cfg.data.storage_options)
+    progress = Progress(sum(summary.unit_counts.values()), "objects", stage="cutouts")
+    written = write_units(make(), url, cfg.data.storage_options, on_rows=progress.update)
     short = {u: (written.get(u, 0), n) for u, n in summary.unit_counts.items() if written[u] != n}
     if short or set(written) - set(summary.unit_counts):
         raise RuntimeError(f"cutouts of work units (written, planned) {short} do not match")
@@ -250,6 +253,10 @@ def run_infer(cfg: RaycatConfig) -> dict:
     from raycat.catalog.job import CatalogJob
     from raycat.photoz.model import read_artifact_meta, verified_weights
 
+    if cfg.infer.use_gpu:  # before anything starts: Ray would wait for ever for a GPU
+        from raycat.photoz.infer import require_gpus
+
+        require_gpus("infer.use_gpu")
     meta = read_artifact_meta(cfg.infer.model, cfg.data.storage_options)
     _check_artifact_matches(cfg, meta)
     players = meta.players(cfg.infer.attributions)  # once: for the schema and the Predictor
@@ -262,6 +269,8 @@ def run_infer(cfg: RaycatConfig) -> dict:
         mode=infer.mode,
         lease_seconds=infer.lease_seconds,
         region=infer.region,
+        catalog_name=infer.hats_name,
+        margin_arcsec=infer.margin_arcsec,
     )
     with job:
         summary, make = _plan_at(cfg, job.partitioning)
@@ -360,8 +369,10 @@ def _write_partitions(cfg: RaycatConfig, job, writer, todo: set[int], plan, play
     A pass that a lost node or process failed is followed by another for what it left
     unwritten, planned afresh at the same order; any other failure ends the job."""
     from raycat.catalog.keys import label
+    from raycat.progress import Progress
 
-    (summary, make), passes, reported = plan, 0, 0
+    (summary, make), passes = plan, 0
+    progress = Progress(len(todo), "partitions")
     keep = summary.units  # the units of the first pass: later passes plan the same ones
     while True:
         left = todo - writer.done_units()
@@ -377,12 +388,11 @@ def _write_partitions(cfg: RaycatConfig, job, writer, todo: set[int], plan, play
             skip = frozenset(summary.unit_counts) - frozenset(units)
             for row in _predict_pass(cfg, make(skip), players, sink):
                 job.check_held()
-                if reported == 0:
+                if progress.done == 0:
                     _import_in_background("hats")  # for finalize; the driver idles meanwhile
-                reported += 1
                 log(
                     f"partition {label(row[schema.WORK_UNIT])} written ({row['rows']} rows) "
-                    f"[{reported}/{len(todo)}]"
+                    f"[{progress.advance()}]"
                 )
         except Exception as err:
             if not _lost_infrastructure(err) or passes == cfg.infer.passes:
@@ -449,6 +459,7 @@ def _predict_pass(cfg: RaycatConfig, cutouts, players: Players, sink: dict):
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.infer.actors),
         num_gpus=1 if gpu else 0,
         num_cpus=0.25 if gpu else cfg.infer.cpus_per_actor,
+        resources=dict(cfg.infer.resources),  # placement: only node types that declare them
     )
     partitions = predicted.map_batches(
         PartitionSink,

@@ -26,6 +26,11 @@ class RayConfig(StrictSection):
         None, description="Cluster address; null starts an embedded local Ray."
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs for an embedded local Ray.")
+    data_progress_bars: bool = Field(
+        False,
+        description="Show Ray Data's own progress bars (per operator, redrawn in place) "
+        "beside raycat's progress lines; off by default because they garble job logs.",
+    )
 
 
 @contextlib.contextmanager
@@ -47,7 +52,7 @@ def ray_session(cfg: RayConfig | None = None):
         ray.init(
             address="local", num_cpus=cfg.num_cpus, log_to_driver=True, configure_logging=False
         )
-    configure_data_context()
+    configure_data_context(progress_bars=cfg.data_progress_bars)
     try:
         yield
     finally:
@@ -65,10 +70,11 @@ def _stay_on_loopback() -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-def configure_data_context() -> None:
+def configure_data_context(progress_bars: bool = False) -> None:
     """Quiet, right-sized Ray Data defaults for batch jobs.
 
-    Progress bars garble job logs (raycat prints its own progress lines), and the default of
+    Progress bars garble job logs (raycat prints its own progress lines, ``raycat.progress``;
+    ``ray.data_progress_bars`` brings Ray Data's back for an interactive run), and the default of
     200 shuffle partitions makes a laptop spend seconds scheduling empty tasks: size shuffles
     to the cluster instead.
     """
@@ -76,7 +82,7 @@ def configure_data_context() -> None:
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False
+    ctx.enable_progress_bars = progress_bars
     ctx.print_on_execution_start = False
     ctx.raise_original_map_exception = True  # a user error in a task keeps its type
     cpus = int(ray.cluster_resources().get("CPU", 1))

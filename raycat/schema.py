@@ -342,3 +342,30 @@ def tile_index_part_relpath(build: str, pixel: int, chunk: int) -> str:
 def tile_index_pixel_relpath(build: str, pixel: int) -> str:
     """The directory of one pixel's parts in one build, relative to the index root."""
     return f"{build}/{TILE_INDEX_PIXEL_KEY}={pixel}"
+
+
+# --- HATS name, default columns and margin of a catalog (catalog/metadata.py, margin.py) ---
+# The catalog's HATS name (hats.properties obs_collection): lsdb names a collection's
+# directories after it, so it is one safe path component.
+CATALOG_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+CATALOG_NAME_HELP = "letters, digits, '_', '.' or '-' (not first), at most 100"
+# The margin catalog (infer.margin_arcsec) lives under the catalog root, named in the root's
+# collection.properties beside the catalog itself, so lsdb opens both from that one file.
+MARGIN_DIR = "margin"
+COLLECTION_SELF = "."  # collection.properties' primary table on a local disk: the root itself
+
+
+def default_catalog_name(url: str) -> str:
+    """The catalog's HATS name when the config gives none: the last component of its path."""
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def is_heavy_column(name: str) -> bool:
+    """Columns left out of a catalog's HATS default columns: the PDF and the attributions,
+    most of the bytes, which lsdb then reads only when asked (``columns="all"`` or by name)."""
+    return name == PDF or name.startswith(attr_column(""))
+
+
+def margin_catalog_name(catalog_name: str, arcsec: float) -> str:
+    """The margin catalog's HATS name, as lsdb names the margins it writes."""
+    return f"{catalog_name}_{arcsec:g}arcs"

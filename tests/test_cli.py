@@ -104,3 +104,11 @@ def test_credentials_on_the_tiles_command_line_are_refused_without_echoing(tmp_p
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "credential" in out.stderr and secret not in out.stderr + out.stdout
     assert not (tmp_path / "i").exists()
+
+
+def test_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    out = _raycat("--version")
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"raycat {version('raycat')}"

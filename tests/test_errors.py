@@ -174,3 +174,22 @@ def test_user_error_walks_causes_and_stops_on_cycles():
     loop = ValueError("a")
     loop.__context__ = loop
     assert user_error(loop) is None
+
+
+@pytest.mark.slow  # simulates a tiny sky, starts an embedded Ray and plans before the pool
+def test_use_gpu_on_a_cluster_without_gpus_is_one_line_never_a_cpu_run(tmp_path):
+    """`raycat infer` with infer.use_gpu on this machine (its embedded Ray has no GPU and no
+    autoscaler): exit 2 and one error line, before planning or the catalog job begin."""
+    import yaml
+    from tinysky import make_tiny_sky
+
+    sky = make_tiny_sky(tmp_path)
+    cfg = sky.config(tmp_path / "catalog", str(sky.root / "sky" / schema.TRUTH_FILE), use_gpu=True)
+    path = tmp_path / "gpu.yaml"
+    path.write_text(yaml.safe_dump({**cfg.model_dump(mode="json"), "ray": {"num_cpus": 1}}))
+    rc, lines, _ = _raycat("infer", "--config", str(path), env={"CUDA_VISIBLE_DEVICES": ""})
+    errors = [line for line in lines if "error" in line.lower() or "Traceback" in line]
+    assert rc == 2 and len(errors) == 1, "\n".join(lines[-20:])
+    assert errors[0] == lines[-1] and lines[-1].startswith("raycat infer: error: infer.use_gpu")
+    assert "no GPU" in lines[-1] and not (tmp_path / "catalog").exists()  # nothing began
+    assert not [line for line in lines if "planned" in line]

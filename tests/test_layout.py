@@ -26,6 +26,8 @@ LAYERS = [
         "raycat.section",
         "raycat.runtime",
         "raycat.stats",
+        "raycat.progress",
+        "raycat.extras",
     },
     {"raycat.surveys"},
     {"raycat.config"},

@@ -1,6 +1,7 @@
 """The whole chain on a tiny mock sky: cutouts -> train -> infer -> HATS catalog."""
 
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -70,7 +71,7 @@ def test_every_object_once_and_readable_by_hats_and_lsdb(chain):
     assert len(ids) == len(objects) and set(ids) == set(objects[schema.ID])
     assert first["partitions_written"] == len(summary.unit_counts) > 1
     assert len(hats.read_hats(cfg.infer.catalog).get_healpix_pixels()) == first["partitions"]
-    frame = lsdb.open_catalog(cfg.infer.catalog).compute().set_index(schema.ID)
+    frame = lsdb.open_catalog(cfg.infer.catalog, columns="all").compute().set_index(schema.ID)
     assert len(frame) == len(objects)
     lost = frame.loc[OFF_SKY_ID]
     assert lost[schema.FLAGS] & int(schema.Flag.OFF_FOOTPRINT | schema.Flag.NO_PREDICTION)
@@ -282,3 +283,16 @@ def test_stale_cutouts_are_refused_before_ray_naming_what_changed(cut_twice, tmp
     assert reused == cutout_source(cfg)[0].units and {unit_order_pixel(u)[0] for u in reused} == {
         11
     }
+
+
+def test_cutouts_stage_prints_progress_with_rate(cut_twice, capsys):
+    """The cutout stage reports objects cut as the writers' reports come back, not only at
+    its end (here it ends within a few seconds: the last line, with its rate)."""
+    from raycat.pipeline import materialise_cutouts
+
+    cfg, _, first, _, _ = cut_twice
+    capsys.readouterr()
+    materialise_cutouts(cfg)  # the same inputs: the same units and files as before
+    n = sum(first.unit_counts.values())
+    err = capsys.readouterr().err
+    assert re.search(rf"^raycat: cutouts: {n}/{n} objects in \d+ s, [\d.]+k?/s$", err, re.M), err

@@ -64,3 +64,19 @@ def test_embedded_ray_binds_to_loopback_without_being_told():
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "NODE 127.0.0.1" in run.stdout and "WORKER 127.0.0.1" in run.stdout, run.stdout
+
+
+def test_ray_data_progress_bars_are_off_unless_the_config_asks(ray_local):
+    from ray.data import DataContext
+
+    from raycat.config import parse_config
+    from raycat.runtime import configure_data_context
+
+    assert parse_config({}).ray.data_progress_bars is False
+    asked = parse_config({"ray": {"data_progress_bars": True}}).ray.data_progress_bars
+    try:
+        configure_data_context(progress_bars=asked)
+        assert DataContext.get_current().enable_progress_bars is True
+    finally:
+        configure_data_context()
+    assert DataContext.get_current().enable_progress_bars is False

@@ -12,7 +12,9 @@ with each partition.
    orders) to keep; ``reconcile`` compares the plan with the done markers
    (``raycat.catalog.resume``); ``begin`` removes the markers of partitions to rewrite;
    ``finish`` removes vanished partitions, fails on too many unreadable objects, writes the
-   HATS metadata and, for an overwrite, switches versions.
+   HATS metadata (``catalog_name`` is the HATS name) and, for an overwrite, switches
+   versions; then the margin catalog is rebuilt (``margin_arcsec``) or removed
+   (``raycat.catalog.margin``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from raycat.catalog.atomic import remove_files, remove_temp_files
 from raycat.catalog.info import CatalogInfo
 from raycat.catalog.keys import partition_relpath
 from raycat.catalog.lease import Lease, read_holder
+from raycat.catalog.margin import remove_margin, sync_margin
 from raycat.catalog.markers import DoneMarker, read_markers, remove_markers
 from raycat.catalog.metadata import finalize
 from raycat.catalog.read import existing_schema, partition_keys
@@ -63,8 +66,12 @@ class CatalogJob:
         mode: str,
         lease_seconds: float,
         region: str | None = None,
+        catalog_name: str | None = None,
+        margin_arcsec: float | None = None,
     ):
         self.url, self.options = url, dict(storage_options or {})
+        self.catalog_name = catalog_name or S.default_catalog_name(url)  # its HATS name
+        self.margin_arcsec = margin_arcsec
         self.fs, root = fsutil.filesystem(url, storage_options)
         self.root = root.rstrip("/")
         self.model_id, self.config_hash, self.mode = model_id, config_hash, mode
@@ -186,7 +193,9 @@ class CatalogJob:
 
     def begin(self, rec: Reconciliation) -> None:
         """Remove the done markers of the partitions to rewrite: until rewritten, they are
-        unfinished (a crash then leaves them to the next resume)."""
+        unfinished (a crash then leaves them to the next resume). The margin, made of the
+        partitions as they were, goes first; ``finish`` writes it again."""
+        remove_margin(self.fs, self.root)
         remove_markers(self.fs, self.target, rec.rewrite)
 
     def writer(self, schema: pa.Schema) -> CatalogWriter:
@@ -198,14 +207,20 @@ class CatalogJob:
             raise RaycatError(f"catalog {self.url}: {self.lease.lost}; this job stopped")
 
     def finish(self, rec: Reconciliation, max_error_fraction: float) -> dict:
-        """Remove vanished partitions, check unreadable objects, write the HATS metadata and
-        switch versions (overwrite); returns the catalog's rows and partitions."""
+        """Remove vanished partitions, check unreadable objects, write the HATS metadata,
+        switch versions (overwrite) and rebuild the margin; returns the catalog's rows and
+        partitions (and margin rows)."""
         remove_files(self.fs, [f"{self.target}/{partition_relpath(k)}" for k in rec.vanished])
         remove_markers(self.fs, self.target, rec.vanished)
         self._check_read_errors(max_error_fraction)
-        totals = finalize(self.fs, self.target, self.target_url, self.options)
+        totals = finalize(self.fs, self.target, self.target_url, self.options, self.catalog_name)
         if self.staged:
             self._note_kept(switch_versions(self.fs, self.root, self.job_id))
+        margin = sync_margin(
+            self.fs, self.root, self.url, self.options, self.catalog_name, self.margin_arcsec
+        )
+        if margin is not None:
+            totals["margin_rows"] = margin["rows"]
         return totals
 
     def _check_read_errors(self, max_fraction: float) -> None:

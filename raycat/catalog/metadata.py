@@ -6,6 +6,8 @@ markers name one model and one config, then has the ``hats`` package's own write
 ``dataset/_common_metadata``, ``dataset/_metadata``, ``partition_info.csv`` and the properties
 in a temp directory, and puts each file in place whole (temp + rename locally, one PUT on
 object stores). ``hats.properties`` goes last: a catalog without it is still being written.
+The properties carry the catalog's name (``infer.catalog_name``) and, as default columns,
+everything but the PDF and the attributions, so lsdb loads the light columns unless asked.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from raycat import schema as S
 from raycat.catalog.atomic import remove_temp_files
 from raycat.catalog.keys import label, order_pixel, overlapping_pair
 from raycat.catalog.markers import DoneMarker, read_markers
-from raycat.catalog.read import partition_keys
+from raycat.catalog.read import existing_schema, partition_keys
 from raycat.catalog.versions import remove_version
 from raycat.errors import RaycatError
 from raycat.fsutil import put_atomic
@@ -43,7 +45,8 @@ def finalize(
     if not keys:
         raise RaycatError(f"catalog {url}: no rows written, nothing to finalize")
     temp = f"{root}/{S.METADATA_TEMP_PREFIX}{uuid.uuid4().hex[:12]}"
-    total_rows = _prepare(url, temp, keys, markers, storage_options, catalog_name)
+    properties = {"catalog_name": catalog_name, "default_columns": _default_columns(fs, root)}
+    total_rows = _prepare(url, temp, keys, markers, storage_options, properties)
     expected = sum(m.rows for m in markers.values())
     if total_rows != expected:
         raise RaycatError(
@@ -84,12 +87,19 @@ def _checked_markers(fs, root: str, url: str, files: set[int]) -> dict[int, Done
     return markers
 
 
-def _prepare(url, temp, keys, markers, storage_options, catalog_name) -> int:
+def _default_columns(fs, root: str) -> list[str]:
+    """Every column but the PDF and the attributions: what ``lsdb.open_catalog`` reads
+    unless asked for more, so a crossmatch or a cone search does not load the heavy ones."""
+    schema = existing_schema(fs, root)
+    return [n for n in (schema.names if schema else []) if not S.is_heavy_column(n)]
+
+
+def _prepare(url, temp, keys, markers, storage_options, properties: dict) -> int:
     """Have hats write every metadata file under ``temp``; returns the rows it counted.
 
     The properties follow hats' own writers for a catalog of mixed orders (``lsdb``'s
     ``to_hats``): ``hats_order`` is the deepest partition order and ``hats_max_rows`` the
-    rows of the largest partition."""
+    rows of the largest partition; ``properties`` adds the name and default columns."""
     from hats.catalog import PartitionInfo, TableProperties
     from hats.catalog.dataset.hats_properties import HatsProperties
     from hats.io import write_parquet_metadata
@@ -102,7 +112,6 @@ def _prepare(url, temp, keys, markers, storage_options, catalog_name) -> int:
     partition_info.write_to_file(out / S.PARTITION_INFO_FILE)
     provenance = HatsProperties.new_provenance_dict(base, builder=f"raycat v{__version__}")
     TableProperties(
-        catalog_name=catalog_name,
         catalog_type="object",
         total_rows=int(total_rows),
         ra_column=S.RA,
@@ -113,6 +122,7 @@ def _prepare(url, temp, keys, markers, storage_options, catalog_name) -> int:
         hats_max_rows=max(m.rows for m in markers.values()),
         moc_sky_fraction=float(partition_info.calculate_fractional_coverage()),
         **provenance,
+        **properties,
     ).to_properties_file(out)
     return int(total_rows)
 

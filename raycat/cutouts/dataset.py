@@ -12,6 +12,7 @@ before it writes the plan file.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 
@@ -55,8 +56,13 @@ def write_parts(batch, root: str, storage_options: dict) -> dict[str, np.ndarray
     return {schema.WORK_UNIT: units.astype(np.int64), ROWS: np.array(counts, dtype=np.int64)}
 
 
-def write_units(cutouts, url: str, storage_options: dict) -> Counter:
-    """Stream the cutout dataset into unit parts at ``url``; rows written per work unit."""
+def write_units(
+    cutouts, url: str, storage_options: dict, on_rows: Callable[[int], None] | None = None
+) -> Counter:
+    """Stream the cutout dataset into unit parts at ``url``; rows written per work unit.
+
+    ``on_rows`` is told the rows of each report as it comes back (the stage's progress).
+    """
     written = cutouts.map_batches(
         write_parts,
         batch_size=None,  # a block at a time: the cutout stage's batches, as they come
@@ -67,6 +73,8 @@ def write_units(cutouts, url: str, storage_options: dict) -> Counter:
     counts: Counter = Counter()
     for report in written.iter_batches(batch_format="numpy", batch_size=None):
         counts.update(dict(zip(report[schema.WORK_UNIT].tolist(), report[ROWS].tolist())))
+        if on_rows is not None:
+            on_rows(int(report[ROWS].sum()))
     return counts
 
 

@@ -6,11 +6,13 @@ band missing or unreadable) get NO_PREDICTION and a NaN PDF, which the catalog w
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from raycat import schema
+from raycat.errors import RaycatError
 from raycat.photoz.attribute import Players, shapley
 from raycat.photoz.forward import pdf_fn, z_mean_fn
 from raycat.photoz.pdf import bin_centres
@@ -25,6 +27,57 @@ if TYPE_CHECKING:
 # (16 MB) overflow the caches; 64 rows at a time run 16% faster on one core (782 against
 # 673 objects/s, measured side by side). A GPU takes the whole batch at once.
 CPU_CHUNK = 64
+
+# Where `ray up` leaves the autoscaler's config on the head, which is where a job's driver
+# runs (Ray's path, not raycat's: cluster.yaml's head start command names it too).
+RAY_BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+NO_GPU_HELP = "set it to false, or run on a Ray cluster with GPU nodes"
+
+
+def require_gpus(setting: str) -> None:
+    """A one-line error when ``setting`` (``infer.use_gpu``, ``train.use_gpu``) asks for GPUs
+    that the Ray cluster has not and cannot get. Ray would queue a GPU actor no node can host
+    and wait for ever; a CPU run in its place would be silent and slow. A GPU counts when a
+    node has one now or when a node type of the cluster's autoscaler declares one."""
+    import ray
+
+    if ray.cluster_resources().get("GPU", 0) > 0 or autoscaler_gpus() > 0:
+        return
+    raise RaycatError(
+        f"{setting} is true but the Ray cluster has no GPU and no node type that could "
+        f"add one: {NO_GPU_HELP}"
+    )
+
+
+def autoscaler_gpus(bootstrap: str = RAY_BOOTSTRAP_CONFIG) -> float:
+    """The most GPUs the cluster's autoscaler could add: from the cluster config it reports to
+    the GCS (autoscaler v2), else from the config `ray up` leaves on the head; 0 without
+    either (a fixed cluster, a laptop)."""
+    import ray
+    import ray._private.state
+
+    limits: dict[str, int] = {}
+    if ray.is_initialized():
+        limits = ray._private.state.state.get_max_resources_from_cluster_config() or {}
+    if limits.get("GPU"):
+        return float(limits["GPU"])
+    path = Path(bootstrap).expanduser()
+    return node_type_gpus(path.read_text()) if path.is_file() else 0.0
+
+
+def node_type_gpus(cluster_yaml: str) -> float:
+    """The GPUs of a Ray cluster launcher config's node types at their ``max_workers``."""
+    import yaml
+
+    config = yaml.safe_load(cluster_yaml) or {}
+    types = (config.get("available_node_types") or {}).values()
+    return float(
+        sum(
+            t.get("resources", {}).get("GPU", 0)
+            * t.get("max_workers", config.get("max_workers", 0))
+            for t in types
+        )
+    )
 
 
 def has_pixels(cube: np.ndarray, flags: np.ndarray) -> np.ndarray:
@@ -54,7 +107,9 @@ class Predictor:
         from raycat.photoz.model import load_artifact
 
         self.infer = infer
-        gpu = infer.use_gpu and torch.cuda.is_available()
+        gpu = infer.use_gpu
+        if gpu and not torch.cuda.is_available():  # a node that declares a GPU it has not
+            raise RaycatError(f"infer.use_gpu is true but this node has no CUDA GPU: {NO_GPU_HELP}")
         self.device = torch.device("cuda" if gpu else "cpu")
         self.model, self.meta = load_artifact(infer.model, storage_options, device=str(self.device))
         self.players = players if players is not None else self.meta.players(infer.attributions)

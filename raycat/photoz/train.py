@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from raycat import schema
-from raycat.config import RaycatConfig
+from raycat.config import RaycatConfig, TrainConfig
 from raycat.errors import RaycatError
 from raycat.fsutil import filesystem, has_scheme, join, storage_errors
 from raycat.plan.idhash import id_keys
@@ -97,6 +97,8 @@ def train_loop_per_worker(config: dict) -> None:
     cfg = RaycatConfig.model_validate(config["cfg"])
     _quiet_report_lines()
     device = ray.train.torch.get_device()
+    if cfg.train.use_gpu and device.type != "cuda":  # a node that declares a GPU it has not
+        raise RaycatError("train.use_gpu is true but this worker has no CUDA GPU")
     edges = torch.tensor(config["edges"], dtype=torch.float32, device=device)
     centres = (edges[1:] + edges[:-1]) / 2
     weights = torch.tensor(config["class_weights"], dtype=torch.float32, device=device)
@@ -373,6 +375,10 @@ def fit(cfg: RaycatConfig, cutouts) -> dict:
 
     from raycat.photoz.pdf import bin_edges
 
+    if cfg.train.use_gpu:  # before anything starts: Ray would wait for ever for the GPUs
+        from raycat.photoz.infer import require_gpus
+
+        require_gpus("train.use_gpu")
     identity = run_identity(cfg)
     check_resume(cfg, identity)  # before any data streams or worker starts
     datasets = split_datasets(cutouts, cfg)
@@ -391,7 +397,9 @@ def fit(cfg: RaycatConfig, cutouts) -> dict:
         train_loop_config=loop_config,
         datasets=datasets,
         scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu
+            num_workers=cfg.train.num_workers,
+            use_gpu=cfg.train.use_gpu,
+            resources_per_worker=worker_resources(cfg.train),
         ),
         run_config=ray.train.RunConfig(
             name=cfg.train.run_name,
@@ -409,6 +417,16 @@ def fit(cfg: RaycatConfig, cutouts) -> dict:
     metrics["train_median_z"] = float(np.median(z))
     _write_artifact(cfg, result.checkpoint, metrics)
     return metrics
+
+
+def worker_resources(train: TrainConfig) -> dict[str, float] | None:
+    """What each training worker requests: Ray Train's default (one GPU, or one CPU) plus
+    ``train.resources``, which place the workers on the node types that declare them; None
+    (Ray's default) without custom resources. Ray Train drops its default once any are given,
+    hence the explicit one."""
+    if not train.resources:
+        return None
+    return {("GPU" if train.use_gpu else "CPU"): 1.0, **train.resources}
 
 
 def _write_artifact(cfg: RaycatConfig, checkpoint, metrics: dict) -> None:

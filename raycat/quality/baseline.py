@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from raycat import schema
+from raycat.extras import optional
 from raycat.photoz.pdf import summary_metrics
 from raycat.photoz.train import is_validation
 from raycat.surveys.bands import NANOMAGGY_ZP
@@ -138,6 +139,7 @@ def _regressor(kind: BaselineKind, seed: int):
     distance on every feature, so NaN is imputed with the training median (neutral, robust)
     and features are standardised so magnitudes and colours weigh alike.
     """
+    optional("sklearn", "report", "the photometry baseline (raycat demo)")
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.impute import SimpleImputer
     from sklearn.neighbors import KNeighborsRegressor

@@ -2,12 +2,14 @@
 
 The catalog is read one partition at a time and only the columns needed (id, z_mean,
 pdf); each partition's PDFs are reduced to per-object PIT and CRPS at once, so memory
-holds a few numbers per object, never all PDFs.
+holds a few numbers per object, never all PDFs. Under a Ray job (RAY_ADDRESS set) each
+partition is read and reduced by a Ray task on the workers, not in the driver on the head.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,10 +17,10 @@ import pyarrow.parquet as pq
 
 from raycat import fsutil
 from raycat import schema as S
-from raycat.catalog.read import iter_partitions, pdf_matrix, read_catalog_info
+from raycat.catalog.read import partition_paths, pdf_matrix, read_catalog_info
 from raycat.errors import RaycatError
 from raycat.photoz.pdf import crps_per_object, nmad, outlier_fraction, pit, summary_metrics
-from raycat.quality.plots import save_figures
+from raycat.quality.plots import figure_class, save_figures
 
 METRICS_FILE = "metrics.json"
 PLOT_SCATTER, PLOT_PIT, PLOT_VS_Z = "photoz_vs_specz.png", "pit_hist.png", "metrics_vs_z.png"
@@ -96,27 +98,68 @@ def _read_truth(
     return _TruthLookup(ids, z, f"truth table {url}")
 
 
-def collect_scores(
-    catalog_url: str, truth: _TruthLookup | None, storage_options: dict | None = None
-) -> Scores:
-    """Stream the catalog; without ``truth``, its own ``z_spec`` column is the truth."""
-    edges = read_catalog_info(catalog_url, storage_options).bin_edges
+def _partition_scores(
+    catalog_url: str,
+    partition: str,
+    truth: _TruthLookup | None,
+    edges: np.ndarray,
+    storage_options: dict | None,
+) -> tuple[np.ndarray, ...]:
+    """(z_phot, z_true, PIT, CRPS) of one partition's objects (in the driver or a Ray task)."""
+    fs, _ = fsutil.filesystem(catalog_url, storage_options)
     columns = [S.ID, S.Z_MEAN, S.PDF] + ([] if truth else [S.Z_SPEC])
-    parts: list[tuple[np.ndarray, ...]] = []
+    table = pq.read_table(partition, columns=columns, filesystem=fs)
+    z_phot = np.asarray(table[S.Z_MEAN].to_numpy(zero_copy_only=False), np.float64)
+    if truth:
+        z_true = truth(table[S.ID].to_numpy())
+    else:
+        z_true = np.asarray(table[S.Z_SPEC].to_numpy(zero_copy_only=False), np.float64)
+    pdf = pdf_matrix(table[S.PDF])
+    return z_phot, z_true, pit(pdf, edges, z_true), crps_per_object(pdf, edges, z_true)
+
+
+def _scores_on_ray(catalog_url: str, partitions: list[str], truth, edges, storage_options):
+    """Every partition's scores from a Ray task, in partition order."""
+    import ray
+
+    from raycat.runtime import ray_session
+
+    with ray_session():  # joins the job's cluster; an initialised Ray is used as it is
+        task = ray.remote(_partition_scores)
+        shared = ray.put(truth)  # the truth lookup is sent once, not once per partition
+        return ray.get(
+            [task.remote(catalog_url, p, shared, edges, storage_options) for p in partitions]
+        )
+
+
+def collect_scores(
+    catalog_url: str,
+    truth: _TruthLookup | None,
+    storage_options: dict | None = None,
+    on_ray: bool | None = None,
+) -> Scores:
+    """Score every partition; without ``truth``, the catalog's own ``z_spec`` is the truth.
+
+    ``on_ray`` (default: when RAY_ADDRESS is set, as under `ray job submit`) reads and
+    reduces the partitions in Ray tasks: the driver receives four numbers per object.
+    """
+    edges = read_catalog_info(catalog_url, storage_options).bin_edges
+    fs, path = fsutil.filesystem(catalog_url, storage_options)
+    partitions = partition_paths(fs, path.rstrip("/"))
+    if not partitions:
+        raise RaycatError(f"catalog not found (no partitions): {catalog_url}")
+    if on_ray is None:
+        on_ray = bool(os.environ.get("RAY_ADDRESS"))
     try:
-        for table in iter_partitions(catalog_url, columns, storage_options):
-            z_phot = np.asarray(table[S.Z_MEAN].to_numpy(zero_copy_only=False), np.float64)
-            if truth:
-                z_true = truth(table[S.ID].to_numpy())
-            else:
-                z_true = np.asarray(table[S.Z_SPEC].to_numpy(zero_copy_only=False), np.float64)
-            pdf = pdf_matrix(table[S.PDF])
-            parts.append(
-                (z_phot, z_true, pit(pdf, edges, z_true), crps_per_object(pdf, edges, z_true))
-            )
-    except (KeyError, ValueError) as err:
+        if on_ray:
+            parts = _scores_on_ray(catalog_url, partitions, truth, edges, storage_options)
+        else:
+            parts = [
+                _partition_scores(catalog_url, p, truth, edges, storage_options) for p in partitions
+            ]
+    except (KeyError, ValueError) as err:  # from a task: a RayTaskError that is one as well
         raise RaycatError(
-            f"catalog {catalog_url}: missing column ({err}); give a truth "
+            f"catalog {catalog_url}: missing column ({getattr(err, 'cause', err)}); give a truth "
             "table when the catalog has no z_spec"
         ) from None
     return Scores(*(np.concatenate(column) for column in zip(*parts)))
@@ -193,8 +236,7 @@ def metrics_in_z_bins(
 
 
 def _figures(scores: Scores, metrics: dict, median_z: float | None) -> dict:
-    # matplotlib's object API needs no pyplot and no global backend: safe in any process.
-    from matplotlib.figure import Figure
+    Figure = figure_class()
 
     used = np.isfinite(scores.z_true) & np.isfinite(scores.z_phot)
     z_true, z_phot = scores.z_true[used], scores.z_phot[used]

@@ -9,6 +9,17 @@ from __future__ import annotations
 import io
 
 from raycat import fsutil
+from raycat.extras import optional
+
+PLOTS = "plots (raycat evaluate --out, raycat report, raycat demo)"
+
+
+def figure_class() -> type:
+    """matplotlib's Figure, from the [report] extra (a one-line error when it is missing).
+
+    Its object API needs no pyplot and no global backend: safe in any process.
+    """
+    return optional("matplotlib.figure", "report", PLOTS).Figure
 
 
 def save_figures(figures: dict, out_dir: str, storage_options: dict | None, dpi: int = 100) -> None:

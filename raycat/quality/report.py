@@ -1,6 +1,8 @@
 """`raycat report`: one HTML page of diagnostics that says whether to trust a catalog.
 
-Metrics against truth (from ``evaluate``), accuracy against magnitude, the share of the
+For every catalog (production ones have no truth): sky maps of counts, flagged fraction and
+mean redshift, the stacked n(z) and the objects per flag (``raycat.quality.sky_maps``). With
+truth: metrics against truth (from ``evaluate``), accuracy against magnitude, the share of the
 attribution held by each band or survey as redshift rises, stability under rotations and
 flips, example cutouts with their PDFs, and the comparison with a catalog-photometry
 baseline. Catalogs are read partition by partition; the stability and example sections run
@@ -21,7 +23,8 @@ from raycat.catalog.read import existing_schema, iter_partitions
 from raycat.errors import RaycatError
 from raycat.photoz.pdf import bin_centres, nmad, outlier_fraction, point_estimates
 from raycat.quality.evaluate import IdIndex, evaluate_catalog
-from raycat.quality.plots import save_figures
+from raycat.quality.plots import figure_class, save_figures
+from raycat.quality.sky_maps import flag_rows, sky_figures, sky_sums
 
 REPORT_FILE = "index.html"
 PLOT_VS_MAG, PLOT_ATTR, PLOT_ATTR_BANDS, PLOT_STABILITY, PLOT_EXAMPLES = (
@@ -122,9 +125,7 @@ def stability(model, meta, cubes: np.ndarray) -> tuple[dict, np.ndarray]:
 
 
 def _figure(rows: int = 1, cols: int = 1, size=(6, 4)):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, layout="constrained")
+    fig = figure_class()(figsize=size, layout="constrained")
     return fig, fig.subplots(rows, cols)
 
 
@@ -208,7 +209,7 @@ def examples_figure(sample: dict, pdfs: np.ndarray, edges: np.ndarray, bands: li
 
 def build_report(
     catalog_url: str,
-    truth_url: str,
+    truth_url: str | None,
     out_dir: str,
     *,
     cutouts=None,
@@ -220,19 +221,44 @@ def build_report(
 ) -> tuple[str, dict]:
     """Write ``out_dir/index.html`` with its figures; returns its path and the metrics.
 
-    ``cutouts`` (a Ray Dataset of cutout rows) and ``model_url`` add the stability and the
-    example sections; ``baseline`` (metrics of the catalog-photometry baseline on the same
-    held-out objects) adds its column to the comparison table.
+    Every report has the production sections (sky maps, stacked n(z), objects per flag:
+    ``raycat.quality.sky_maps``); ``truth_url`` (None for a production catalog) adds the
+    metrics against truth. ``cutouts`` (a Ray Dataset of cutout rows) and ``model_url`` add
+    the stability and the example sections; ``baseline`` (metrics of the catalog-photometry
+    baseline on the same held-out objects) adds its column to the comparison table.
     """
-    metrics = evaluate_catalog(
-        catalog_url,
-        truth_url,
-        out_dir,
-        storage_options=storage_options,
-        train_median_z=train_median_z,
-    )
-    figures, sections = {}, [_metrics_table(metrics, baseline)]
-    sections.append(_images("Photo-z against truth", list(metrics["plots"])))
+    metrics: dict = {}
+    figures: dict = {}
+    sections: list[str] = []
+    if truth_url is not None:
+        metrics = evaluate_catalog(
+            catalog_url,
+            truth_url,
+            out_dir,
+            storage_options=storage_options,
+            train_median_z=train_median_z,
+        )
+        sections = [_metrics_table(metrics, baseline)]
+        sections.append(_images("Photo-z against truth", list(metrics["plots"])))
+        figures = _truth_figures(catalog_url, truth_url, mag_column, storage_options)
+    if cutouts is not None and model_url:
+        figures.update(_model_figures(cutouts, model_url, storage_options, metrics))
+    sums = sky_sums(catalog_url, storage_options)
+    figures.update(sky_figures(sums, catalog_url, storage_options))
+    metrics["catalog_objects"] = sums.objects
+    fs, out = fsutil.filesystem(out_dir, storage_options)
+    fs.makedirs(out, exist_ok=True)  # without truth, nothing wrote there yet
+    save_figures(figures, out_dir, storage_options)
+    sections.append(_images("Diagnostics", list(figures)))
+    sections.append(_flag_table(flag_rows(sums)))
+    page = _page(sections, metrics)
+    fs.pipe_file(f"{out.rstrip('/')}/{REPORT_FILE}", page.encode())
+    return fsutil.join(out_dir, REPORT_FILE), metrics
+
+
+def _truth_figures(catalog_url, truth_url, mag_column, storage_options) -> dict:
+    """Accuracy against magnitude and attribution shares against true redshift."""
+    figures = {}
     attr = [
         n
         for n in _catalog_names(catalog_url, storage_options)
@@ -249,14 +275,16 @@ def build_report(
         figures[PLOT_ATTR] = attribution_figure(
             attribution_shares(data[S.TRUTH_Z], {a: data[a] for a in attr})
         )
-    if cutouts is not None and model_url:
-        figures.update(_model_figures(cutouts, model_url, storage_options, metrics))
-    save_figures(figures, out_dir, storage_options)
-    sections.append(_images("Diagnostics", list(figures)))
-    page = _page(sections, metrics)
-    fs, out = fsutil.filesystem(out_dir, storage_options)
-    fs.pipe_file(f"{out.rstrip('/')}/{REPORT_FILE}", page.encode())
-    return fsutil.join(out_dir, REPORT_FILE), metrics
+    return figures
+
+
+def _flag_table(rows: list[tuple[str, int, float]]) -> str:
+    body = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{n}</td><td>{fraction:.2%}</td></tr>"
+        for name, n, fraction in rows
+    )
+    head = "<tr><th>flag</th><th>objects</th><th>fraction</th></tr>"
+    return f"<h2>Objects per flag</h2><table>{head}{body}</table>"
 
 
 def _catalog_names(catalog_url: str, storage_options: dict | None) -> list[str]:

@@ -21,16 +21,21 @@ from __future__ import annotations
 import math
 from functools import cache
 
-import galsim
 import numpy as np
 import pandas as pd
 from scipy.special import erf
 
 from raycat import schema
+from raycat.extras import MOCK_SKY, missing_extra
 from raycat.sky.population import KIND_STAR, bulge_mag_column, disk_mag_column
 from raycat.sky.sed import MAG_NO_FLUX
 from raycat.sky.tiles import TileGeometry
 from raycat.surveys.bands import BANDS, Band
+
+try:
+    import galsim
+except ImportError as err:  # the [sim] extra
+    raise missing_extra("sim", MOCK_SKY, err) from None
 
 PS1_MOFFAT_BETA = 3.5
 BULGE_TRUNCATION = 5.0  # de Vaucouleurs profiles stop at 5 half-light radii

@@ -28,11 +28,16 @@ import os
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
-import galsim
 import numpy as np
-import speclite.filters
 
+from raycat.extras import MOCK_SKY, missing_extra
 from raycat.surveys.bands import BAND_NAMES, BANDS
+
+try:
+    import galsim
+    import speclite.filters
+except ImportError as err:  # the [sim] extra: `pip install raycat` leaves the mock sky out
+    raise missing_extra("sim", MOCK_SKY, err) from None
 
 TEMPLATES: tuple[str, ...] = ("E", "Sbc", "Scd", "Im")
 REFERENCE_FILTER = "panstarrs-r"  # absolute magnitudes are rest-frame PS1 r

@@ -13,8 +13,10 @@ fsspec (local directory or object store URL):
 - ``mock_sky.json``: the parameters of the run.
 
 Tiles are processed one at a time (all bands of one tile, then the next), so memory holds a
-single tile. Randomness comes from numpy Generators seeded by (seed, purpose, survey, tile,
-band); GalSim's drawing is deterministic, so the same seed gives byte-identical files.
+single tile; with ``on_ray`` each tile is a Ray task instead (on a cluster the driver runs on
+the head, which does no heavy work). Randomness comes from numpy Generators seeded by (seed,
+purpose, survey, tile, band); GalSim's drawing is deterministic, so the same seed gives
+byte-identical files, in the driver or on Ray.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class _Store:
             self.fs, self.root = fsspec.core.url_to_fs(out, **(storage_options or {}))
         except (ValueError, ImportError, TypeError) as err:
             raise RaycatError(f"cannot open output {out!r}: {err}") from None
-        self.out = out
+        self.out, self.storage_options = out, storage_options
         self.bytes_written = 0
 
     def write_bytes(self, relpath: str, data: bytes) -> None:
@@ -198,6 +200,72 @@ def _write_tile(
     return rows
 
 
+def _write_tiles_here(
+    store: _Store, layouts: dict, sources: pd.DataFrame, seed: int, progress: bool
+) -> list[dict]:
+    """Every tile drawn and written in this process, one after the other."""
+    rows: list[dict] = []
+    for survey_index, survey in enumerate(SURVEYS.values()):
+        tiles = layouts[survey.name]
+        for tile in tiles:
+            _progress(
+                progress,
+                f"{survey.name} tile {tile.index + 1}/{len(tiles)} ({len(survey.bands)} bands)",
+            )
+            rows += _write_tile(store, tile, sources, seed, survey_index)
+    return rows
+
+
+def _tile_task(
+    out: str,
+    storage_options: dict | None,
+    tile: TileGeometry,
+    sources: pd.DataFrame,
+    seed: int,
+    survey_index: int,
+) -> tuple[list[dict], int]:
+    """Ray task: one tile's bands drawn and written; its index rows and bytes written.
+
+    It writes whole files named by the tile, so a retried task rewrites the same bytes."""
+    store = _Store(out, storage_options)
+    return _write_tile(store, tile, sources, seed, survey_index), store.bytes_written
+
+
+def _write_tiles_on_ray(
+    store: _Store, layouts: dict, sources: pd.DataFrame, seed: int, progress: bool
+) -> list[dict]:
+    """Every tile drawn and written by a Ray task (one CPU each); rows in the serial order."""
+    import ray
+
+    from raycat.progress import Progress
+
+    task = ray.remote(num_cpus=1)(_tile_task)
+    shared = ray.put(sources)  # once, not once per task
+    refs = [
+        # replace(): a fresh geometry, without the cached WCS, whose pickle (a FITS header)
+        # rounds the CD matrix and would move every source by ~1e-12 px
+        task.remote(store.out, store.storage_options, replace(tile), shared, seed, survey_index)
+        for survey_index, survey in enumerate(SURVEYS.values())
+        for tile in layouts[survey.name]
+    ]
+    counter = Progress(len(refs), "tiles", "simulate", write=_stderr if progress else _silent)
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
+        counter.update(len(ready))
+    results = ray.get(refs)
+    store.bytes_written += sum(written for _, written in results)
+    return [row for rows, _ in results for row in rows]
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _silent(line: str) -> None:
+    pass
+
+
 def _public_columns(table: pd.DataFrame) -> pd.DataFrame:
     """Drop the internal per-component magnitudes (leading underscore)."""
     return table[[c for c in table.columns if not c.startswith("_")]].reset_index(drop=True)
@@ -213,7 +281,19 @@ def _write_catalogs(store: _Store, sources: pd.DataFrame) -> None:
 
 def _progress(enabled: bool, message: str) -> None:
     if enabled:
-        print(f"simulate: {message}", file=sys.stderr, flush=True)
+        _stderr(f"simulate: {message}")
+
+
+def _write_tiles(
+    store: _Store, layouts: dict, sources: pd.DataFrame, seed: int, progress: bool, on_ray: bool
+) -> list[dict]:
+    """The tiles written here or on Ray (joined or started for the call); their index rows."""
+    if not on_ray:
+        return _write_tiles_here(store, layouts, sources, seed, progress)
+    from raycat.runtime import ray_session
+
+    with ray_session():  # an initialised Ray is used as it is
+        return _write_tiles_on_ray(store, layouts, sources, seed, progress)
 
 
 def simulate_sky(
@@ -223,6 +303,7 @@ def simulate_sky(
     area_deg2: float | None = None,
     storage_options: dict | None = None,
     progress: bool = True,
+    on_ray: bool = False,
 ) -> SkySummary:
     """Write a mock 9-band sky (tiles, truth, sources, tile index) under ``out``.
 
@@ -233,7 +314,9 @@ def simulate_sky(
     seed : random seed; the same seed writes byte-identical files.
     area_deg2 : sky area; default ``n_galaxies / 40000`` (about 11 targets per arcmin^2).
     storage_options : fsspec options for ``out`` (e.g. an S3 endpoint).
-    progress : print one line per tile to stderr.
+    progress : print one line per tile to stderr (on Ray: done/total, rate and ETA).
+    on_ray : draw the tiles in Ray tasks, on the cluster joined (``RAY_ADDRESS``) or a local
+        Ray; the same files as without.
 
     Raises
     ------
@@ -275,15 +358,7 @@ def simulate_sky(
         f"{len(sources)} sources ({n_galaxies} targets) over {background.area_deg2:.3g} deg2",
     )
     _write_catalogs(store, sources)
-    rows: list[dict] = []
-    for survey_index, survey in enumerate(SURVEYS.values()):
-        tiles = layouts[survey.name]
-        for tile in tiles:
-            _progress(
-                progress,
-                f"{survey.name} tile {tile.index + 1}/{len(tiles)} ({len(survey.bands)} bands)",
-            )
-            rows += _write_tile(store, tile, sources, seed, survey_index)
+    rows = _write_tiles(store, layouts, sources, seed, progress, on_ray)
     store.write_table(schema.TILE_INDEX_FILE, pd.DataFrame(rows))  # last: marks completion
     return SkySummary(
         out=out,

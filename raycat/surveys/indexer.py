@@ -205,13 +205,12 @@ def _rows_on_ray(uris, store_url, storage_options, band_from, survey, progress):
 
 
 def _with_progress(ds, n_files: int, progress):
-    """The batches of the header dataset, with about 20 progress lines however large."""
-    step, reported, seen = max(1, n_files // 20), 0, 0
+    """The batches of the header dataset, with a progress line (rate, ETA) every few seconds."""
+    from raycat.progress import Progress
+
+    counter = Progress(n_files, "files", "  headers read", write=lambda line: _say(progress, line))
     for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
-        seen += len(batch)
-        if seen - reported >= step or seen == n_files:
-            reported = seen
-            _say(progress, f"  headers read: {seen}/{n_files}")
+        counter.update(len(batch))
         yield pd.DataFrame(batch.to_dict("records"))  # Ray's pickled list columns as lists
 
 

@@ -243,7 +243,7 @@ def test_hats_and_lsdb_read_every_row(tmp_path, objects):
     assert pixels == set(np.unique(objects["pixel"]).tolist())
     assert S.META_MODEL_ID in catalog.schema.metadata  # raycat metadata in _common_metadata
 
-    frame = lsdb.open_catalog(root).compute()
+    frame = lsdb.open_catalog(root, columns="all").compute()
     assert frame.index.name == S.HEALPIX_29
     assert sorted(frame[S.ID]) == sorted(objects["id"].tolist())
     assert frame[S.PDF].isna().sum() == 12

@@ -61,3 +61,32 @@ def test_cpu_chunks_give_the_pdfs_of_one_forward_pass(tmp_path, monkeypatch):
     chunked = predictor.predict(cube)
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(chunked.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_a_predictor_asked_for_a_gpu_on_a_node_without_cuda_refuses_in_one_line(tmp_path):
+    """The backstop behind the driver's pre-flight: never a silent CPU run."""
+    import pytest
+    import torch
+
+    from raycat.errors import RaycatError
+    from raycat.photoz.infer import Predictor
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(RaycatError, match="use_gpu is true but this node has no CUDA GPU"):
+        Predictor(InferConfig(model=save_tiny(tmp_path), use_gpu=True))
+
+
+def test_gpus_an_autoscaler_could_add_come_from_its_node_types(tmp_path):
+    from pathlib import Path
+
+    from raycat.photoz.infer import autoscaler_gpus, node_type_gpus
+
+    cluster_yaml = (Path(__file__).parents[2] / "cluster.yaml").read_text()
+    assert node_type_gpus(cluster_yaml) >= 1  # the gpu node type, at its max_workers
+    cpu_only = "max_workers: 4\navailable_node_types:\n  cpu: {resources: {CPU: 8}}\n"
+    assert node_type_gpus(cpu_only) == 0
+    bootstrap = tmp_path / "ray_bootstrap_config.yaml"
+    bootstrap.write_text(cluster_yaml)
+    assert autoscaler_gpus(str(bootstrap)) == node_type_gpus(cluster_yaml)
+    assert autoscaler_gpus(str(tmp_path / "absent.yaml")) == 0

@@ -98,14 +98,27 @@ def test_only_the_needed_columns_are_read(sky, tmp_path, monkeypatch):
     import raycat.quality.evaluate as E
 
     seen = []
-    real = E.iter_partitions
+    real = E.pq.read_table
     monkeypatch.setattr(
-        E,
-        "iter_partitions",
-        lambda url, columns, *a: seen.append(columns) or real(url, columns, *a),
+        E.pq,
+        "read_table",
+        lambda path, columns=None, **kw: seen.append(columns) or real(path, columns=columns, **kw),
     )
     evaluate_catalog(str(sky / "cat"), str(sky / "truth.parquet"), str(tmp_path))
-    assert seen == [[S.ID, S.Z_MEAN, S.PDF]]
+    partitions = [c for c in seen if c != ["id", "z"]]  # the truth table's read aside
+    assert partitions and all(c == [S.ID, S.Z_MEAN, S.PDF] for c in partitions)
+
+
+@pytest.mark.slow
+def test_scores_from_ray_tasks_equal_the_drivers(sky, ray_local):
+    """Under a Ray job the partitions are scored by tasks on the workers: the same numbers."""
+    from raycat.quality.evaluate import _read_truth, collect_scores
+
+    truth = _read_truth(str(sky / "truth.parquet"), "id", "z", None)
+    here = collect_scores(str(sky / "cat"), truth, on_ray=False)
+    there = collect_scores(str(sky / "cat"), truth, on_ray=True)
+    for name, values in vars(here).items():
+        np.testing.assert_array_equal(values, getattr(there, name), err_msg=name)
 
 
 def test_bad_truth_inputs_are_user_errors(sky, tmp_path):

@@ -481,6 +481,22 @@ def test_same_seed_same_bytes_other_seed_other_sky(tmp_path_factory, capsys):
 
 
 @pytest.mark.slow
+def test_tiles_drawn_in_ray_tasks_are_the_serial_runs_bytes(tmp_path_factory, ray_local, capsys):
+    """`raycat simulate --ray` (and under `ray job submit`) draws each tile in a task, off the
+    driver; the files are the serial run's, byte for byte."""
+    serial = tiny_sky(tmp_path_factory, seed=3)
+    root = tmp_path_factory.mktemp("tiny3ray")
+    capsys.readouterr()
+    summary = simulate_sky(str(root), n_galaxies=20, seed=3, area_deg2=0.001, on_ray=True)
+    assert "simulate: 3/3 tiles in " in capsys.readouterr().err
+    assert _file_bytes(root) == _file_bytes(serial)
+    for name in (schema.TRUTH_FILE, schema.SOURCES_FILE, schema.TILE_INDEX_FILE):
+        assert (root / name).read_bytes() == (serial / name).read_bytes(), name
+    assert summary.n_tiles == 9
+    assert summary.bytes_written == sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.slow
 def test_s3_round_trip_equals_local_run(tmp_path_factory, s3_bucket):
     url, options = s3_bucket
     local = tiny_sky(tmp_path_factory, seed=3)
@@ -561,3 +577,23 @@ def test_cli_help_and_bad_arguments(tmp_path):
         result = _cli(*args)
         assert result.returncode != 0
         assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") <= 2
+
+
+@pytest.mark.parametrize(
+    ("flag", "address", "on_ray"),
+    [([], None, False), (["--ray"], None, True), ([], "127.0.0.1:6379", True)],
+)
+def test_cli_draws_on_ray_when_asked_or_under_a_job(tmp_path, monkeypatch, flag, address, on_ray):
+    """Local runs stay in the process (fast demo and tests); `--ray`, or RAY_ADDRESS as
+    `ray job submit` sets it, sends the tiles to Ray tasks."""
+    import raycat.sky.simulate as sim
+    from raycat.cli import main
+
+    seen = {}
+    monkeypatch.setattr(sim, "simulate_sky", lambda out, **kwargs: seen.update(kwargs) or "sky")
+    if address:
+        monkeypatch.setenv("RAY_ADDRESS", address)
+    else:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert main(["simulate", "--out", str(tmp_path), *flag]) == 0
+    assert seen["on_ray"] is on_ray
