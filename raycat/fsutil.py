@@ -67,7 +67,8 @@ def filesystem(
     try:
         fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
     except ImportError as err:
-        raise RaycatError(f"cannot open {url}: {first_line(err)}") from None
+        extra = " (pip install 'raycat[gcs]')" if url.startswith(("gs://", "gcs://")) else ""
+        raise RaycatError(f"cannot open {url}: {first_line(err)}{extra}") from None
     except ValueError as err:
         if not str(err).startswith("Protocol not known"):
             raise

@@ -127,7 +127,7 @@ def test_gs_without_gcsfs(tmp_path):
     (blocked / "gcsfs.py").write_text("raise ImportError('No module named gcsfs')\n")
     cfg = _config(tmp_path / "c.yaml", {"store": "gs://bucket/sky"})
     rc, lines, seconds = _raycat("cutouts", "--config", cfg, pythonpath=str(blocked))
-    _one_line(rc, lines, seconds, "gs://bucket/sky", "gcsfs")
+    _one_line(rc, lines, seconds, "gs://bucket/sky", "gcsfs", "raycat[gcs]")
 
 
 @pytest.mark.slow  # gcsfs retries for ~35 s before it gives up

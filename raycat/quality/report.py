@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import html
 import json
+import os
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from raycat import fsutil
 from raycat import schema as S
-from raycat.catalog.read import existing_schema, iter_partitions
+from raycat.catalog.read import existing_schema, partition_paths
 from raycat.errors import RaycatError
 from raycat.photoz.pdf import bin_centres, nmad, outlier_fraction, point_estimates
 from raycat.quality.evaluate import IdIndex, evaluate_catalog
@@ -48,24 +50,71 @@ def joined_columns(
     truth_columns: list[str],
     catalog_columns: list[str],
     storage_options: dict | None = None,
+    on_ray: bool | None = None,
 ) -> dict:
-    """Catalog columns for every object, with the truth columns joined on id (NaN if absent)."""
+    """Catalog columns of the objects the truth table holds, with its columns joined on id.
+
+    Each partition is joined on its own: in the driver, or (``on_ray``, default when
+    RAY_ADDRESS is set, as under `ray job submit`) in a Ray task, the truth index sent once;
+    the driver receives the matched rows only (a validation sample, not the catalog).
+    """
     fs, path = fsutil.filesystem(truth_url, storage_options)
     names = set(pq.read_schema(path, filesystem=fs).names)
     wanted = [c for c in truth_columns if c in names]
     truth = pq.read_table(path, columns=[S.ID, *wanted], filesystem=fs)
-    index = IdIndex(truth[S.ID].to_numpy(), f"truth table {truth_url}")
-    parts: dict[str, list[np.ndarray]] = {}
-    for table in iter_partitions(catalog_url, [S.ID, *catalog_columns], storage_options):
-        rows, found = index.find(table[S.ID].to_numpy())
-        for name in catalog_columns:
-            parts.setdefault(name, []).append(
-                np.asarray(table[name].to_numpy(zero_copy_only=False), np.float64)
-            )
-        for name in wanted:
-            values = np.asarray(truth[name].to_numpy(zero_copy_only=False), np.float64)
-            parts.setdefault(name, []).append(np.where(found, values[rows], np.nan))
-    return {name: np.concatenate(values) for name, values in parts.items()}
+    joined = _TruthColumns(
+        IdIndex(truth[S.ID].to_numpy(), f"truth table {truth_url}"),
+        {n: np.asarray(truth[n].to_numpy(zero_copy_only=False), np.float64) for n in wanted},
+    )
+    cat_fs, root = fsutil.filesystem(catalog_url, storage_options)
+    partitions = partition_paths(cat_fs, root.rstrip("/"))
+    if not partitions:
+        raise RaycatError(f"catalog not found (no partitions): {catalog_url}")
+    args = (catalog_url, catalog_columns, storage_options)
+    if on_ray is None:
+        on_ray = bool(os.environ.get("RAY_ADDRESS"))
+    if on_ray:
+        parts = _joined_on_ray(partitions, joined, args)
+    else:
+        parts = [_join_partition(p, joined, *args) for p in partitions]
+    return {n: np.concatenate([p[n] for p in parts]) for n in [*catalog_columns, *wanted]}
+
+
+@dataclass
+class _TruthColumns:
+    """The truth table's rows by id, and the columns to join from it."""
+
+    index: IdIndex
+    columns: dict[str, np.ndarray]
+
+
+def _join_partition(
+    partition: str,
+    truth: _TruthColumns,
+    catalog_url: str,
+    catalog_columns: list[str],
+    storage_options: dict | None,
+) -> dict[str, np.ndarray]:
+    """One partition's rows that the truth holds, catalog and truth columns side by side."""
+    fs, _ = fsutil.filesystem(catalog_url, storage_options)
+    table = pq.read_table(partition, columns=[S.ID, *catalog_columns], filesystem=fs)
+    rows, found = truth.index.find(table[S.ID].to_numpy())
+    out = {
+        n: np.asarray(table[n].to_numpy(zero_copy_only=False), np.float64)[found]
+        for n in catalog_columns
+    }
+    out.update({n: values[rows[found]] for n, values in truth.columns.items()})
+    return out
+
+
+def _joined_on_ray(partitions: list[str], truth: _TruthColumns, args: tuple) -> list[dict]:
+    import ray
+
+    from raycat.runtime import ray_session
+
+    with ray_session():  # joins the job's cluster; an initialised Ray is used as it is
+        task, shared = ray.remote(_join_partition), ray.put(truth)
+        return ray.get([task.remote(p, shared, *args) for p in partitions])
 
 
 def attribution_shares(

@@ -9,6 +9,7 @@ the whole sky in bounded memory; the n(z) is one sum per redshift bin.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,20 +72,88 @@ class SkySums:
             values, self.sums = self.sums, {k: np.zeros(0) for k in SUMS}
             self._merge(pixels, values)
 
+    def absorb(self, other: SkySums) -> None:
+        """Add another catalog part's sums (coarsened to the coarser of the two orders)."""
+        order = min(self.order, other.order)
+        if self.order > order:
+            pixels, self.pixels = self.pixels >> 2 * (self.order - order), np.zeros(0, np.int64)
+            sums, self.sums = self.sums, {k: np.zeros(0) for k in SUMS}
+            self.order = order
+            self._merge(pixels, sums)
+        self._merge(other.pixels >> 2 * (other.order - order), other.sums)
+        if other.nz is not None:
+            self.nz = other.nz.copy() if self.nz is None else self.nz + other.nz
+        for name, n in other.flags.items():
+            self.flags[name] += n
+        self.objects += other.objects
 
-def sky_sums(catalog_url: str, storage_options: dict | None = None) -> SkySums:
-    """The sums of a catalog, streaming over its partitions."""
+
+COLUMNS = [S.HEALPIX_29, S.FLAGS, S.Z_MEAN, S.PDF]
+IN_FLIGHT = 16  # partition tasks awaited at once: the driver holds their sums only
+
+
+def sky_sums(
+    catalog_url: str, storage_options: dict | None = None, on_ray: bool | None = None
+) -> SkySums:
+    """The sums of a catalog, streaming over its partitions: in the driver, or (``on_ray``,
+    default when RAY_ADDRESS is set, as under `ray job submit`) one Ray task per partition,
+    the driver adding up bounded sums as they come back."""
+    if on_ray is None:
+        on_ray = bool(os.environ.get("RAY_ADDRESS"))
+    if on_ray:
+        return _sums_on_ray(catalog_url, storage_options)
     sums = SkySums()
-    columns = [S.HEALPIX_29, S.FLAGS, S.Z_MEAN, S.PDF]
-    for table in iter_partitions(catalog_url, columns, storage_options):
-        z_mean = np.asarray(table[S.Z_MEAN].to_numpy(zero_copy_only=False), np.float64)
-        sums.add(
-            table[S.HEALPIX_29].to_numpy(),
-            np.asarray(table[S.FLAGS].to_numpy(), np.int64),
-            z_mean,
-            pdf_matrix(table[S.PDF]),
-        )
+    for table in iter_partitions(catalog_url, COLUMNS, storage_options):
+        _add_table(sums, table)
     return sums
+
+
+def _add_table(sums: SkySums, table) -> None:
+    z_mean = np.asarray(table[S.Z_MEAN].to_numpy(zero_copy_only=False), np.float64)
+    sums.add(
+        table[S.HEALPIX_29].to_numpy(),
+        np.asarray(table[S.FLAGS].to_numpy(), np.int64),
+        z_mean,
+        pdf_matrix(table[S.PDF]),
+    )
+
+
+def _partition_sums(catalog_url: str, partition: str, storage_options: dict | None) -> SkySums:
+    """One partition's sums (a Ray task)."""
+    import pyarrow.parquet as pq
+
+    from raycat import fsutil
+
+    fs, _ = fsutil.filesystem(catalog_url, storage_options)
+    sums = SkySums()
+    _add_table(sums, pq.read_table(partition, columns=COLUMNS, filesystem=fs))
+    return sums
+
+
+def _sums_on_ray(catalog_url: str, storage_options: dict | None) -> SkySums:
+    import ray
+
+    from raycat import fsutil
+    from raycat.catalog.read import partition_paths
+    from raycat.errors import RaycatError
+    from raycat.runtime import ray_session
+
+    fs, path = fsutil.filesystem(catalog_url, storage_options)
+    partitions = partition_paths(fs, path.rstrip("/"))
+    if not partitions:
+        raise RaycatError(f"catalog not found (no partitions): {catalog_url}")
+    total = SkySums()
+    with ray_session():  # joins the job's cluster; an initialised Ray is used as it is
+        task = ray.remote(_partition_sums)
+        pending: list = []
+        for partition in partitions:
+            pending.append(task.remote(catalog_url, partition, storage_options))
+            if len(pending) >= IN_FLIGHT:
+                done, pending = ray.wait(pending, num_returns=1)
+                total.absorb(ray.get(done[0]))
+        for ref in pending:
+            total.absorb(ray.get(ref))
+    return total
 
 
 def flag_rows(sums: SkySums) -> list[tuple[str, int, float]]:

@@ -49,3 +49,40 @@ def test_sums_count_flags_stack_pdfs_and_coarsen_past_the_pixel_cap(monkeypatch)
     table = {name: count for name, count, _ in flag_rows(sums)}
     assert table["none"] == 60 and table["EDGE"] == 60 and table["NO_PREDICTION"] == 30
     assert table["READ_ERROR"] == 0
+
+
+def test_sums_in_ray_tasks_equal_the_driver_pass(tmp_path, ray_local):
+    """Under a Ray job the partitions are summed in tasks (the head reads no catalog): the
+    same maps, n(z) and flag counts as one pass in the driver."""
+    rng = np.random.default_rng(5)
+    n = 400
+    ra, dec = 150 + rng.uniform(0, 2, n), 2 + rng.uniform(0, 2, n)
+    catalog = str(tmp_path / "dr1")
+    fake_catalog(catalog, np.arange(n), ra, dec, "m1", order=6)
+    here, there = sky_maps.sky_sums(catalog), sky_maps.sky_sums(catalog, on_ray=True)
+    assert there.objects == here.objects == n and there.order == here.order
+    np.testing.assert_array_equal(there.pixels, here.pixels)
+    for name in sky_maps.SUMS:
+        np.testing.assert_allclose(there.sums[name], here.sums[name])
+    np.testing.assert_allclose(there.nz, here.nz)
+    assert there.flags == here.flags
+
+
+def test_absorbing_sums_of_a_coarser_order_coarsens_to_it():
+    rng = np.random.default_rng(6)
+    h29 = rng.integers(0, 12 * 4**29, 60, dtype=np.int64)
+    flags = np.zeros(60, dtype=np.int64)
+    z = rng.uniform(0, 1, 60)
+    pdf = np.full((60, 2), 0.5)
+    fine, coarse, whole = SkySums(), SkySums(order=10), SkySums(order=10)
+    fine.add(h29[:30], flags[:30], z[:30], pdf[:30])
+    coarse.add(h29[30:], flags[30:], z[30:], pdf[30:])
+    whole.add(h29, flags, z, pdf)
+    total = SkySums()
+    total.absorb(fine)
+    total.absorb(coarse)
+    assert total.order == 10 and total.objects == 60
+    np.testing.assert_array_equal(total.pixels, whole.pixels)
+    for name in sky_maps.SUMS:
+        np.testing.assert_allclose(total.sums[name], whole.sums[name])
+    np.testing.assert_allclose(total.nz, whole.nz)
