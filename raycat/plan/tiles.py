@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,7 @@ from raycat.surveys.tile_index import TileIndex
 
 EPS_PX = 1e-6  # NumPy margins closer than this to 0 or to a rival are settled by astropy
 FINE_STEPS = (3, 4, 5, 6)  # finer orders (index order + step) a pixel's rows are listed at
+READ_THREADS = 8  # index pixels read at once (I/O bound: listings and small files)
 WCS_CACHE = 512  # astropy WCS objects kept (~15 KB each)
 
 
@@ -81,10 +83,13 @@ class TileFinder:
         coarse = hp29 >> (2 * (HP29_ORDER - self.index.index_order))
         order = np.argsort(coarse, kind="stable")
         cuts = np.flatnonzero(np.diff(coarse[order])) + 1
-        for group in np.split(order, cuts):
-            table = self._pixel(int(coarse[group[0]]))
-            if table is not None:
-                self._assign_group(table, group, ra, dec, hp29, best)
+        groups = np.split(order, cuts)
+        for start in range(0, len(groups), self.cache_pixels):  # at most a cache's worth
+            chunk = groups[start : start + self.cache_pixels]
+            tables = self._tables([int(coarse[g[0]]) for g in chunk])
+            for group, table in zip(chunk, tables):
+                if table is not None:
+                    self._assign_group(table, group, ra, dec, hp29, best)
         return best
 
     # --- one index pixel -------------------------------------------------------------
@@ -166,18 +171,34 @@ class TileFinder:
 
     # --- the pixel cache -------------------------------------------------------------
 
-    def _pixel(self, pixel: int) -> _Pixel | None:
-        if pixel in self._pixels:
-            self._pixels.move_to_end(pixel)
-            return self._pixels[pixel]
+    def _tables(self, pixels: list[int]) -> list[_Pixel | None]:
+        """The tables of ``pixels`` (no more than the cache holds), the missing ones read
+        on ``READ_THREADS`` threads: an index pixel is a listing and a few small files,
+        so reading them one after another waits on the store's latency, not on the CPU."""
+        missing = [p for p in pixels if p not in self._pixels]
+        self.loads += len(missing)
+        if len(missing) > 1:
+            with ThreadPoolExecutor(min(READ_THREADS, len(missing))) as pool:
+                read = dict(zip(missing, pool.map(self._read, missing)))
+        else:
+            read = {p: self._read(p) for p in missing}
+        tables = []
+        for pixel in pixels:
+            if pixel in read:
+                table = read[pixel]
+                if table is not None:
+                    self._pixels[pixel] = table
+            else:
+                self._pixels.move_to_end(pixel)
+                table = self._pixels[pixel]
+            tables.append(table)
+        while len(self._pixels) > self.cache_pixels:
+            self._pixels.popitem(last=False)
+        return tables
+
+    def _read(self, pixel: int) -> _Pixel | None:
         rows = self.index.rows_for([pixel])
-        self.loads += 1
-        table = _pixel_table(rows, pixel, self.index.index_order, self.bands) if len(rows) else None
-        if table is not None:
-            self._pixels[pixel] = table
-            while len(self._pixels) > self.cache_pixels:
-                self._pixels.popitem(last=False)
-        return table
+        return _pixel_table(rows, pixel, self.index.index_order, self.bands) if len(rows) else None
 
 
 def _unsure_objects(key: np.ndarray, margin: np.ndarray, n_bands: int) -> np.ndarray:
