@@ -18,8 +18,13 @@ import numpy as np
 N_OBJECTS = 1e9
 
 # --- rates measured in this project (2-core CPU machine; no GPU has been lent so far) --------
-# Planning: benchmarks/plan_scale.py at 10 M objects. None until the lead fills it in.
-PLAN_OBJECTS_PER_S_PER_CORE: float | None = None
+# Planning: benchmarks/plan_scale.py, 10 M objects on the full-sky PS1 + unWISE index (dry
+# run end to end on 2 cores, measured while CI ran beside it: a pessimistic figure).
+PLAN_OBJECTS_PER_S_PER_CORE = 3_960
+# One pass over the full-sky index: ~24k listings and ~53k part files (340 MiB), read by the
+# tile assigners (plan_scale.py's index build figures).
+PLAN_INDEX_REQUESTS = 77_000
+PLAN_INDEX_BYTES = 340 * 2**20
 # Cutouts, per object for 9 bands at 32 px and 1"/px, tile preparation excluded: 0.53 ms
 # (py-spy of the cutout actor inside the pipeline, issue 4 closing note, stop 9).
 CUTOUT_MS_PER_OBJECT = 0.53
@@ -90,8 +95,9 @@ def stages() -> list[dict]:
     rows = [
         {
             "stage": "plan",
-            "core_h": None,
-            "note": "<!-- plan: fill from benchmarks/plan_scale.py -->",
+            "core_h": N_OBJECTS / PLAN_OBJECTS_PER_S_PER_CORE / 3600,
+            "gets": PLAN_INDEX_REQUESTS,
+            "bytes": PLAN_INDEX_BYTES,
         },
         {
             "stage": "cutouts, dense",
@@ -193,7 +199,11 @@ def cluster_table() -> list[str]:
     lines.append(
         f"| dense, PDF only, CPU nodes only | {cpu_h:.1f} | | | {wall:.1f} | ${cost:,.0f} |"
     )
-    lines.append("| planning | <!-- plan: fill from benchmarks/plan_scale.py --> | | | | |")
+    plan_h = by["plan"]["core_h"] / cores
+    cost = plan_h * (CPU_NODES * CPU_NODE_PRICE + HEAD_PRICE)
+    lines.append(
+        f"| planning (before the cutouts start) | {plan_h:.2f} | | | {plan_h:.2f} | ${cost:,.0f} |"
+    )
     return lines
 
 
