@@ -22,6 +22,7 @@ converted in memory, which only small stores should do.
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -104,7 +105,7 @@ def resolve_tile_index(data: DataLike) -> str:
 
 
 @dataclass
-class TileIndex:
+class TileIndex(ABC):
     """Rows of the tile index by HEALPix pixel; picklable and small (no rows held)."""
 
     url: str
@@ -113,12 +114,13 @@ class TileIndex:
     storage_options: dict = field(default_factory=dict)
     reads: int = 0  # part files (or pixel look-ups of a converted file) read by this copy
 
+    @abstractmethod
     def rows_for(self, pixels: Iterable[int]) -> pd.DataFrame:
         """The rows listed under ``pixels`` (at ``index_order``), each (band, uri) once."""
-        raise NotImplementedError
 
+    @abstractmethod
     def tiles_per_band(self) -> dict[str, int]:
-        raise NotImplementedError
+        """Tiles of each of ``bands`` in the index."""
 
     @property
     def identity_url(self) -> str:
