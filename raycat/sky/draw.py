@@ -50,9 +50,10 @@ GAUSSIAN_HLR_PER_SIGMA = 1.1774  # half-light radius of a Gaussian in units of i
 
 
 @cache
-def band_psf(band: str) -> galsim.GSObject:
-    """The band's PSF: Moffat for PS1 (seeing-limited), Gaussian for GALEX and unWISE."""
-    info = BANDS[band]
+def band_psf(info: Band) -> galsim.GSObject:
+    """The band's PSF: Moffat for PS1 (seeing-limited), Gaussian for GALEX and unWISE.
+
+    Keyed on the whole band, so a domain's other FWHM gets its own PSF."""
     if info.survey == "ps1":
         return galsim.Moffat(beta=PS1_MOFFAT_BETA, fwhm=info.psf_fwhm)
     return galsim.Gaussian(fwhm=info.psf_fwhm)
@@ -161,7 +162,7 @@ def _add_circular_gaussian(
 
 def _unresolved(sources: pd.DataFrame, band: Band) -> np.ndarray:
     """Sources the band cannot resolve (Gaussian-PSF bands only; see the module docstring)."""
-    if isinstance(band_psf(band.name), galsim.Moffat):
+    if isinstance(band_psf(band), galsim.Moffat):
         return np.zeros(len(sources), dtype=bool)
     hlr = np.fmax(
         sources[schema.TRUTH_HLR_DISK].fillna(0).to_numpy(),
@@ -205,12 +206,16 @@ def draw_band(
     x: np.ndarray,
     y: np.ndarray,
     zero_point: float,
+    info: Band | None = None,
 ) -> np.ndarray:
-    """Noiseless float32 image of ``sources`` (at 0-based pixels x, y) in one tile band."""
-    info = BANDS[band]
+    """Noiseless float32 image of ``sources`` (at 0-based pixels x, y) in one tile band.
+
+    ``info`` is the band as observed (a domain's PSF and depth); default the built-in one.
+    """
+    info = info or BANDS[band]
     image = galsim.ImageF(tile.naxis, tile.naxis)
     wcs = galsim.JacobianWCS(*tile.jacobian_arcsec())
-    psf = band_psf(band)
+    psf = band_psf(info)
     mags = sources[schema.truth_mag(band)].to_numpy()
     visible = mags < info.depth_ab + INVISIBLE_BELOW_DEPTH
     unresolved = _unresolved(sources, info)

@@ -275,10 +275,15 @@ def disk_mag_column(band: str) -> str:
     return f"_disk_mag_{band}"
 
 
-def draw_targets(rng: np.random.Generator, n: int, grid: ColourGrid) -> pd.DataFrame:
-    """``n`` target galaxies split among :data:`POPULATIONS` by their shares (no positions)."""
-    counts = rng.multinomial(n, [p.share for p in POPULATIONS])
-    tables = [_draw_population(rng, pop, k, grid) for pop, k in zip(POPULATIONS, counts) if k]
+def draw_targets(
+    rng: np.random.Generator,
+    n: int,
+    grid: ColourGrid,
+    populations: tuple[Population, ...] = POPULATIONS,
+) -> pd.DataFrame:
+    """``n`` target galaxies split among ``populations`` by their shares (no positions)."""
+    counts = rng.multinomial(n, [p.share for p in populations])
+    tables = [_draw_population(rng, pop, k, grid) for pop, k in zip(populations, counts) if k]
     targets = pd.concat(tables, ignore_index=True)
     targets[schema.TRUTH_KIND] = KIND_GALAXY
     return targets.iloc[rng.permutation(len(targets))].reset_index(drop=True)
@@ -335,16 +340,18 @@ def draw_sources(
     neighbour_density: float,
     star_density: float,
     grid: ColourGrid,
+    populations: tuple[Population, ...] = POPULATIONS,
 ) -> pd.DataFrame:
     """All sources with unique ids (targets first).
 
-    Targets lie in ``target_field``; neighbours and stars (``*_density`` per deg^2) fill
-    ``background_field``, the box around every tile, so no tile has an empty corner.
+    Targets (of ``populations``) lie in ``target_field``; neighbours and stars
+    (``*_density`` per deg^2) fill ``background_field``, the box around every tile, so no
+    tile has an empty corner.
     """
     n_neighbours = round(neighbour_density * background_field.area_deg2)
     n_stars = round(star_density * background_field.area_deg2)
     parts = [
-        draw_targets(rng, n_targets, grid),
+        draw_targets(rng, n_targets, grid, populations),
         draw_neighbours(rng, n_neighbours, grid),
         draw_stars(rng, n_stars, grid.bands),
     ]

@@ -10,7 +10,11 @@ fsspec (local directory or object store URL):
 - ``truth.parquet``: the target galaxies (the object list a user feeds the pipeline);
 - ``sources.parquet``: every source drawn (targets, faint neighbours, stars);
 - ``tiles.parquet``: one row per tile and band with its footprint and WCS;
-- ``mock_sky.json``: the parameters of the run.
+- ``mock_sky.json``: the parameters of the run, its domain included.
+
+A domain (:mod:`raycat.sky.domains`, ``default`` unless asked) sets the observing setup:
+per-band PSFs and depths, the target SED mix and the Milky Way E(B-V) field
+(:mod:`raycat.sky.extinction`) that dims every band; ``ebv`` is a column of the catalogs.
 
 Tiles are processed one at a time (all bands of one tile, then the next), so memory holds a
 single tile; with ``on_ray`` each tile is a Ray task instead (on a cluster the driver runs on
@@ -36,6 +40,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from raycat import schema
 from raycat.errors import RaycatError
+from raycat.sky.domains import SkyDomain, get_domain
 from raycat.sky.draw import (
     MAX_STAMP_HALF_PX,
     add_noise,
@@ -44,10 +49,11 @@ from raycat.sky.draw import (
     sources_on_tile,
     star_mask_circles,
 )
+from raycat.sky.extinction import apply_extinction, ebv_at
 from raycat.sky.population import KIND_GALAXY, Field, draw_sources
 from raycat.sky.sed import colour_grid
 from raycat.sky.tiles import TileGeometry, covering_field, grid_size, layout_survey, tile_header
-from raycat.surveys.bands import BANDS, SURVEYS, Band, sigma_pixel
+from raycat.surveys.bands import SURVEYS, Band, sigma_pixel
 
 FIELD_CENTRE = (150.0, 2.0)  # deg: a COSMOS-like high-latitude field
 TARGET_DENSITY_DEG2 = 40_000.0  # default area = n_galaxies / this (about 11 per arcmin^2)
@@ -168,22 +174,27 @@ def _render_band(
     circles: list,
     rng: np.random.Generator,
     seed: int,
+    info: Band,
 ) -> tuple[fits.Header, np.ndarray]:
-    """Header and pixels of one band of one tile: sources, noise, masks."""
-    info = BANDS[band]
+    """Header and pixels of one band of one tile (``info``: as the domain observes it)."""
     exptime = _nominal_exptime(info) * rng.uniform(1 - EXPTIME_SPREAD, 1 + EXPTIME_SPREAD)
-    header = tile_header(tile, band, exptime, seed)
+    header = tile_header(tile, band, exptime, seed, info)
     zero_point = info.calibration.zero_point_ab(header)  # the header is the calibration
     sigma = sigma_pixel(_band_at_exptime(info, exptime), zero_point)
     header["SKYSIG"] = (float(np.float32(sigma)), "per-pixel noise sigma, pixel units")
-    image = draw_band(tile, band, on_tile, x, y, zero_point)
+    image = draw_band(tile, band, on_tile, x, y, zero_point, info)
     add_noise(image, sigma, rng)
     apply_masks(image, circles, band, rng)
     return header, image
 
 
 def _write_tile(
-    store: _Store, tile: TileGeometry, sources: pd.DataFrame, seed: int, survey_index: int
+    store: _Store,
+    tile: TileGeometry,
+    sources: pd.DataFrame,
+    seed: int,
+    survey_index: int,
+    bands: dict[str, Band],
 ) -> list[dict]:
     """Draw and write every band of one tile; return its tile-index rows."""
     survey = SURVEYS[tile.survey]
@@ -192,7 +203,7 @@ def _write_tile(
     rows = []
     for band_index, band in enumerate(survey.bands):
         rng = np.random.default_rng([seed, 2, survey_index, tile.index, band_index])
-        header, image = _render_band(tile, band, on_tile, x, y, circles, rng, seed)
+        header, image = _render_band(tile, band, on_tile, x, y, circles, rng, seed, bands[band])
         store.write_bytes(
             schema.tile_relpath(tile.survey, tile.name, band), _fits_bytes(header, image)
         )
@@ -201,7 +212,12 @@ def _write_tile(
 
 
 def _write_tiles_here(
-    store: _Store, layouts: dict, sources: pd.DataFrame, seed: int, progress: bool
+    store: _Store,
+    layouts: dict,
+    sources: pd.DataFrame,
+    seed: int,
+    bands: dict[str, Band],
+    progress: bool,
 ) -> list[dict]:
     """Every tile drawn and written in this process, one after the other."""
     rows: list[dict] = []
@@ -212,7 +228,7 @@ def _write_tiles_here(
                 progress,
                 f"{survey.name} tile {tile.index + 1}/{len(tiles)} ({len(survey.bands)} bands)",
             )
-            rows += _write_tile(store, tile, sources, seed, survey_index)
+            rows += _write_tile(store, tile, sources, seed, survey_index, bands)
     return rows
 
 
@@ -223,16 +239,22 @@ def _tile_task(
     sources: pd.DataFrame,
     seed: int,
     survey_index: int,
+    bands: dict[str, Band],
 ) -> tuple[list[dict], int]:
     """Ray task: one tile's bands drawn and written; its index rows and bytes written.
 
     It writes whole files named by the tile, so a retried task rewrites the same bytes."""
     store = _Store(out, storage_options)
-    return _write_tile(store, tile, sources, seed, survey_index), store.bytes_written
+    return _write_tile(store, tile, sources, seed, survey_index, bands), store.bytes_written
 
 
 def _write_tiles_on_ray(
-    store: _Store, layouts: dict, sources: pd.DataFrame, seed: int, progress: bool
+    store: _Store,
+    layouts: dict,
+    sources: pd.DataFrame,
+    seed: int,
+    bands: dict[str, Band],
+    progress: bool,
 ) -> list[dict]:
     """Every tile drawn and written by a Ray task (one CPU each); rows in the serial order."""
     import ray
@@ -244,7 +266,9 @@ def _write_tiles_on_ray(
     refs = [
         # replace(): a fresh geometry, without the cached WCS, whose pickle (a FITS header)
         # rounds the CD matrix and would move every source by ~1e-12 px
-        task.remote(store.out, store.storage_options, replace(tile), shared, seed, survey_index)
+        task.remote(
+            store.out, store.storage_options, replace(tile), shared, seed, survey_index, bands
+        )
         for survey_index, survey in enumerate(SURVEYS.values())
         for tile in layouts[survey.name]
     ]
@@ -285,15 +309,40 @@ def _progress(enabled: bool, message: str) -> None:
 
 
 def _write_tiles(
-    store: _Store, layouts: dict, sources: pd.DataFrame, seed: int, progress: bool, on_ray: bool
+    store: _Store,
+    layouts: dict,
+    sources: pd.DataFrame,
+    seed: int,
+    bands: dict[str, Band],
+    progress: bool,
+    on_ray: bool,
 ) -> list[dict]:
     """The tiles written here or on Ray (joined or started for the call); their index rows."""
     if not on_ray:
-        return _write_tiles_here(store, layouts, sources, seed, progress)
+        return _write_tiles_here(store, layouts, sources, seed, bands, progress)
     from raycat.runtime import ray_session
 
     with ray_session():  # an initialised Ray is used as it is
-        return _write_tiles_on_ray(store, layouts, sources, seed, progress)
+        return _write_tiles_on_ray(store, layouts, sources, seed, bands, progress)
+
+
+def _draw_sky_sources(
+    seed: int, n_galaxies: int, field: Field, background: Field, domain: SkyDomain
+) -> pd.DataFrame:
+    """Every source of the sky, with its E(B-V) and magnitudes dimmed by it."""
+    grid = colour_grid()
+    sources = draw_sources(
+        np.random.default_rng([seed, 1]),
+        n_galaxies,
+        field,
+        background,
+        NEIGHBOUR_DENSITY_DEG2,
+        STAR_DENSITY_DEG2,
+        grid,
+        domain.populations(),
+    )
+    ra, dec = sources[schema.RA].to_numpy(), sources[schema.DEC].to_numpy()
+    return apply_extinction(sources, ebv_at(ra, dec, domain.extinction, seed), grid.bands)
 
 
 def simulate_sky(
@@ -304,6 +353,7 @@ def simulate_sky(
     storage_options: dict | None = None,
     progress: bool = True,
     on_ray: bool = False,
+    domain: str | SkyDomain = "default",
 ) -> SkySummary:
     """Write a mock 9-band sky (tiles, truth, sources, tile index) under ``out``.
 
@@ -317,13 +367,16 @@ def simulate_sky(
     progress : print one line per tile to stderr (on Ray: done/total, rate and ETA).
     on_ray : draw the tiles in Ray tasks, on the cluster joined (``RAY_ADDRESS``) or a local
         Ray; the same files as without.
+    domain : the observing setup, a name of :data:`raycat.sky.domains.DOMAINS` or a
+        :class:`~raycat.sky.domains.SkyDomain`; ``default`` is the built-in one.
 
     Raises
     ------
-    RaycatError : bad arguments, or ``out`` cannot be written.
+    RaycatError : bad arguments, an unknown domain, or ``out`` cannot be written.
     """
     started = time.perf_counter()
     area = _check_arguments(n_galaxies, seed, area_deg2)
+    sky_domain = get_domain(domain)
     store = _Store(out, storage_options)
     field = Field(*FIELD_CENTRE, math.sqrt(area))
     store.write_bytes(
@@ -335,6 +388,7 @@ def simulate_sky(
                 "area_deg2": area,
                 "centre_deg": list(FIELD_CENTRE),
                 "side_deg": field.side_deg,
+                "domain": sky_domain.model_dump(),
             },
             indent=1,
         ).encode(),
@@ -344,21 +398,13 @@ def simulate_sky(
         for i, survey in enumerate(SURVEYS.values())
     }
     background = covering_field(field, [t for tiles in layouts.values() for t in tiles])
-    sources = draw_sources(
-        np.random.default_rng([seed, 1]),
-        int(n_galaxies),
-        field,
-        background,
-        NEIGHBOUR_DENSITY_DEG2,
-        STAR_DENSITY_DEG2,
-        colour_grid(),
-    )
+    sources = _draw_sky_sources(seed, int(n_galaxies), field, background, sky_domain)
     _progress(
         progress,
         f"{len(sources)} sources ({n_galaxies} targets) over {background.area_deg2:.3g} deg2",
     )
     _write_catalogs(store, sources)
-    rows = _write_tiles(store, layouts, sources, seed, progress, on_ray)
+    rows = _write_tiles(store, layouts, sources, seed, sky_domain.bands(), progress, on_ray)
     store.write_table(schema.TILE_INDEX_FILE, pd.DataFrame(rows))  # last: marks completion
     return SkySummary(
         out=out,

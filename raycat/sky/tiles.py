@@ -24,7 +24,7 @@ from astropy.wcs import WCS
 
 from raycat import schema
 from raycat.sky.population import Field
-from raycat.surveys.bands import BANDS, Survey
+from raycat.surveys.bands import BANDS, Band, Survey
 from raycat.surveys.footprint import index_row
 
 ROTATE_EVERY = 3  # tiles k with k % ROTATE_EVERY == 0 are rotated
@@ -155,13 +155,16 @@ def _native_filter(band: str) -> str:
     return short.upper()
 
 
-def tile_header(tile: TileGeometry, band: str, exptime: float, seed: int) -> fits.Header:
+def tile_header(
+    tile: TileGeometry, band: str, exptime: float, seed: int, info: Band | None = None
+) -> fits.Header:
     """The full primary header of one band of one tile (WCS plus survey keywords).
 
     Calibration keywords follow each survey: PS1 EXPTIME (ZP = 25 + 2.5 log10 EXPTIME),
-    unWISE MAGZP (Vega nanomaggies), GALEX EXPTIME (cps, fixed zero point).
+    unWISE MAGZP (Vega nanomaggies), GALEX EXPTIME (cps, fixed zero point). ``info`` is the
+    band as observed (a domain's PSF FWHM goes to PSFFWHM); default the built-in one.
     """
-    info = BANDS[band]
+    info = info or BANDS[band]
     header = tile.wcs_header.copy()
     telescope, instrument = _TELESCOPES[tile.survey]
     header["TELESCOP"] = telescope
