@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # pyproject.toml gives compatible ranges; the two commands install the exact versions the tests
-# ran with (torch/torchvision from local disk). '.[dev]' pulls every extra (sim, report, gcs).
+# ran with (torch/torchvision from local disk). '.[dev]' pulls every extra (sim, report, gcs, rail).
 PINS := torch==2.14.1 torchvision==0.29.1 'ray[default,data,train]==2.60.0'
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(PINS)

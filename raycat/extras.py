@@ -1,8 +1,9 @@
-"""Optional dependencies, installed as extras: ``[sim]``, ``[report]``, ``[gcs]``.
+"""Optional dependencies, installed as extras: ``[sim]``, ``[report]``, ``[gcs]``, ``[rail]``.
 
 ``pip install raycat`` brings what ``raycat infer`` needs and nothing more: the mock sky
-(GalSim, speclite), the plots and the photometry baseline (matplotlib, scikit-learn) and
-``gs://`` stores (gcsfs) come with extras. Code that needs one imports it through
+(GalSim, speclite), the plots and the photometry baseline (matplotlib, scikit-learn),
+``gs://`` stores (gcsfs) and the qp export for RAIL (qp-prob, tables-io, h5py) come with
+extras. Code that needs one imports it through
 :func:`optional` (or turns the ImportError into :func:`missing_extra`), so a missing package
 is one line that names the extra to install, never a traceback.
 """

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-OPTIONAL = ("galsim", "speclite", "matplotlib", "sklearn", "lsdb", "gcsfs")
+OPTIONAL = ("galsim", "speclite", "matplotlib", "sklearn", "lsdb", "gcsfs", "qp", "h5py")
 
 # The infer path, and every module of the rooms it runs through (planning, cutouts, the model,
 # the catalog, the survey definitions and stores).
@@ -63,6 +63,7 @@ def test_missing_sim_extra_is_one_line_naming_it(tmp_path):
         ("matplotlib", "from raycat.quality.plots import figure_class; figure_class()", "report"),
         ("sklearn", "import raycat.quality.baseline as b; b._regressor('knn', 0)", "report"),
         ("speclite", "import raycat.sky.sed", "sim"),
+        ("qp", "from raycat.catalog.export import export_qp; export_qp('c', 'o.hdf5')", "rail"),
     ],
 )
 def test_missing_optional_package_is_a_raycat_error(missing, call, extra):

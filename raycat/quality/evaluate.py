@@ -1,9 +1,12 @@
 """Scoring a catalog against true redshifts: metrics and diagnostic plots.
 
 The catalog is read one partition at a time and only the columns needed (id, z_mean,
-pdf); each partition's PDFs are reduced to per-object PIT and CRPS at once, so memory
-holds a few numbers per object, never all PDFs. Under a Ray job (RAY_ADDRESS set) each
-partition is read and reduced by a Ray task on the workers, not in the driver on the head.
+z_mode, pdf); each partition's PDFs are reduced to per-object PIT and CRPS at once, so memory
+holds a few numbers per object, never all PDFs. RAIL's metrics (``rail_*``, on z_mode: see
+``raycat.quality.rail_metrics``) and the tomographic n(z) (``raycat.quality.nz``) come from
+per-partition sums instead, added up as the partitions finish. Under a Ray job (RAY_ADDRESS
+set) each partition is read and reduced by a Ray task on the workers, not in the driver on
+the head.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from raycat import schema as S
 from raycat.catalog.read import partition_paths, pdf_matrix, read_catalog_info
 from raycat.errors import RaycatError
 from raycat.photoz.pdf import crps_per_object, nmad, outlier_fraction, pit, summary_metrics
+from raycat.quality.nz import PLOT_NZ, TomographicNz, nz_figure
 from raycat.quality.plots import figure_class, save_figures
+from raycat.quality.rail_metrics import RailSums
 
 METRICS_FILE = "metrics.json"
 PLOT_SCATTER, PLOT_PIT, PLOT_VS_Z = "photoz_vs_specz.png", "pit_hist.png", "metrics_vs_z.png"
@@ -35,6 +40,21 @@ class Scores:
     z_true: np.ndarray
     pit: np.ndarray
     crps: np.ndarray
+
+
+@dataclass
+class CatalogSums:
+    """What adds up over partitions: RAIL's sufficient statistics and the tomographic n(z)."""
+
+    rail: RailSums
+    nz: TomographicNz
+
+    @classmethod
+    def empty(cls, edges: np.ndarray) -> CatalogSums:
+        return cls(RailSums.empty(float(edges[-1])), TomographicNz.empty(edges))
+
+    def __add__(self, other: CatalogSums) -> CatalogSums:
+        return CatalogSums(self.rail + other.rail, self.nz + other.nz)
 
 
 class IdIndex:
@@ -104,22 +124,31 @@ def _partition_scores(
     truth: _TruthLookup | None,
     edges: np.ndarray,
     storage_options: dict | None,
-) -> tuple[np.ndarray, ...]:
-    """(z_phot, z_true, PIT, CRPS) of one partition's objects (in the driver or a Ray task)."""
+) -> tuple[tuple[np.ndarray, ...], CatalogSums]:
+    """(z_phot, z_true, PIT, CRPS) of one partition's objects and its sums (in the driver or
+    a Ray task)."""
     fs, _ = fsutil.filesystem(catalog_url, storage_options)
-    columns = [S.ID, S.Z_MEAN, S.PDF] + ([] if truth else [S.Z_SPEC])
+    columns = [S.ID, S.Z_MEAN, S.Z_MODE, S.PDF] + ([] if truth else [S.Z_SPEC])
     table = pq.read_table(partition, columns=columns, filesystem=fs)
-    z_phot = np.asarray(table[S.Z_MEAN].to_numpy(zero_copy_only=False), np.float64)
+    z_phot, z_mode = (
+        np.asarray(table[name].to_numpy(zero_copy_only=False), np.float64)
+        for name in (S.Z_MEAN, S.Z_MODE)
+    )
     if truth:
         z_true = truth(table[S.ID].to_numpy())
     else:
         z_true = np.asarray(table[S.Z_SPEC].to_numpy(zero_copy_only=False), np.float64)
     pdf = pdf_matrix(table[S.PDF])
-    return z_phot, z_true, pit(pdf, edges, z_true), crps_per_object(pdf, edges, z_true)
+    pit_values = pit(pdf, edges, z_true)
+    sums = CatalogSums.empty(edges)
+    sums.rail.add(z_mode, z_true, pit_values, pdf, edges)
+    sums.nz.add(z_mode, pdf, z_true)
+    return (z_phot, z_true, pit_values, crps_per_object(pdf, edges, z_true)), sums
 
 
 def _scores_on_ray(catalog_url: str, partitions: list[str], truth, edges, storage_options):
-    """Every partition's scores from a Ray task, in partition order."""
+    """Every partition's scores from a Ray task, in partition order, and their summed sums
+    (added as each task finishes: the driver never holds every partition's histograms)."""
     import ray
 
     from raycat.runtime import ray_session
@@ -127,9 +156,27 @@ def _scores_on_ray(catalog_url: str, partitions: list[str], truth, edges, storag
     with ray_session():  # joins the job's cluster; an initialised Ray is used as it is
         task = ray.remote(_partition_scores)
         shared = ray.put(truth)  # the truth lookup is sent once, not once per partition
-        return ray.get(
-            [task.remote(catalog_url, p, shared, edges, storage_options) for p in partitions]
-        )
+        order = {
+            task.remote(catalog_url, p, shared, edges, storage_options): i
+            for i, p in enumerate(partitions)
+        }
+        scores: list = [None] * len(order)
+        total, pending = CatalogSums.empty(edges), list(order)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            part, sums = ray.get(done[0])
+            scores[order.pop(done[0])] = part  # the last reference: the store frees it
+            total = total + sums
+        return scores, total
+
+
+def _scores_here(catalog_url: str, partitions: list[str], truth, edges, storage_options):
+    scores, total = [], CatalogSums.empty(edges)
+    for p in partitions:
+        part, sums = _partition_scores(catalog_url, p, truth, edges, storage_options)
+        scores.append(part)
+        total = total + sums
+    return scores, total
 
 
 def collect_scores(
@@ -138,10 +185,21 @@ def collect_scores(
     storage_options: dict | None = None,
     on_ray: bool | None = None,
 ) -> Scores:
-    """Score every partition; without ``truth``, the catalog's own ``z_spec`` is the truth.
+    """Score every partition; without ``truth``, the catalog's own ``z_spec`` is the truth."""
+    return collect(catalog_url, truth, storage_options, on_ray)[0]
+
+
+def collect(
+    catalog_url: str,
+    truth: _TruthLookup | None,
+    storage_options: dict | None = None,
+    on_ray: bool | None = None,
+) -> tuple[Scores, CatalogSums]:
+    """Per-object scores and the catalog's summed statistics (RAIL metrics, tomographic n(z)).
 
     ``on_ray`` (default: when RAY_ADDRESS is set, as under `ray job submit`) reads and
-    reduces the partitions in Ray tasks: the driver receives four numbers per object.
+    reduces the partitions in Ray tasks: the driver receives four numbers per object and
+    one set of sums per partition, added up as they come.
     """
     edges = read_catalog_info(catalog_url, storage_options).bin_edges
     fs, path = fsutil.filesystem(catalog_url, storage_options)
@@ -151,18 +209,14 @@ def collect_scores(
     if on_ray is None:
         on_ray = bool(os.environ.get("RAY_ADDRESS"))
     try:
-        if on_ray:
-            parts = _scores_on_ray(catalog_url, partitions, truth, edges, storage_options)
-        else:
-            parts = [
-                _partition_scores(catalog_url, p, truth, edges, storage_options) for p in partitions
-            ]
+        run = _scores_on_ray if on_ray else _scores_here
+        parts, sums = run(catalog_url, partitions, truth, edges, storage_options)
     except (KeyError, ValueError) as err:  # from a task: a RayTaskError that is one as well
         raise RaycatError(
             f"catalog {catalog_url}: missing column ({getattr(err, 'cause', err)}); give a truth "
             "table when the catalog has no z_spec"
         ) from None
-    return Scores(*(np.concatenate(column) for column in zip(*parts)))
+    return Scores(*(np.concatenate(column) for column in zip(*parts))), sums
 
 
 def evaluate_catalog(
@@ -179,20 +233,28 @@ def evaluate_catalog(
 
     Objects are joined on ``id_column``; ``truth_url`` None uses the catalog's ``z_spec``.
     With ``train_median_z`` the metrics also give the NMAD and outlier rate of always
-    predicting that redshift: the floor any model must beat. Returns the metrics with
-    ``plots`` (name -> path) and ``metrics_file``.
+    predicting that redshift: the floor any model must beat. Beside raycat's metrics (on
+    z_mean) come RAIL's (``rail_*``, on z_mode, RAIL's default point estimate) and the
+    tomographic n(z) (``nz_*``, and its plot). Returns the metrics with ``plots``
+    (name -> path) and ``metrics_file``.
     """
     truth = _read_truth(truth_url, id_column, z_column, storage_options) if truth_url else None
-    scores = collect_scores(catalog_url, truth, storage_options)
+    scores, sums = collect(catalog_url, truth, storage_options)
     metrics: dict = summary_metrics(
         scores.z_phot, scores.z_true, pit_values=scores.pit, crps_values=scores.crps
     )
     if train_median_z is not None:
         metrics.update(_baseline(scores, train_median_z))
+    metrics["rail_point_estimate"] = S.Z_MODE
+    metrics.update(sums.rail.metrics())
+    metrics.update(sums.nz.metrics())
     fs, out = fsutil.filesystem(out_dir, storage_options)
     fs.makedirs(out, exist_ok=True)
-    plots = {name: fsutil.join(out_dir, name) for name in (PLOT_SCATTER, PLOT_PIT, PLOT_VS_Z)}
-    save_figures(_figures(scores, metrics, train_median_z), out_dir, storage_options, dpi=110)
+    names = (PLOT_SCATTER, PLOT_PIT, PLOT_VS_Z, PLOT_NZ)
+    plots = {name: fsutil.join(out_dir, name) for name in names}
+    figures = _figures(scores, metrics, train_median_z)
+    figures[PLOT_NZ] = nz_figure(sums.nz)
+    save_figures(figures, out_dir, storage_options, dpi=110)
     metrics["plots"] = plots
     metrics["metrics_file"] = fsutil.join(out_dir, METRICS_FILE)
     fs.pipe_file(f"{out.rstrip('/')}/{METRICS_FILE}", json.dumps(metrics, indent=2).encode())

@@ -153,10 +153,14 @@ def sample_cutouts(cutouts, n: int) -> dict[str, np.ndarray]:
     return {k: np.concatenate([t[k] for t in taken])[:n] for k in columns}
 
 
-def stability(model, meta, cubes: np.ndarray) -> tuple[dict, np.ndarray]:
-    """|dz_mode| / z_std under the 8 dihedral transforms: summary and per-object shifts."""
+def stability(model, meta, cubes: np.ndarray, tta_objects: int = 50) -> tuple[dict, np.ndarray]:
+    """|dz_mode| / z_std under the 8 dihedral transforms of the catalog's (calibrated) PDFs:
+    summary and per-object shifts without test-time symmetry, and under ``tta_`` keys the
+    summary with ``infer.tta: dihedral`` (0 for an invariant model) on the first
+    ``tta_objects`` cutouts (each costs 64 passes, not 8)."""
     import torch
 
+    from raycat.photoz.forward import TTA
     from raycat.photoz.uncertainty import (
         dihedral_pdfs,
         point_from_pdfs,
@@ -164,10 +168,19 @@ def stability(model, meta, cubes: np.ndarray) -> tuple[dict, np.ndarray]:
         rotation_stability,
     )
 
-    pdfs = dihedral_pdfs(model, torch.from_numpy(np.ascontiguousarray(cubes, np.float32)))
-    sigma = np.maximum(point_estimates(pdfs[0].numpy(), meta.bin_edges)[S.Z_STD], 1e-6)
-    z8 = point_from_pdfs(pdfs, bin_centres(meta.bin_edges), "mode")
-    return rotation_stability(z8, sigma), rotation_shifts(z8, sigma)
+    x = torch.from_numpy(np.ascontiguousarray(cubes, np.float32))
+
+    def modes_and_widths(images, tta: TTA) -> tuple[np.ndarray, np.ndarray]:
+        pdfs = dihedral_pdfs(model, images, tta=tta, calibration=meta.calibration)
+        sigma = np.maximum(point_estimates(pdfs[0].numpy(), meta.bin_edges)[S.Z_STD], 1e-6)
+        return point_from_pdfs(pdfs, bin_centres(meta.bin_edges), "mode"), sigma
+
+    z8, sigma = modes_and_widths(x, "none")
+    summary = rotation_stability(z8, sigma)
+    if tta_objects > 0:
+        with_tta = rotation_stability(*modes_and_widths(x[:tta_objects], "dihedral"))
+        summary |= {f"tta_{k}": v for k, v in with_tta.items()}
+    return summary, rotation_shifts(z8, sigma)
 
 
 # --- figures ----------------------------------------------------------------------------------
