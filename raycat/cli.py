@@ -44,6 +44,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         area_deg2=args.area_deg2,
         on_ray=args.ray or bool(os.environ.get("RAY_ADDRESS")),  # a job: tiles off the head
+        domain=args.domain,  # an unknown name is a one-line RaycatError listing the known
     )
     print(summary)
     return 0
@@ -75,6 +76,13 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="draw the tiles in Ray tasks, on the cluster at RAY_ADDRESS or a local Ray "
         "(the default under `ray job submit`, where RAY_ADDRESS is set); the same files",
+    )
+    p.add_argument(
+        "--domain",
+        default="default",
+        help="observing setup (raycat.sky.domains): default (the built-in one), shifted "
+        "(other PSFs, depths, SED mix and Milky Way extinction: 'the real sky') or dusty "
+        "(default plus that extinction); default: default",
     )
     p.set_defaults(run=_cmd_simulate)
 
@@ -192,7 +200,13 @@ def _add_stages(sub: argparse._SubParsersAction) -> None:
         "plan the work alone (a dry run: nothing is written) and print its shape as JSON",
         _plan,
     )
-    _config_parser(sub, "train", "train the redshift network on Ray Train", _train)
+    p = _config_parser(sub, "train", "train the redshift network on Ray Train", _train)
+    p.add_argument(
+        "--init-from",
+        dest=f"{OVERRIDE}train__init_from",
+        metavar="ARTIFACT",
+        help="override train.init_from: fine-tune from this model artifact (same bands)",
+    )
     p = _config_parser(sub, "infer", "predict every object and write the HATS catalog", _infer)
     p.add_argument(
         "--model", dest=f"{OVERRIDE}infer__model", metavar="PATH", help="override infer.model"
@@ -308,7 +322,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "evaluate",
         help="photo-z metrics and plots of a catalog against truth",
         description="NMAD, bias, outlier rates, PIT and CRPS of a catalog "
-        "against true redshifts, printed as JSON, with PNG plots.",
+        "against true redshifts, beside RAIL's metrics (sigma_IQR, outlier rate, bias, PIT "
+        "CvM/AD/outliers, CDE loss, on z_mode), printed as JSON, with PNG plots including "
+        "the stacked n(z) of tomographic bins against the true n(z).",
     )
     p.add_argument("--catalog", required=True, help="catalog root (path or URL)")
     p.add_argument(
@@ -326,6 +342,31 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", default=None, help="config naming the model and the cutouts")
     p.set_defaults(run=_cmd_evaluate)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from raycat.catalog.export import export_qp
+
+    summary = export_qp(args.catalog, args.out, _storage_options(args.storage_options))
+    print(json.dumps(summary))
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write the catalog's PDFs in another format (qp, for RAIL)",
+        description="Stream the catalog, partition by partition, into a qp ensemble (HDF5): "
+        "hist PDFs on the catalog's bin edges, ancil id, zmode, zmean, zmedian, redshift, "
+        "flags; objects without a PDF are kept as NaN rows. Needs the [rail] extra.",
+    )
+    p.add_argument("--catalog", required=True, help="catalog root (path or URL)")
+    p.add_argument("--format", choices=["qp"], default="qp", help="output format (default qp)")
+    p.add_argument("--out", required=True, help="output file (.hdf5; path or URL)")
+    p.add_argument(
+        "--storage-options", default=None, help="JSON fsspec options for the catalog and --out"
+    )
+    p.set_defaults(run=_cmd_export)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -515,6 +556,7 @@ COMMANDS = [
     _add_simulate,
     _add_stages,
     _add_evaluate,
+    _add_export,
     _add_report,
     _add_demo,
     _add_index,

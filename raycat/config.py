@@ -242,6 +242,26 @@ class TrainConfig(_Section):
     max_failures: int = Field(
         3, ge=0, description="Worker failures survived by restarting from the last checkpoint."
     )
+    init_from: str | None = Field(
+        None,
+        description="Start from this trained model artifact (path or URL; e.g. trained on a "
+        "mock sky, to fine-tune on real data): its bands, arch, stem and redshift grid must "
+        "match this config. null: random initialisation.",
+    )
+    freeze: Literal["none", "stem", "layer1", "layer2", "layer3", "layer4"] = Field(
+        "none",
+        description="With init_from: keep the network's weights (and BatchNorm statistics) "
+        "fixed up to and including this block; the head always trains.",
+    )
+    finetune_lr: float = Field(
+        1e-4, gt=0, description="Peak learning rate with init_from (in place of lr)."
+    )
+
+    @model_validator(mode="after")
+    def _freeze_needs_init(self) -> TrainConfig:
+        if self.freeze != "none" and not self.init_from:  # frozen random weights: a mistake
+            raise ValueError(f"freeze {self.freeze!r} needs init_from (a trained model)")
+        return self
 
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -287,6 +307,12 @@ class InferConfig(_Section):
         '{"gpu_node": 1}: predictors then run only on node types that declare them.',
     )
     pdf_dtype: Literal["float16", "float32"] = Field("float32")
+    tta: Literal["none", "dihedral"] = Field(
+        "none",
+        description="Test-time symmetry: dihedral averages each PDF over the 8 rotations and "
+        "flips of the cutout (exactly rotation-invariant; 8x the model cost, attributions "
+        "included).",
+    )
     passes: int = Field(
         3,
         ge=1,
@@ -420,6 +446,8 @@ class RaycatConfig(_Section):
         payload = self.model_dump(include={"cutouts", "model"}, mode="json")
         for knob in CUTOUT_COST_KNOBS:
             payload["cutouts"].pop(knob, None)
+        if self.infer.tta != "none":  # changes every PDF; absent by default: same old hashes
+            payload["infer.tta"] = self.infer.tta
         if not payload["cutouts"]["surveys"]:  # keeps the hashes of existing catalogs
             payload["cutouts"].pop("surveys")
         text = json.dumps(payload, sort_keys=True)

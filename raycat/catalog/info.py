@@ -1,7 +1,8 @@
 """The catalog's schema and its raycat metadata: what every partition carries.
 
 Shared by the writer and the readers: the Arrow schema with one column per catalog field,
-and the bin edges, bands, model id, config hash and version stored in its metadata.
+and the bin edges, bands, model id, config hash, version and PDF calibration stored in its
+metadata.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from raycat.errors import RaycatError
 if TYPE_CHECKING:
     from raycat.photoz.model import ArtifactMeta
 
+# Which PDF calibration the catalog's PDFs carry (JSON): the artifact's steps (prior,
+# temperature, pit_map; raycat.photoz.calibrate) and the test-time symmetry (infer.tta).
+META_CALIBRATION = b"raycat.calibration"
+
 
 def catalog_schema(
     bin_edges: Sequence[float] | np.ndarray,
@@ -33,13 +38,15 @@ def catalog_schema(
     has_z_spec: bool = False,
     has_epistemic: bool = False,
     id_type: pa.DataType | None = None,
+    calibration: dict | None = None,
 ) -> pa.Schema:
     """The Arrow schema of the catalog, with the raycat metadata in the schema.
 
     ``pdf`` is a nullable fixed-size list with one value per bin; the attribution columns
     (``attr_<player>`` plus ``attr_baseline``) exist when ``attr_players`` is not empty.
     ``id_type`` is the plan's (``raycat.plan.objects``): int64 (the default) or string, so
-    the catalog holds every id exactly as the object list gave it.
+    the catalog holds every id exactly as the object list gave it. ``calibration`` (what
+    :func:`schema_for_artifact` records) goes under ``raycat.calibration`` when given.
     """
     id_type = pa.int64() if id_type is None else id_type
     if id_type not in (pa.int64(), pa.string(), pa.large_string()):
@@ -72,18 +79,22 @@ def catalog_schema(
         S.META_CONFIG_HASH: config_hash,
         S.META_VERSION: __version__,
     }
+    if calibration is not None:
+        metadata[META_CALIBRATION] = json.dumps(calibration, sort_keys=True)
     return pa.schema(fields, metadata=metadata)
 
 
 def schema_for_artifact(
-    meta: ArtifactMeta, *, config_hash: str | None = None, **options
+    meta: ArtifactMeta, *, config_hash: str | None = None, tta: str = "none", **options
 ) -> pa.Schema:
-    """:func:`catalog_schema` for a model artifact (grid, bands, model id from its meta)."""
+    """:func:`catalog_schema` for a model artifact (grid, bands, model id and the PDF
+    calibration from its meta; ``tta`` is ``infer.tta``)."""
     return catalog_schema(
         meta.bin_edges,
         meta.bands,
         model_id=meta.model_id,
         config_hash=config_hash or meta.config_hash,
+        calibration={**meta.calibration.summary(), "tta": tta},
         **options,
     )
 
@@ -97,6 +108,7 @@ class CatalogInfo:
     model_id: str
     config_hash: str
     version: str
+    calibration: dict | None = None  # None: a catalog written before raycat recorded it
 
     @classmethod
     def from_schema(cls, schema: pa.Schema) -> CatalogInfo:
@@ -109,4 +121,5 @@ class CatalogInfo:
             meta[S.META_MODEL_ID].decode(),
             meta[S.META_CONFIG_HASH].decode(),
             meta[S.META_VERSION].decode(),
+            json.loads(meta[META_CALIBRATION]) if META_CALIBRATION in meta else None,
         )

@@ -118,8 +118,13 @@ class Predictor:
         self.centres = torch.tensor(
             bin_centres(self.meta.bin_edges), dtype=torch.float32, device=self.device
         )
-        self.pdf = pdf_fn(self.model, self.device, bf16=gpu)
-        self.z_mean = z_mean_fn(self.model, self.centres, self.device)
+        # the catalog's PDFs: test-time symmetry, then the artifact's calibration; the
+        # attributions explain the z_mean of those same PDFs
+        calibration = self.meta.calibration
+        self.pdf = pdf_fn(self.model, self.device, bf16=gpu, tta=infer.tta, calibration=calibration)
+        self.z_mean = z_mean_fn(
+            self.model, self.centres, self.device, tta=infer.tta, calibration=calibration
+        )
 
     @property
     def wanted(self) -> bool:
@@ -179,7 +184,9 @@ class Predictor:
         return columns
 
     def predict(self, cube: np.ndarray) -> np.ndarray:
-        """Softmax PDFs for a stack of cutouts [n, bands, S, S]."""
+        """The catalog's PDFs for a stack of cutouts [n, bands, S, S]: softmax (averaged over
+        the 8 rotations and flips with ``infer.tta: dihedral``), then the artifact's
+        calibration (prior correction, temperature, PIT map)."""
         import torch
 
         chunk = len(cube) if self.device.type == "cuda" else CPU_CHUNK

@@ -25,6 +25,7 @@ from raycat import __version__, fsutil
 from raycat.config import ModelConfig, RaycatConfig
 from raycat.errors import RaycatError
 from raycat.photoz.attribute import Players, players_for
+from raycat.photoz.calibrate import Calibration
 from raycat.schema import MODEL_META_FILE, MODEL_WEIGHTS_FILE
 from raycat.surveys.bands import softenings
 
@@ -68,6 +69,12 @@ class ArtifactMeta(BaseModel):
     )
     train_median_z: float | None = Field(
         None, description="Median training redshift: the 'always predict the median' baseline."
+    )
+    calibration: Calibration = Field(
+        default_factory=Calibration,
+        description="Prior correction (the training class weights) and recalibration fitted "
+        "on the validation split, applied to every PDF (raycat.photoz.calibrate); the default "
+        "(older artifacts) changes nothing.",
     )
     raycat_version: str = Field(__version__, description="raycat version that trained it.")
     created: str = Field(
@@ -129,7 +136,8 @@ class ArtifactMeta(BaseModel):
 def build_model(cfg: ModelConfig, n_bands: int) -> torch.nn.Module:
     """A classifier from ``[B, n_bands, S, S]`` cutouts to ``[B, cfg.n_bins]`` logits.
 
-    ``resnet50`` is torchvision's, randomly initialised (weights are never downloaded: the
+    ``resnet50`` is torchvision's layout (``raycat.photoz.resnet``: the same state_dict
+    without importing torchvision), randomly initialised (weights are never downloaded: the
     inputs are not RGB photos), with the stem adapted to ``n_bands`` channels and, for
     ``stem="small"``, to cutouts of tens of pixels. ``tiny`` is a few-layer twin with the
     same interface, for tests.
@@ -143,9 +151,10 @@ def build_model(cfg: ModelConfig, n_bands: int) -> torch.nn.Module:
 
 def _resnet50(n_bands: int, n_bins: int, stem: str, dropout: float) -> torch.nn.Module:
     from torch import nn
-    from torchvision.models import resnet50
 
-    net = resnet50(weights=None, num_classes=n_bins)
+    from raycat.photoz.resnet import resnet50  # not torchvision's: 0.8 s of imports
+
+    net = resnet50(num_classes=n_bins)
     if stem == "imagenet":
         net.conv1 = nn.Conv2d(n_bands, 64, kernel_size=7, stride=2, padding=3, bias=False)
     else:
@@ -154,7 +163,8 @@ def _resnet50(n_bands: int, n_bins: int, stem: str, dropout: float) -> torch.nn.
         # compute of the imagenet stem: a GPU setting).
         net.conv1 = nn.Conv2d(n_bands, 64, kernel_size=3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()
-    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    if not net.conv1.weight.is_meta:  # on meta (load_artifact) an init imports torch._dynamo
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
     net.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(net.fc.in_features, n_bins))
     return net
 

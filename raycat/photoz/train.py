@@ -92,6 +92,7 @@ def train_loop_per_worker(config: dict) -> None:
     import torch
     import torch.nn.functional as F
 
+    from raycat.photoz.finetune import freeze, keep_frozen_in_eval, load_init_weights
     from raycat.photoz.model import build_model
 
     cfg = RaycatConfig.model_validate(config["cfg"])
@@ -103,8 +104,15 @@ def train_loop_per_worker(config: dict) -> None:
     centres = (edges[1:] + edges[:-1]) / 2
     weights = torch.tensor(config["class_weights"], dtype=torch.float32, device=device)
     model = build_model(cfg.model, len(cfg.cutouts.bands))
+    init_from = config.get("init_from")  # fine-tuning (raycat.photoz.finetune)
+    if init_from:
+        load_init_weights(model, init_from, cfg.data.storage_options)
+    frozen = freeze(model, cfg.model.arch, cfg.train.freeze if init_from else "none")
+    peak_lr = cfg.train.finetune_lr if init_from else cfg.train.lr
     optimiser = torch.optim.AdamW(
-        model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+        [p for p in model.parameters() if p.requires_grad],
+        lr=peak_lr,
+        weight_decay=cfg.train.weight_decay,
     )
     start_epoch = _restore(model, optimiser, config["identity"])
     model = ray.train.torch.prepare_model(model)
@@ -112,12 +120,15 @@ def train_loop_per_worker(config: dict) -> None:
     if gpu:
         model = model.to(memory_format=torch.channels_last)
 
+    # one epoch's stream starts while the last one's validation and checkpoint run
+    ingest = WarmEpochs(lambda e: _batches("train", cfg, device, e), cfg.train.epochs)
     for epoch in range(start_epoch, cfg.train.epochs):
         for group in optimiser.param_groups:  # cosine decay, a function of the epoch alone
-            group["lr"] = cosine_lr(cfg.train.lr, epoch, cfg.train.epochs)
+            group["lr"] = cosine_lr(peak_lr, epoch, cfg.train.epochs)
         model.train()
+        keep_frozen_in_eval(frozen)
         started, seen, total_loss, first_batch_s = time.perf_counter(), 0, 0.0, None
-        for batch in _batches("train", cfg, device, epoch):
+        for batch in ingest.epoch(epoch):
             first_batch_s = first_batch_s or time.perf_counter() - started  # ingest start-up
             x = dihedral_augment(batch[schema.CUBE])
             x = x.to(memory_format=torch.channels_last) if gpu else x
@@ -135,9 +146,12 @@ def train_loop_per_worker(config: dict) -> None:
             "train_loss": total_loss / max(seen, 1),
             "images_per_s": seen / (time.perf_counter() - started),
             "first_batch_s": first_batch_s or 0.0,
-            **_validate(model, cfg, device, centres),
         }
-        _report(model, optimiser, epoch, metrics, config["identity"])
+        validation, calibration = _validate(
+            model, cfg, device, centres, edges, config["class_weights"]
+        )
+        metrics.update(validation)
+        _report(model, optimiser, epoch, metrics, config["identity"], calibration)
         if ray.train.get_context().get_world_rank() == 0:
             # not print(): Ray Train patches it and, with the worker's redirected streams,
             # every printed line reaches the driver twice
@@ -197,26 +211,93 @@ def _batches(split: str, cfg: RaycatConfig, device, epoch: int = 0):
     )
 
 
-def _validate(model, cfg: RaycatConfig, device, centres) -> dict:
+class WarmEpochs:
+    """The batches of epoch after epoch from ``batches(epoch)`` (an iterable per epoch), each
+    epoch's stream started as soon as the one before is drained, on a thread that waits for
+    its first batch.
+
+    A Ray Train shard starts a fresh streaming execution every epoch: 1.7-1.9 s before its
+    first batch on 2 cores. Started ahead, that start-up runs while the training loop
+    validates and checkpoints; every epoch still reads each row once, in its own order.
+    """
+
+    def __init__(self, batches, epochs: int):
+        self.batches, self.epochs = batches, epochs
+        self._ahead: tuple | None = None  # (epoch, thread, {"first": [...], "rest": it})
+
+    def epoch(self, epoch: int):
+        first, rest = self._take(epoch)
+        yield from first
+        yield from rest
+        if epoch + 1 < self.epochs:
+            self._start(epoch + 1)
+
+    def _start(self, epoch: int) -> None:
+        import threading
+
+        stream = self.batches(epoch)  # made here: on the training context's thread
+        started: dict = {}
+
+        def first_batch() -> None:
+            try:
+                rest = iter(stream)
+                started["first"], started["rest"] = [next(rest)], rest
+            except StopIteration:
+                started["first"], started["rest"] = [], iter(())
+            except BaseException as err:  # raised where the loop reads the epoch
+                started["error"] = err
+
+        thread = threading.Thread(target=first_batch, name=f"ingest-epoch-{epoch}", daemon=True)
+        thread.start()
+        self._ahead = (epoch, thread, started)
+
+    def _take(self, epoch: int) -> tuple:
+        if self._ahead is None or self._ahead[0] != epoch:
+            return [], iter(self.batches(epoch))
+        _, thread, started = self._ahead
+        self._ahead = None
+        thread.join()
+        if "error" in started:
+            raise started["error"]
+        return started["first"], started["rest"]
+
+
+def _validate(
+    model, cfg: RaycatConfig, device, centres, edges, weights: list[float]
+) -> tuple[dict, dict | None]:
+    """Validation metrics of this worker's shard (NMAD, outliers of the raw z_mean) and, from
+    the sums of every worker, the PDF calibration (``raycat.photoz.calibrate``) with its
+    metrics; the calibration is None without validation objects."""
     import torch
 
+    from raycat.photoz.calibrate import CalibrationSums
     from raycat.photoz.pdf import nmad, outlier_fraction
 
     model.eval()
     z_mean, z_spec = [], []
+    sums = CalibrationSums.zeros(device)
     with torch.no_grad():
         for batch in _batches("val", cfg, device):
-            pdf = torch.softmax(model(batch[schema.CUBE]).float(), dim=1)
+            logits = model(batch[schema.CUBE]).float()
+            pdf = torch.softmax(logits, dim=1)
             z_mean.append((pdf @ centres).cpu().numpy())
             z_spec.append(batch[schema.Z_SPEC].cpu().numpy())
+            sums.add(logits, batch[schema.Z_SPEC], edges, weights)
+    sums = sums.all_reduce()  # on every worker, an empty shard's too: it is a collective
+    metrics: dict = {}
+    calibration = None
+    if sums.objects:
+        fitted, metrics = sums.fit(weights)
+        calibration = fitted.model_dump()
     if not z_mean:
-        return {}
+        return metrics, calibration
     z_pred, z_true = np.concatenate(z_mean), np.concatenate(z_spec)
-    return {
+    metrics |= {
         "val_nmad": float(nmad(z_pred, z_true)),
         "val_outliers_015": float(outlier_fraction(z_pred, z_true, 0.15)),
         "val_objects": len(z_true),
     }
+    return metrics, calibration
 
 
 def _load_checkpoint(checkpoint) -> dict:
@@ -247,7 +328,9 @@ def _restore(model, optimiser, identity: dict) -> int:
     return int(state["epoch"]) + 1
 
 
-def _report(model, optimiser, epoch: int, metrics: dict, identity: dict) -> None:
+def _report(
+    model, optimiser, epoch: int, metrics: dict, identity: dict, calibration: dict | None = None
+) -> None:
     import ray.train
     import torch
 
@@ -255,10 +338,10 @@ def _report(model, optimiser, epoch: int, metrics: dict, identity: dict) -> None
         checkpoint = None
         if ray.train.get_context().get_world_rank() == 0:
             plain = getattr(model, "module", model)  # unwrap DDP
-            torch.save(
-                {"model": plain.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch},
-                os.path.join(path, CHECKPOINT_FILE),
-            )
+            state = {"model": plain.state_dict(), "optimiser": optimiser.state_dict()}
+            # the epoch's PDF calibration travels with its weights (plain lists: weights_only)
+            state |= {"epoch": epoch, "calibration": calibration}
+            torch.save(state, os.path.join(path, CHECKPOINT_FILE))
             with open(os.path.join(path, schema.CHECKPOINT_CONFIG_FILE), "w") as f:
                 json.dump(identity, f, sort_keys=True)
             checkpoint = ray.train.Checkpoint.from_directory(path)
@@ -277,15 +360,20 @@ def run_identity(cfg: RaycatConfig) -> dict:
     validation split (``val_fraction``, ``seed``: another split would train on objects held
     out before). Epochs, learning rate, batch size and workers are left out: they may change.
     """
+    from raycat.photoz.finetune import init_artifact_meta
     from raycat.plan.fingerprint import cutout_fingerprint
 
     model = cfg.model.model_dump(mode="json")
-    return {
+    identity = {
         **{f"model.{k}": v for k, v in model.items()},
         **cutout_fingerprint(cfg),
         "train.val_fraction": cfg.train.val_fraction,
         "train.seed": cfg.train.seed,
     }
+    init = init_artifact_meta(cfg)  # checks the artifact against the config, before Ray
+    if init is not None:  # a fine-tuning run: which model it starts from, what it freezes
+        identity |= {"train.init_from": init.model_id, "train.freeze": cfg.train.freeze}
+    return identity
 
 
 def check_resume(cfg: RaycatConfig, identity: dict | None = None) -> None:
@@ -373,6 +461,7 @@ def fit(cfg: RaycatConfig, cutouts) -> dict:
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from raycat.photoz.finetune import init_artifact_path
     from raycat.photoz.pdf import bin_edges
 
     if cfg.train.use_gpu:  # before anything starts: Ray would wait for ever for the GPUs
@@ -391,6 +480,7 @@ def fit(cfg: RaycatConfig, cutouts) -> dict:
         "edges": edges.tolist(),
         "class_weights": class_weights(z, edges, cfg.train.max_class_weight).tolist(),
         "identity": identity,
+        "init_from": init_artifact_path(cfg),
     }
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -430,14 +520,14 @@ def worker_resources(train: TrainConfig) -> dict[str, float] | None:
 
 
 def _write_artifact(cfg: RaycatConfig, checkpoint, metrics: dict) -> None:
-    """The model artifact from the run's last checkpoint."""
+    """The model artifact from the run's last checkpoint, with that epoch's PDF calibration
+    (none from a checkpoint an older raycat made)."""
+    from raycat.photoz.calibrate import Calibration
     from raycat.photoz.model import ArtifactMeta, build_model, save_artifact
 
+    state = _load_checkpoint(checkpoint)
     model = build_model(cfg.model, len(cfg.cutouts.bands))
-    model.load_state_dict(_load_checkpoint(checkpoint)["model"])
-    save_artifact(
-        model,
-        cfg.train.model_out,
-        ArtifactMeta.from_config(cfg, metrics=metrics),
-        storage_options=cfg.data.storage_options,
-    )
+    model.load_state_dict(state["model"])
+    meta = ArtifactMeta.from_config(cfg, metrics=metrics)
+    meta.calibration = Calibration.model_validate(state.get("calibration") or {})
+    save_artifact(model, cfg.train.model_out, meta, storage_options=cfg.data.storage_options)

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from raycat.photoz.forward import pdf_fn, z_mean_fn
+from raycat.photoz.forward import TTA, dihedral_images, pdf_fn, z_mean_fn
 
 if TYPE_CHECKING:
     import torch
+
+    from raycat.photoz.calibrate import Calibration
 
 N_DIHEDRAL = 8
 
@@ -92,10 +94,9 @@ def mc_dropout(
 
 
 def dihedral_transforms(x: torch.Tensor) -> list[torch.Tensor]:
-    """The 8 images of ``x`` [..., H, W] under 4 rotations x (no flip, flip); identity first."""
-    import torch
-
-    return [torch.rot90(image, k, dims=(-2, -1)) for image in (x, x.flip(-1)) for k in range(4)]
+    """The 8 images of ``x`` [..., H, W] under 4 rotations x (no flip, flip); identity first
+    (the same images ``infer.tta: dihedral`` averages over)."""
+    return dihedral_images(x)
 
 
 def dihedral_predictions(
@@ -112,10 +113,15 @@ def dihedral_predictions(
 
 
 def dihedral_pdfs(
-    model: torch.nn.Module, x: torch.Tensor, device: str | torch.device | None = None
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    device: str | torch.device | None = None,
+    tta: TTA = "none",
+    calibration: Calibration | None = None,
 ) -> torch.Tensor:
-    """Softmax PDFs of the 8 dihedral transforms of ``x``: ``[8, n, n_bins]``."""
-    return dihedral_predictions(pdf_fn(model, device), x)
+    """PDFs of the 8 dihedral transforms of ``x``: ``[8, n, n_bins]``; softmax ones by
+    default, else :func:`raycat.photoz.forward.pdf_fn`'s with ``tta`` and ``calibration``."""
+    return dihedral_predictions(pdf_fn(model, device, tta=tta, calibration=calibration), x)
 
 
 def point_from_pdfs(
