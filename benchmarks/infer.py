@@ -8,7 +8,9 @@ on them. Prints objects/s for both, their ratio, and the peak memory (PSS) of th
 Ray Data's cluster-lifetime helper actors are started before the timer (see
 ``ray_common.warm_ray_data``); their one-off cost is printed beside the figures.
 
-Usage: ``python benchmarks/infer.py [N_GALAXIES]`` (default 6000: about 4 minutes on 2 cores).
+Usage: ``python benchmarks/infer.py [N_GALAXIES] [--gpu]`` (default 6000: about 4 minutes on
+2 cores). ``--gpu``: the Predictor on one GPU (``infer.use_gpu``), both figures; the cutout
+actors on the cores left (``RAYCAT_BENCH_CPUS``, default 2, sets Ray's CPUs).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from ray_common import (
     PeakTreeMemory,
     demo_like_config,
+    gpu_sections,
     save_random_model,
     sky_workspace,
     warm_ray_data,
@@ -30,10 +33,14 @@ from ray_common import (
 
 
 def model_only_rate(cfg, n: int) -> float:
-    """Objects/s of the Predictor on in-memory cutouts, with the Predictor's CPU share."""
+    """Objects/s of the Predictor on in-memory cutouts, with the Predictor's CPU share (or
+    its GPU)."""
     import ray
 
-    @ray.remote(num_cpus=cfg.infer.cpus_per_actor)
+    gpu = cfg.infer.use_gpu
+    share = {"num_gpus": 1, "num_cpus": 0.25} if gpu else {"num_cpus": cfg.infer.cpus_per_actor}
+
+    @ray.remote(**share)
     def run() -> float:
         from raycat.photoz.infer import Predictor
 
@@ -60,16 +67,18 @@ def steady_rate(cfg) -> float:
     markers = sorted(
         Path(cfg.infer.catalog, schema.DONE_DIR).glob("*.done"), key=lambda p: p.stat().st_mtime
     )
+    if len(markers) < 2:  # one partition: no first-to-last interval
+        return float("nan")
     rows = sum(json.loads(p.read_text())["rows"] for p in markers[1:])
     return rows / (markers[-1].stat().st_mtime - markers[0].stat().st_mtime)
 
 
-def main(n_galaxies: int) -> None:
+def main(n_galaxies: int, gpu: bool = False) -> None:
     from raycat.pipeline import run_infer
     from raycat.runtime import ray_session
 
     with sky_workspace(n_galaxies) as root:
-        cfg = demo_like_config(root)
+        cfg = demo_like_config(root, **(gpu_sections() if gpu else {}))
         save_random_model(cfg)
         with ray_session(cfg.ray):
             helpers = warm_ray_data()
@@ -103,4 +112,5 @@ def main(n_galaxies: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 6000)
+    args = [a for a in sys.argv[1:] if a != "--gpu"]
+    main(int(args[0]) if args else 6000, gpu="--gpu" in sys.argv)

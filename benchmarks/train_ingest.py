@@ -6,7 +6,8 @@ In memory: the same model, batch size, augmentation and optimiser step on tensor
 memory, in a Ray task with the training worker's CPU share (so the same torch threads).
 Prints both rates, their ratio and the peak memory (PSS) of the Ray session.
 
-Usage: ``python benchmarks/train_ingest.py [N_GALAXIES]`` (default 2000: about 3 minutes).
+Usage: ``python benchmarks/train_ingest.py [N_GALAXIES] [--gpu]`` (default 2000: about 3
+minutes). ``--gpu``: the training worker and the in-memory step on one GPU (``train.use_gpu``).
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ray_common import PeakTreeMemory, demo_like_config, sky_workspace
+from ray_common import PeakTreeMemory, demo_like_config, gpu_sections, sky_workspace
 
 EPOCHS = 2  # the first epoch warms up; the rate of the last one is reported
 
 
 def in_memory_rate(cfg, n_images: int) -> float:
-    """Images/s of the training step on tensors already in memory (1 CPU, like a worker)."""
+    """Images/s of the training step on tensors already in memory (1 CPU, like a worker;
+    or one GPU, in bf16 autocast like the loop)."""
     import ray
 
-    @ray.remote(num_cpus=1)
+    gpu = cfg.train.use_gpu
+
+    @ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)
     def run() -> float:
         import torch
         import torch.nn.functional as F
@@ -34,13 +38,16 @@ def in_memory_rate(cfg, n_images: int) -> float:
         from raycat.photoz.train import dihedral_augment
 
         bands, size, batch = len(cfg.cutouts.bands), cfg.cutouts.size_px, cfg.train.batch_size
-        model = build_model(cfg.model, bands).train()
+        device = torch.device("cuda" if gpu else "cpu")
+        model = build_model(cfg.model, bands).to(device).train()
         optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
-        x = torch.randn(n_images, bands, size, size)
-        y = torch.randint(0, cfg.model.n_bins, (n_images,))
+        x = torch.randn(n_images, bands, size, size, device=device)
+        y = torch.randint(0, cfg.model.n_bins, (n_images,), device=device)
 
         def step(i: int) -> None:
-            loss = F.cross_entropy(model(dihedral_augment(x[i : i + batch])), y[i : i + batch])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu):
+                logits = model(dihedral_augment(x[i : i + batch])).float()
+            loss = F.cross_entropy(logits, y[i : i + batch])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -49,19 +56,24 @@ def in_memory_rate(cfg, n_images: int) -> float:
         started = time.perf_counter()
         for i in range(0, n_images - batch + 1, batch):
             step(i)
+        if gpu:
+            torch.cuda.synchronize()
         return (n_images // batch) * batch / (time.perf_counter() - started)
 
     return ray.get(run.remote())
 
 
-def main(n_galaxies: int) -> None:
+def main(n_galaxies: int, gpu: bool = False) -> None:
     from raycat.photoz.train import fit
     from raycat.pipeline import materialise_cutouts, read_materialised
     from raycat.runtime import ray_session
 
     with sky_workspace(n_galaxies) as root:
         cfg = demo_like_config(
-            root, cutouts={"output": str(root / "cutouts")}, train={"epochs": EPOCHS}
+            root,
+            cutouts={"output": str(root / "cutouts")},
+            train={"epochs": EPOCHS, "use_gpu": gpu},
+            **({"ray": gpu_sections()["ray"]} if gpu else {}),
         )
         with ray_session(cfg.ray):
             materialise_cutouts(cfg)
@@ -83,4 +95,5 @@ def main(n_galaxies: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
+    args = [a for a in sys.argv[1:] if a != "--gpu"]
+    main(int(args[0]) if args else 2000, gpu="--gpu" in sys.argv)

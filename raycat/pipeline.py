@@ -257,6 +257,9 @@ def run_infer(cfg: RaycatConfig) -> dict:
         from raycat.photoz.infer import require_gpus
 
         require_gpus("infer.use_gpu")
+    # hats (about a second of imports) is needed after the plan, for the sink's Parquet
+    # settings and for finalize: imported while the plan runs
+    _import_in_background("hats")
     meta = read_artifact_meta(cfg.infer.model, cfg.data.storage_options)
     _check_artifact_matches(cfg, meta)
     players = meta.players(cfg.infer.attributions)  # once: for the schema and the Predictor
@@ -289,6 +292,7 @@ def run_infer(cfg: RaycatConfig) -> dict:
         job.begin(rec)
         writer = job.writer(cat_schema)
         passes = _write_partitions(cfg, job, writer, rec.todo, (summary, make), players)
+        _imported("hats")  # finalize imports hats' submodules
         totals = job.finish(rec, infer.max_error_fraction)
     for note in job.notes:
         log(note)
@@ -388,8 +392,6 @@ def _write_partitions(cfg: RaycatConfig, job, writer, todo: set[int], plan, play
             skip = frozenset(summary.unit_counts) - frozenset(units)
             for row in _predict_pass(cfg, make(skip), players, sink):
                 job.check_held()
-                if progress.done == 0:
-                    _import_in_background("hats")  # for finalize; the driver idles meanwhile
                 log(
                     f"partition {label(row[schema.WORK_UNIT])} written ({row['rows']} rows) "
                     f"[{progress.advance()}]"
@@ -409,7 +411,11 @@ def _write_partitions(cfg: RaycatConfig, job, writer, todo: set[int], plan, play
 
 def _sink_kwargs(cfg: RaycatConfig, job, writer, units: dict, hashes: dict) -> dict:
     """What the PartitionSink of one pass is built with: where it writes, the units it
-    expects (objects and id hashes) and the lease it checks."""
+    expects (objects and id hashes), the lease it checks, and HATS' Parquet settings,
+    worked out here once (the sink never imports hats)."""
+    from raycat.catalog.write import parquet_settings
+
+    _imported("hats")
     return {
         "root": job.target_url,
         "storage_options": cfg.data.storage_options,
@@ -418,12 +424,28 @@ def _sink_kwargs(cfg: RaycatConfig, job, writer, units: dict, hashes: dict) -> d
         "unit_hashes": hashes,
         "lease_url": cfg.infer.catalog,
         "job_id": job.job_id,
+        "parquet_kwargs": parquet_settings(writer.schema),
     }
 
 
+_IMPORTING: dict[str, threading.Thread] = {}
+
+
 def _import_in_background(module: str) -> None:
-    """Start importing ``module`` on a thread (hats takes about a second to import)."""
-    threading.Thread(target=importlib.import_module, args=(module,), daemon=True).start()
+    """Start importing ``module`` on a thread (hats takes about a second to import); use
+    it after ``_imported(module)``."""
+    thread = threading.Thread(target=importlib.import_module, args=(module,), daemon=True)
+    _IMPORTING[module] = thread
+    thread.start()
+
+
+def _imported(module: str) -> None:
+    """Wait for a background import of ``module``: importing a submodule of a package that
+    another thread is half-way through importing can fail ("partially initialized module":
+    importlib breaks the two threads' lock cycle that way). ``import hats`` alone is safe."""
+    thread = _IMPORTING.pop(module, None)
+    if thread is not None:
+        thread.join()
 
 
 def _catalog_schema(cfg: RaycatConfig, meta: ArtifactMeta, summary: PlanSummary, players: Players):
@@ -434,6 +456,7 @@ def _catalog_schema(cfg: RaycatConfig, meta: ArtifactMeta, summary: PlanSummary,
     return schema_for_artifact(
         meta,
         config_hash=cfg.config_hash(),
+        tta=cfg.infer.tta,
         pdf_dtype=cfg.infer.pdf_dtype,
         has_z_spec=summary.has_z_spec,
         id_type=summary.id_type,

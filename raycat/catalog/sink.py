@@ -26,7 +26,9 @@ class PartitionSink:
     ``work_unit`` column and in ``unit_counts`` / ``unit_hashes``.
 
     ``root`` is the version being written (the catalog, or an overwrite's staged version);
-    ``lease_url`` the catalog whose lease ``job_id`` holds.
+    ``lease_url`` the catalog whose lease ``job_id`` holds. ``parquet_kwargs``: HATS' write
+    settings for ``catalog_schema`` (``raycat.catalog.write.parquet_settings``), worked out
+    once by the driver so this process never imports hats.
     """
 
     def __init__(
@@ -38,11 +40,16 @@ class PartitionSink:
         unit_hashes: dict[int, int],
         lease_url: str,
         job_id: str,
+        parquet_kwargs: dict | None = None,
     ):
         from raycat.catalog.write import CatalogWriter
 
         self.writer = CatalogWriter(
-            root, catalog_schema, mode=None, storage_options=storage_options
+            root,
+            catalog_schema,
+            mode=None,
+            storage_options=storage_options,
+            parquet_kwargs=parquet_kwargs,
         )
         self.expected = {int(k): int(v) for k, v in unit_counts.items()}
         self.hashes = {int(k): int(v) for k, v in unit_hashes.items()}

@@ -122,8 +122,10 @@ class CatalogWriter:
         *,
         mode: WriteMode | None = "resume",
         storage_options: dict | None = None,
+        parquet_kwargs: dict | None = None,
     ):
         self.url, self.schema = root, schema
+        self.parquet_kwargs = parquet_kwargs  # None: worked out (by hats) at the first write
         self.storage_options = dict(storage_options or {})
         self.fs, self.root = fsutil.filesystem(root, storage_options)
         self.root = self.root.rstrip("/")
@@ -186,7 +188,11 @@ class CatalogWriter:
             return None
         table = self._conform(key, table)
         if table.num_rows:
-            put_atomic(self.fs, self._path(partition_relpath(key)), _to_parquet(table))
+            if self.parquet_kwargs is None:
+                self.parquet_kwargs = parquet_settings(self.schema)
+            put_atomic(
+                self.fs, self._path(partition_relpath(key)), _to_parquet(table, self.parquet_kwargs)
+            )
         marker = DoneMarker.of_table(
             key,
             table,
@@ -239,10 +245,20 @@ def check_compatible(fs, root: str, url: str, schema: pa.Schema) -> None:
         )
 
 
-def _to_parquet(table: pa.Table) -> bytes:
-    """Serialise with HATS' write settings (byte-stream-split floats, delta-coded index)."""
+def parquet_settings(schema: pa.Schema) -> dict:
+    """HATS' Parquet write settings for tables of ``schema`` (byte-stream-split floats,
+    delta-coded index): plain values, so a driver works them out once and hands them to the
+    sink, which then never imports hats (0.8 s on its first write)."""
+    import hats  # noqa: F401  the package first: the driver may be importing it on a thread
     from hats.io.file_io.file_io import get_parquet_write_table_kwargs
 
+    return get_parquet_write_table_kwargs(schema)
+
+
+def _to_parquet(table: pa.Table, settings: dict | None = None) -> bytes:
+    """Serialise with HATS' write settings (``parquet_settings``; for ``table``'s schema
+    when not given)."""
+    settings = parquet_settings(table.schema) if settings is None else settings
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **get_parquet_write_table_kwargs(table.schema))
+    pq.write_table(table, sink, **settings)
     return sink.getvalue().to_pybytes()

@@ -1,0 +1,145 @@
+"""Memory against scale (a script, not a test): does a process's peak memory stay flat as
+the object count grows?
+
+For each size (default 10k, 30k, 100k objects) it runs, each in a fresh Python process with
+its own local Ray session:
+``cutouts`` (``materialise_cutouts``: plan, cutout actors, Parquet parts) and ``infer``
+(``run_infer`` streaming from the tiles: plan, cutout actors, Predictor, catalog sink). A
+sampler reads the PSS of the driver and of every Ray process every 0.25 s and keeps, per
+process type (driver, cutout actor, Predictor, sink, other Ray workers, Ray's own daemons),
+the peak of any one process of that type. PSS counts shared pages once (Ray's object store
+is shared memory). The mock skies are simulated once and cached (``ray_common.cached_sky``:
+100k objects take several minutes).
+
+Prints a table per stage: peak MiB per process type at each size and the ratio of the
+largest size to the smallest (target <= 1.2x).
+
+Usage: ``python benchmarks/memory_scale.py [N ...]`` (default 10000 30000 100000).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ray_common import demo_like_config, save_random_model, sky_workspace
+
+SIZES = (10_000, 30_000, 100_000)
+STAGES = ("cutouts", "infer")
+# process type -> what its command line (Ray's process title) holds, first match wins
+TYPES = (
+    ("cutout actor", "CutoutActor"),
+    ("predictor", "Predictor"),
+    ("sink", "PartitionSink"),
+    ("other Ray workers", "ray::"),
+    ("Ray daemons", "/ray/"),  # raylet, gcs_server, dashboard and log agents
+)
+
+
+def process_type(cmdline: str) -> str | None:
+    """The type of a Ray session's process from its command line; None for others."""
+    return next((name for name, marker in TYPES if marker in cmdline), None)
+
+
+class PeakByType:
+    """The peak PSS of any one process of each type, sampled while the block runs."""
+
+    def __init__(self, every: float = 0.25):
+        self.every, self.peak = every, {}
+
+    def __enter__(self):
+        import psutil
+
+        me, self._stop = psutil.Process(), threading.Event()
+
+        def sample() -> None:
+            while not self._stop.is_set():
+                self._note("driver", me)
+                for proc in me.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        kind = process_type(" ".join(proc.cmdline()))
+                        if kind:
+                            self._note(kind, proc)
+                time.sleep(self.every)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _note(self, kind: str, proc) -> None:
+        import psutil
+
+        with contextlib.suppress(psutil.Error):
+            self.peak[kind] = max(self.peak.get(kind, 0), proc.memory_full_info().pss)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def measure(n: int, stage: str) -> dict[str, float]:
+    """{process type: peak MiB} of one stage on a sky of ``n`` objects (in this process)."""
+    from raycat.pipeline import materialise_cutouts, run_infer
+    from raycat.runtime import ray_session
+
+    with sky_workspace(n) as root:
+        # infer streams from the tiles (no cutouts.output), as a production run does
+        output = {"output": str(root / "cutouts")} if stage == "cutouts" else {}
+        cfg = demo_like_config(root, cutouts=output)
+        if stage == "infer":
+            save_random_model(cfg)
+        with ray_session(cfg.ray), PeakByType() as memory:
+            started = time.perf_counter()
+            materialise_cutouts(cfg) if stage == "cutouts" else run_infer(cfg)
+            seconds = time.perf_counter() - started
+    peaks = {k: v / 2**20 for k, v in memory.peak.items()}
+    print(f"{n} objects, {stage}: {seconds:.0f} s, peak PSS (MiB) {_row(peaks)}", flush=True)
+    return peaks
+
+
+def measure_fresh(n: int, stage: str) -> dict[str, float]:
+    """``measure`` in a fresh Python process: a driver that ran a smaller size or another
+    stage before keeps their imports and caches, and would not be measured alone."""
+    import json
+    import subprocess
+
+    command = [sys.executable, __file__, "--one", str(n), stage]
+    out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout
+    *lines, last = out.strip().splitlines()  # its summary line, then the JSON
+    print("\n".join(lines), flush=True)
+    return json.loads(last)
+
+
+def _row(peaks: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.0f}" for k, v in sorted(peaks.items()))
+
+
+def report(results: dict[int, dict[str, dict[str, float]]]) -> None:
+    sizes = sorted(results)
+    for stage in STAGES:
+        kinds = sorted({k for n in sizes for k in results[n][stage]})
+        print(f"\n{stage}: peak PSS per process (MiB)")
+        print(f"{'process':20s}" + "".join(f"{n:>10d}" for n in sizes) + "  largest/smallest")
+        for kind in kinds:
+            values = [results[n][stage].get(kind, float("nan")) for n in sizes]
+            ratio = values[-1] / values[0] if values[0] else float("nan")
+            flag = "" if ratio <= 1.2 else "  (over 1.2x)"
+            print(f"{kind:20s}" + "".join(f"{v:10.0f}" for v in values) + f"  {ratio:.2f}x{flag}")
+
+
+def main(sizes) -> None:
+    results = {n: {stage: measure_fresh(n, stage) for stage in STAGES} for n in sizes}
+    report(results)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--one"]:  # a child of measure_fresh: one size, one stage
+        import json
+
+        print(json.dumps(measure(int(sys.argv[2]), sys.argv[3])))
+    else:
+        main([int(a) for a in sys.argv[1:]] or SIZES)
