@@ -255,6 +255,7 @@ def _model_and_cutouts(args: argparse.Namespace):
 
 
 def _stability(args: argparse.Namespace) -> dict:
+    from raycat.photoz.inputs import network_input
     from raycat.photoz.model import load_artifact
     from raycat.quality.report import (
         PLOT_STABILITY,
@@ -267,10 +268,10 @@ def _stability(args: argparse.Namespace) -> dict:
     from raycat.runtime import ray_session
 
     cfg, make = _model_and_cutouts(args)
-    with ray_session(cfg.ray):
-        sample = sample_cutouts(make(), STABILITY_OBJECTS)
     model, meta = load_artifact(cfg.infer.model, cfg.data.storage_options)
-    summary, shifts = stability(model, meta, sample["cube"])
+    with ray_session(cfg.ray):
+        sample = sample_cutouts(make(), STABILITY_OBJECTS, ebv=meta.ebv_input)
+    summary, shifts = stability(model, meta, network_input(sample, meta.ebv_input))
     save_figures({PLOT_STABILITY: stability_figure(shifts, summary)}, args.out, None)
     return summary
 

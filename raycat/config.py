@@ -70,6 +70,12 @@ class DataConfig(_Section):
     z_column: str | None = Field(
         "z", description="Spectroscopic redshift column, or null when the objects have none."
     )
+    ebv_column: str | None = Field(
+        None,
+        description="Milky Way reddening E(B-V) column (mag, finite and >= 0), fed to the "
+        "network beside the pixels as one more input plane (as Mantis Shrimp does), or null. "
+        "A model trained with it needs it at inference.",
+    )
     duplicate_ids: Literal["error", "keep_one"] = Field(
         "error",
         description="Duplicate object ids: fail naming them, or keep one row per id "

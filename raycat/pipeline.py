@@ -237,6 +237,11 @@ def _check_artifact_matches(cfg: RaycatConfig, meta) -> None:
         raise RaycatError(
             f"the model was trained on bands/size/scale {grid}, the config asks for {wanted}"
         )
+    if meta.ebv_input and not cfg.data.ebv_column:
+        raise RaycatError(
+            "the model takes E(B-V) as an input (it was trained with data.ebv_column): set "
+            "data.ebv_column to the object list's E(B-V) column"
+        )
 
 
 def run_infer(cfg: RaycatConfig) -> dict:

@@ -59,6 +59,7 @@ ID = "id"
 RA = "ra"
 DEC = "dec"
 Z_SPEC = "z_spec"
+EBV = "ebv"  # Milky Way reddening E(B-V), mag (data.ebv_column): a network input
 HEALPIX_29 = "_healpix_29"  # HATS spatial index column (nested, order raycat.healpix.ORDER)
 
 # --- truth table (mock sky) ---------------------------------------------------------------
@@ -140,7 +141,7 @@ def attr_column(player: str) -> str:
 # --- columns handed between stages (cutouts -> predictor -> sink -> catalog) --------------
 # An object's own columns ride through the cutout actor and the predictor unchanged, beside
 # the columns each one makes (cutouts: flags, cube; predictor: flags, pdf and its extras).
-PASS_THROUGH = (ID, RA, DEC, Z_SPEC, WORK_UNIT, HEALPIX_29, READ_ERROR_TILE)
+PASS_THROUGH = (ID, RA, DEC, Z_SPEC, EBV, WORK_UNIT, HEALPIX_29, READ_ERROR_TILE)
 # Catalog columns the writer derives from id, ra, dec, flags and pdf. The sink copies every
 # other column of the catalog schema (z_spec, z_std_epistemic, attr_*) from the predictor.
 CATALOG_DERIVED = (ID, RA, DEC, HEALPIX_29, *POINT_ESTIMATES, PDF, FLAGS)

@@ -50,6 +50,12 @@ def init_artifact_meta(cfg: RaycatConfig) -> ArtifactMeta | None:
             f"train.init_from {cfg.train.init_from}: the model's bands {meta.bands} differ from "
             f"cutouts.bands {cfg.cutouts.bands}"
         )
+    if meta.ebv_input != bool(cfg.data.ebv_column):
+        raise RaycatError(
+            f"train.init_from {cfg.train.init_from}: the model "
+            f"{'takes' if meta.ebv_input else 'does not take'} E(B-V) as an input and "
+            f"data.ebv_column is {cfg.data.ebv_column!r}"
+        )
     for key in ("arch", "stem", "n_bins", "z_min", "z_max"):
         theirs, ours = getattr(meta.model, key), getattr(cfg.model, key)
         if theirs != ours:

@@ -132,8 +132,11 @@ class Predictor:
         return bool(self.players.names) or self.infer.mc_dropout_passes > 1
 
     def __call__(self, batch: dict) -> dict:
-        cube, flags = batch[schema.CUBE], np.asarray(batch[schema.FLAGS], dtype=np.int32)
-        usable = has_pixels(cube, flags)
+        from raycat.photoz.inputs import network_input
+
+        flags = np.asarray(batch[schema.FLAGS], dtype=np.int32)
+        usable = has_pixels(batch[schema.CUBE], flags)  # the pixels, not the E(B-V) plane
+        cube = network_input(batch, self.meta.ebv_input)
         pdf = np.full((len(flags), self.n_bins), np.nan, dtype=np.float32)
         if usable.any():
             pdf[usable] = self.predict(cube[usable])
@@ -184,9 +187,10 @@ class Predictor:
         return columns
 
     def predict(self, cube: np.ndarray) -> np.ndarray:
-        """The catalog's PDFs for a stack of cutouts [n, bands, S, S]: softmax (averaged over
-        the 8 rotations and flips with ``infer.tta: dihedral``), then the artifact's
-        calibration (prior correction, temperature, PIT map)."""
+        """The catalog's PDFs for a stack of network inputs [n, channels, S, S] (the
+        cutouts, and the E(B-V) plane if the model takes one: ``raycat.photoz.inputs``):
+        softmax (averaged over the 8 rotations and flips with ``infer.tta: dihedral``), then
+        the artifact's calibration (prior correction, temperature, PIT map)."""
         import torch
 
         chunk = len(cube) if self.device.type == "cuda" else CPU_CHUNK

@@ -70,6 +70,11 @@ class ArtifactMeta(BaseModel):
     train_median_z: float | None = Field(
         None, description="Median training redshift: the 'always predict the median' baseline."
     )
+    ebv_input: bool = Field(
+        False,
+        description="The network takes the objects' E(B-V) (data.ebv_column) as one more "
+        "input plane after the bands (raycat.photoz.inputs).",
+    )
     calibration: Calibration = Field(
         default_factory=Calibration,
         description="Prior correction (the training class weights) and recalibration fitted "
@@ -81,6 +86,13 @@ class ArtifactMeta(BaseModel):
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"),
         description="UTC time the artifact was made.",
     )
+
+    @property
+    def input_channels(self) -> int:
+        """The network's input channels (bands, then the E(B-V) plane if it takes one)."""
+        from raycat.photoz.inputs import input_channels
+
+        return input_channels(len(self.bands), self.ebv_input)
 
     @property
     def bin_edges(self) -> np.ndarray:
@@ -124,6 +136,7 @@ class ArtifactMeta(BaseModel):
             config_hash=cfg.config_hash(),
             metrics=scalars,
             train_median_z=scalars.get("train_median_z"),
+            ebv_input=bool(cfg.data.ebv_column),
         )
         if edges is not None and not np.allclose(edges, meta.bin_edges):
             raise ValueError("bin edges differ from the config's redshift grid")
@@ -282,7 +295,7 @@ def load_artifact(
     try:
         state = torch.load(io.BytesIO(blob), map_location=device, weights_only=True)
         with torch.device("meta"):  # no random initialisation to overwrite (0.15-0.3 s)
-            model = build_model(meta.model, len(meta.bands))
+            model = build_model(meta.model, meta.input_channels)
         model.load_state_dict(state, assign=True)  # strict: every parameter and buffer
     except Exception as err:
         reason = str(err).splitlines()[0][:200]

@@ -103,7 +103,7 @@ def train_loop_per_worker(config: dict) -> None:
     edges = torch.tensor(config["edges"], dtype=torch.float32, device=device)
     centres = (edges[1:] + edges[:-1]) / 2
     weights = torch.tensor(config["class_weights"], dtype=torch.float32, device=device)
-    model = build_model(cfg.model, len(cfg.cutouts.bands))
+    model = build_model(cfg.model, network_channels(cfg))
     init_from = config.get("init_from")  # fine-tuning (raycat.photoz.finetune)
     if init_from:
         load_init_weights(model, init_from, cfg.data.storage_options)
@@ -416,15 +416,31 @@ def _refuse_changed(recorded: dict | None, identity: dict, where: str) -> None:
 # --- driver side --------------------------------------------------------------------------
 
 
-def _keep_split(batch: dict, validation: bool, fraction: float, seed: int) -> dict:
+def network_channels(cfg: RaycatConfig) -> int:
+    """Input channels of the network ``cfg`` trains: the bands, and the E(B-V) plane with
+    ``data.ebv_column``."""
+    from raycat.photoz.inputs import input_channels
+
+    return input_channels(len(cfg.cutouts.bands), bool(cfg.data.ebv_column))
+
+
+def _keep_split(
+    batch: dict, validation: bool, fraction: float, seed: int, ebv: bool = False
+) -> dict:
+    """The rows of one split, the cube replaced by the network's input (the E(B-V) plane
+    added here, once per row, not in every epoch's loop)."""
+    from raycat.photoz.inputs import network_input
+
     keep = usable_for_training(batch)
     keep &= is_validation(batch[schema.ID], fraction, seed) == validation
-    return {k: batch[k][keep] for k in (schema.CUBE, schema.Z_SPEC)}
+    kept = {k: v[keep] for k, v in batch.items()}
+    return {schema.CUBE: network_input(kept, ebv), schema.Z_SPEC: kept[schema.Z_SPEC]}
 
 
 def split_datasets(cutouts, cfg: RaycatConfig) -> dict:
     """Training and validation datasets from cutout rows (streamed, never collected)."""
-    columns = [schema.ID, schema.CUBE, schema.Z_SPEC, schema.FLAGS]
+    ebv = bool(cfg.data.ebv_column)
+    columns = [schema.ID, schema.CUBE, schema.Z_SPEC, schema.FLAGS] + ([schema.EBV] if ebv else [])
     rows = cutouts.select_columns(columns)
     return {
         name: rows.map_batches(
@@ -434,6 +450,7 @@ def split_datasets(cutouts, cfg: RaycatConfig) -> dict:
                 "validation": name == "val",
                 "fraction": cfg.train.val_fraction,
                 "seed": cfg.train.seed,
+                "ebv": ebv,
             },
         )
         for name in ("train", "val")
@@ -526,7 +543,7 @@ def _write_artifact(cfg: RaycatConfig, checkpoint, metrics: dict) -> None:
     from raycat.photoz.model import ArtifactMeta, build_model, save_artifact
 
     state = _load_checkpoint(checkpoint)
-    model = build_model(cfg.model, len(cfg.cutouts.bands))
+    model = build_model(cfg.model, network_channels(cfg))
     model.load_state_dict(state["model"])
     meta = ArtifactMeta.from_config(cfg, metrics=metrics)
     meta.calibration = Calibration.model_validate(state.get("calibration") or {})

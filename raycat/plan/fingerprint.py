@@ -39,6 +39,8 @@ def cutout_fingerprint(cfg: RaycatConfig) -> dict[str, Any]:
     parts.update(
         (f"data.{k}", v) for k, v in data.model_dump(mode="json", include=set(DATA_KEYS)).items()
     )
+    if data.ebv_column:  # only when set: fingerprints recorded before it existed still match
+        parts["data.ebv_column"] = data.ebv_column
     objects, index = objects_url(data), tile_index_identity_url(data)
     with storage_errors(f"cannot list the object list {objects}"):
         parts["data.objects"] = identity(objects, data.storage_options)

@@ -44,6 +44,8 @@ def column_map(data: DataConfig) -> dict[str, str]:
     mapping = {data.id_column: schema.ID, data.ra_column: schema.RA, data.dec_column: schema.DEC}
     if data.z_column:
         mapping[data.z_column] = schema.Z_SPEC
+    if data.ebv_column:
+        mapping[data.ebv_column] = schema.EBV
     return mapping
 
 
@@ -247,10 +249,22 @@ def _canonical(
     out = batch[[*mapping, *kept]].rename(columns=mapping)
     id_column = next(name for name, canonical in mapping.items() if canonical == schema.ID)
     out[schema.ID] = _canonical_ids(batch, id_column, url, id_type)
-    for column in (schema.RA, schema.DEC, schema.Z_SPEC):
+    for column in (schema.RA, schema.DEC, schema.Z_SPEC, schema.EBV):
         if column in out:
             out[column] = out[column].astype("float64")
+    if schema.EBV in out:
+        _check_ebv(out[schema.EBV], url)
     return out
+
+
+def _check_ebv(ebv: pd.Series, url: str) -> None:
+    """E(B-V) is a network input: a missing or negative value has no right answer."""
+    bad = ~(ebv >= 0) | ~np.isfinite(ebv)
+    if bad.any():
+        raise RaycatError(
+            f"object list {url}: the E(B-V) column has {int(bad.sum())} missing, negative or "
+            f"infinite values in one block (e.g. {ebv[bad].iloc[0]}); give every object one"
+        )
 
 
 def _canonical_ids(batch: pd.DataFrame, column: str, url: str, id_type: pa.DataType) -> pd.Series:

@@ -139,12 +139,13 @@ def attribution_shares(
     return shares
 
 
-def sample_cutouts(cutouts, n: int) -> dict[str, np.ndarray]:
-    """The first ``n`` cutouts with pixels (a bounded sample, streamed)."""
+def sample_cutouts(cutouts, n: int, ebv: bool = False) -> dict[str, np.ndarray]:
+    """The first ``n`` cutouts with pixels (a bounded sample, streamed), with their E(B-V)
+    when ``ebv`` (a model that takes it: ``raycat.photoz.inputs.network_input``)."""
     from raycat.photoz.infer import has_pixels
 
     taken: list[dict] = []
-    columns = [S.ID, S.CUBE, S.FLAGS, S.Z_SPEC]
+    columns = [S.ID, S.CUBE, S.FLAGS, S.Z_SPEC] + ([S.EBV] if ebv else [])
     for batch in cutouts.select_columns(columns).iter_batches(batch_size=128, batch_format="numpy"):
         keep = has_pixels(batch[S.CUBE], batch[S.FLAGS])
         taken.append({k: v[keep] for k, v in batch.items()})
@@ -361,6 +362,7 @@ def _catalog_names(catalog_url: str, storage_options: dict | None) -> list[str]:
 def _model_figures(cutouts, model_url: str, storage_options: dict | None, metrics: dict) -> dict:
     from raycat.config import InferConfig
     from raycat.photoz.infer import Predictor
+    from raycat.photoz.inputs import network_input
 
     # one model load for every section; its attribution settings are the band figure's
     settings = InferConfig.model_validate(
@@ -373,15 +375,16 @@ def _model_figures(cutouts, model_url: str, storage_options: dict | None, metric
     )
     predictor = Predictor(settings, storage_options)
     meta = predictor.meta
-    sample = sample_cutouts(cutouts, STABILITY_OBJECTS)
-    summary, shifts = stability(predictor.model, meta, sample[S.CUBE])
+    sample = sample_cutouts(cutouts, STABILITY_OBJECTS, ebv=meta.ebv_input)
+    inputs = network_input(sample, meta.ebv_input)
+    summary, shifts = stability(predictor.model, meta, inputs)
     metrics.update({f"stability_{k}": v for k, v in summary.items()})
     order = np.argsort(sample[S.Z_SPEC])  # examples across the redshift range
     picks = order[np.linspace(0, len(order) - 1, min(4, len(order))).astype(int)]
     example = {k: v[picks] for k, v in sample.items()}
-    pdfs = predictor.predict(example[S.CUBE])
+    pdfs = predictor.predict(inputs[picks])
     band_shares = attribution_shares(
-        sample[S.Z_SPEC][:BAND_SAMPLE], band_attributions(predictor, sample[S.CUBE][:BAND_SAMPLE])
+        sample[S.Z_SPEC][:BAND_SAMPLE], band_attributions(predictor, inputs[:BAND_SAMPLE])
     )
     return {
         PLOT_STABILITY: stability_figure(shifts, summary),

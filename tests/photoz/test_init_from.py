@@ -124,3 +124,10 @@ def test_freezing_without_an_init_artifact_is_refused(tmp_path):
 
     with pytest.raises(ConfigError, match=r"train: .*freeze 'stem' needs init_from"):
         _config(tmp_path, freeze="stem")
+
+
+def test_an_init_artifact_without_the_ebv_input_is_refused_when_the_config_has_one(tmp_path):
+    cfg = _config(tmp_path, _artifact(tmp_path))
+    with_ebv = cfg.model_copy(update={"data": cfg.data.model_copy(update={"ebv_column": "ebv"})})
+    with pytest.raises(RaycatError, match=r"does not take E\(B-V\).*data.ebv_column is 'ebv'"):
+        run_identity(with_ebv)
