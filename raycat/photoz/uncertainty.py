@@ -161,9 +161,11 @@ def rotation_stability(
     ``|dz_mean| / sigma``. ``sigma``: a scalar or per-object width (e.g. ``z_std``).
     Per object, the shift is the largest ``|z_t - z_identity|`` over the 7 other
     transforms. Returns the ``mean``, ``p95`` and ``max`` of shift/sigma over objects, and
-    ``n_objects``; all zero for an exactly invariant model.
+    ``n_objects``; all zero for an exactly invariant model, NaN for no objects.
     """
     shift = rotation_shifts(z8, sigma)
+    if not shift.size:  # no object to measure: nothing moved, and nothing to say so
+        return {"mean": float("nan"), "p95": float("nan"), "max": float("nan"), "n_objects": 0}
     return {
         "mean": float(shift.mean()),
         "p95": float(np.percentile(shift, 95)),

@@ -120,6 +120,8 @@ def test_stability_is_relative_to_per_object_sigma():
     assert stats["max"] == pytest.approx(2.0) and stats["mean"] == pytest.approx(1.5)
     with pytest.raises(ValueError, match="8, n"):
         rotation_stability(z8[:4], sigma=0.1)
+    empty = rotation_stability(np.zeros((8, 0)), sigma=0.1)  # a sample with no objects
+    assert empty["n_objects"] == 0 and np.isnan(empty["mean"])
 
 
 def test_dihedral_pdfs_give_mode_and_mean():
