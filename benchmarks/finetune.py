@@ -62,7 +62,8 @@ def main() -> None:
         print(table(results, COLUMNS), flush=True)
         for n in sorted(args.sizes):
             for name, train in _variants(root, args, n):
-                cfg = sky_config(shifted_sky, root / f"{name}-{n}", args.epochs, args.arch, **train)
+                out = root / f"{name}-{n}".replace(" ", "_").replace(",", "")  # one per setting
+                cfg = sky_config(shifted_sky, out, args.epochs, args.arch, **train)
                 seconds = train_on(cfg, training_ids(cfg, read_rows(cfg), n))
                 row = {"n_shifted": n, "model": name, **model_scores(cfg, held_out)}
                 results.append({**row, "train_s": round(seconds)})
@@ -72,10 +73,13 @@ def main() -> None:
 
 
 def _variants(root: Path, args: argparse.Namespace, n: int):
-    """(name, train settings) of the two models trained on the N shifted objects."""
-    yield "from scratch", {}
+    """(name, train settings) of the models trained on the N shifted objects: from scratch
+    and fine-tuned, or only the second with ``--fine-tuned-only`` (another freeze or rate
+    beside an earlier run: the workdir's skies and simulation model are reused)."""
+    if not args.fine_tuned_only:
+        yield "from scratch", {}
     yield (
-        "fine-tuned",
+        f"fine-tuned, freeze {args.freeze}, lr {args.finetune_lr:g}",
         {
             "init_from": str(root / "sim" / "model"),
             "freeze": args.freeze,
@@ -93,6 +97,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--held-out", type=int, default=2000, help="galaxies of the held-out sky")
     parser.add_argument("--freeze", default="stem", help="train.freeze when fine-tuning")
     parser.add_argument("--finetune-lr", type=float, default=5e-4)
+    parser.add_argument("--fine-tuned-only", action="store_true", help="skip from-scratch")
     parser.add_argument("--arch", default="resnet50", choices=["resnet50", "tiny"])
     parser.add_argument("--workdir", default="bench-finetune", help="skies and models, cached")
     return parser.parse_args()
