@@ -56,9 +56,12 @@ def main() -> None:
     with ray_session(cfg.ray):
         rows, held_out = read_rows(cfg), read_rows(held_cfg)
         for n in sorted(args.sizes):
-            ids = training_ids(cfg, rows, n)
-            seconds = train_on(cfg, ids)
-            cnn = model_scores(cfg, held_out)
+            # a run and model of its own per size: one run name would resume the last size's
+            # finished run (its identity is the plan's, not the subset's) and train nothing
+            sized = sky_config(root / "sky", root / f"model-{n}", args.epochs, args.arch)
+            ids = training_ids(sized, rows, n)
+            seconds = train_on(sized, ids)
+            cnn = model_scores(sized, held_out)
             photometry = baseline_scores(cfg, rows.take(np.isin(rows.ids, ids)), held_out)
             results += [
                 {
