@@ -8,7 +8,7 @@ PDFs (the Predictor's, calibration and all). Fine-tuning should beat both other 
 each N: the simulation taught the network what galaxies look like, the N real objects how
 this survey renders them.
 
-    python benchmarks/finetune.py                          # about 30 min on 2 cores
+    python benchmarks/finetune.py --epochs 10   # about 45 min on 2 cores: docs/real_data.md
     python benchmarks/finetune.py --sim-galaxies 600 --sizes 100 --epochs 2 --arch tiny
 
 Skies, cutouts and the simulation model are cached under ``--workdir`` between runs.

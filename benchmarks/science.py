@@ -10,7 +10,7 @@ on the same held-out ones; it gives point estimates only, so no PIT.
 Images carry what catalog photometry lacks (morphology, blending, neighbours): the ratio
 column says whether, and from which size, the CNN uses it.
 
-    python benchmarks/science.py                       # about 40 min on 2 cores
+    python benchmarks/science.py --epochs 8   # 49 min on 2 cores: docs/evaluate.md
     python benchmarks/science.py --sizes 300 --epochs 2 --held-out 300 --arch tiny  # a check
 
 Skies and cutouts are cached under ``--workdir`` between runs.
