@@ -51,6 +51,9 @@ def export_qp(catalog_url: str, out: str, storage_options: dict | None = None) -
     summary: objects, objects without a PDF, partitions, the file."""
     qp = optional("qp", "rail", "raycat export --format qp")
     optional("h5py", "rail", "raycat export --format qp")
+    out_fs, out_path = fsutil.filesystem(out, storage_options)
+    if out_fs.exists(out_path):  # never replace a file raycat may not have written
+        raise RaycatError(f"export: {out} already exists; remove it or choose another --out")
     edges = read_catalog_info(catalog_url, storage_options).bin_edges
     fs, root = fsutil.filesystem(catalog_url, storage_options)
     partitions = partition_paths(fs, root.rstrip("/"))

@@ -157,3 +157,13 @@ def test_a_catalog_that_changes_under_the_export_leaves_no_file(catalog, tmp_pat
     with pytest.raises(RaycatError, match="changed while it was exported"):
         E.export_qp(str(catalog), str(tmp_path / "pz.hdf5"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_out_file_is_refused_and_left_as_it_was(catalog, tmp_path):
+    from raycat.catalog.export import export_qp
+
+    out = tmp_path / "mine.hdf5"
+    out.write_bytes(b"not raycat's")
+    with pytest.raises(RaycatError, match="already exists") as err:
+        export_qp(str(catalog), str(out))
+    assert "\n" not in str(err.value) and out.read_bytes() == b"not raycat's"
