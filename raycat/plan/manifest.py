@@ -19,17 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from raycat import schema
 from raycat.config import DataConfig, RaycatConfig
 from raycat.errors import RaycatError
 from raycat.fsutil import filesystem
 from raycat.healpix import Partitioning, healpix29
+from raycat.plan.idhash import id_hashes
 from raycat.plan.partition import Rules, units_of_frame, units_on_ray
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from raycat.surveys.tile_index import TileIndex
 
 # Rows per block handed to the cutout stage. Ray Data streams block by block: a block the
@@ -44,6 +44,10 @@ PLAN_ROWS_PER_BLOCK = 100_000
 # through Ray Data and are never held in one process.
 DRIVER_PLAN_MAX_BYTES = 16 * 2**20  # object-list files, read whole into the driver
 DRIVER_PLAN_MAX_ROWS = 250_000  # ~100 MB of planned rows (positions and 9 tile names)
+# Rows per share of the exchanges (raycat.plan.exchange), when more than one per CPU:
+# ~150 MB of planned rows with their tile names; 8-byte ids in the duplicate check.
+ASSIGN_SHARE_ROWS = 250_000
+DUPLICATE_SHARE_ROWS = 4_000_000
 
 
 def spatial_index(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
@@ -69,8 +73,6 @@ class Manifest:
     unit_hashes: dict[int, int]
     index: TileIndex
     grouped: bool = False  # rows already grouped by unit (a HATS catalog's): no sort needed
-    assign_actors: int = 1  # most tile-assigning actors (the cutout pool's size)
-    assign_cpus: float = 0.25
 
     @property
     def columns(self) -> list[str]:
@@ -118,44 +120,92 @@ class Manifest:
         return planned.repartition(target_num_rows_per_block=ROWS_PER_BLOCK).materialize()
 
     def assigned(self, skip_units: set[int] | frozenset = frozenset()):
-        """The rows with their work unit and tiles, grouped by unit (a lazy dataset of large
+        """The rows with their work unit and tiles, grouped by unit (a dataset of large
         blocks, or a DataFrame for a list planned in the driver).
 
-        Sorting by ``_healpix_29`` groups by work unit (a unit is a range of it) and orders
-        each unit along the HEALPix curve: a batch then holds neighbours on a few tiles, so
-        the tile assigners load few index pixels and the cutout actors' tile cache is hit.
-        A HATS catalog's rows are grouped already: no sort. Tiles are found on the sorted
-        blocks, which are large: per-block overheads would cost more than the lookup on
-        the small blocks the cutouts get.
+        Rows are exchanged by work unit (``raycat.plan.exchange``): each share, a run of
+        consecutive units with about ``ASSIGN_SHARE_ROWS`` objects, is sorted by
+        ``_healpix_29`` where it lands, which groups it by unit (a unit is a range of it)
+        and orders it along the HEALPix curve: neighbours on few tiles, so the tile finder
+        reads few index pixels and the cutout actors' tile cache is hit. Tiles are found on
+        the whole share: per-block overheads would cost more than the lookup on the small
+        blocks the cutouts get. A HATS catalog's rows are grouped already: no exchange.
         """
-        kwargs: dict[str, Any] = {
-            "units": Partitioning(self.units),
-            "skip": np.array(sorted(skip_units), dtype=np.int64),
-        }
+        import ray
+
+        from raycat.plan.exchange import exchange, map_blocks, shares_for
+
+        units = Partitioning(self.units)
+        skip = np.array(sorted(skip_units), dtype=np.int64)
         if isinstance(self.objects, pd.DataFrame):
-            rows = _with_work_unit(self.objects.copy(), **kwargs)
-            rows = rows.sort_values(schema.HEALPIX_29, kind="stable").reset_index(drop=True)
-            return TileAssigner(self.index, self.bands)(rows)
-        ds = self.objects.map_batches(_with_work_unit, fn_kwargs=kwargs, batch_format="pandas")
-        if not self.grouped:
-            ds = ds.sort(schema.HEALPIX_29)
-        return ds.map_batches(
-            TileAssigner,
-            fn_constructor_kwargs={"index": self.index, "bands": self.bands},
-            compute=_ray_data().ActorPoolStrategy(min_size=1, max_size=self.assign_actors),
-            batch_size=None,  # one sorted block per call: a contiguous stretch of sky
-            num_cpus=self.assign_cpus,
-            batch_format="pandas",
-        )
+            rows = _with_work_unit(self.objects.copy(), units, skip)
+            return _assign_rows(rows, self.index, self.bands)
+        blocks = self.objects.to_arrow_refs()
+        units_ref, index_ref = ray.put(units), ray.put(self.index)
+        if self.grouped:
+            refs = map_blocks(blocks, _assign_block, units_ref, skip, index_ref, self.bands)
+        else:
+            counts = np.array([self.unit_counts[int(k)] for k in units.keys])
+            counts[np.isin(units.keys, skip)] = 0
+            edges = share_edges(units, counts, shares_for(int(counts.sum()), ASSIGN_SHARE_ROWS))
+            refs = exchange(
+                blocks,
+                _unit_share,
+                _assign_share,
+                len(edges) + 1,
+                (units_ref, skip, edges),
+                (index_ref, self.bands),
+            )
+        return _ray_data().from_arrow_refs(refs) if refs else _ray_data().from_items([])
 
 
-def _with_work_unit(batch: pd.DataFrame, units: Partitioning, skip: Sequence[int] = ()):
+def share_edges(units: Partitioning, counts: np.ndarray, shares: int) -> np.ndarray:
+    """Where each share after the first begins (a ``_healpix_29``): runs of consecutive
+    units (``counts`` objects each, in ``units``' order) of about equal objects."""
+    total = np.cumsum(counts)
+    if not len(total) or total[-1] == 0:
+        return np.zeros(0, dtype=np.int64)
+    targets = total[-1] * np.arange(1, shares) / shares
+    firsts = np.unique(np.searchsorted(total, targets, side="right"))
+    return units.starts[firsts[(firsts > 0) & (firsts < len(total))]]
+
+
+def _unit_share(block: pa.Table, units: Partitioning, skip: np.ndarray, edges: np.ndarray):
+    """``exchange`` cut: the block's rows with their work unit, outside ``skip``, and the
+    share of each (by where its ``_healpix_29`` falls among ``edges``)."""
+    rows = _with_work_unit(block.to_pandas(), units, skip)
+    share = np.searchsorted(edges, rows[schema.HEALPIX_29].to_numpy(), side="right")
+    return _as_arrow(rows), share
+
+
+def _assign_share(rows: pa.Table, index: TileIndex, bands: list[str]) -> pa.Table:
+    """``exchange`` reduce: a share's rows sorted along the curve, with their tiles."""
+    frame = rows.to_pandas()
+    return _as_arrow(_assign_rows(frame, index, bands))
+
+
+def _assign_block(block: pa.Table, units: Partitioning, skip, index, bands) -> pa.Table:
+    """Work unit and tiles of a block already grouped by unit (a HATS catalog's)."""
+    rows = _with_work_unit(block.to_pandas(), units, skip)
+    return _as_arrow(TileAssigner(index, bands)(rows.reset_index(drop=True)))
+
+
+def _assign_rows(rows: pd.DataFrame, index: TileIndex, bands: list[str]) -> pd.DataFrame:
+    rows = rows.sort_values(schema.HEALPIX_29, kind="stable").reset_index(drop=True)
+    return TileAssigner(index, bands)(rows)
+
+
+def _as_arrow(frame: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _with_work_unit(batch: pd.DataFrame, units: Partitioning, skip: Sequence[int] | np.ndarray):
     """``batch`` with the NUNIQ key of each row's work unit, leaving out the units ``skip``."""
     batch[schema.WORK_UNIT] = units.unit_of(batch[schema.HEALPIX_29].to_numpy())
     return drop_units(batch, skip)
 
 
-def drop_units(batch: pd.DataFrame, skip: Sequence[int]) -> pd.DataFrame:
+def drop_units(batch: pd.DataFrame, skip: Sequence[int] | np.ndarray) -> pd.DataFrame:
     """The rows of ``batch`` outside the work units ``skip`` (finished ones)."""
     return batch[~batch[schema.WORK_UNIT].isin(skip)] if len(skip) else batch
 
@@ -201,11 +251,21 @@ def add_spatial_index(batch: pd.DataFrame) -> pd.DataFrame:
 
 
 def duplicate_ids(ds, limit: int = 10) -> list:
-    """Up to ``limit`` ids that occur more than once (a distributed group-by, no collect),
-    as Python ints or strings."""
-    counts = ds.groupby(schema.ID).count()
-    repeated = counts.map_batches(_repeated, batch_format="pandas")
-    return sorted(_plain(row[schema.ID]) for row in repeated.take(limit))
+    """Up to ``limit`` ids that occur more than once, as Python ints or strings: the ids
+    exchanged by hash (``raycat.plan.exchange``), each share checked by its own task."""
+    import ray
+
+    from raycat.plan.exchange import exchange, shares_for
+
+    shares = shares_for(ds.count(), DUPLICATE_SHARE_ROWS)
+    found = exchange(ds.to_arrow_refs(), _ids_by_hash, _repeated, shares, (shares,), (limit,))
+    return sorted(_plain(i) for share in ray.get(found) for i in share)[:limit]
+
+
+def _ids_by_hash(block: pa.Table, shares: int) -> tuple[pa.Table, np.ndarray]:
+    """``exchange`` cut: the block's ids, each sent to the share its hash picks."""
+    ids = block.select([schema.ID])
+    return ids, id_hashes(ids.column(0).to_numpy(zero_copy_only=False)) % np.uint64(shares)
 
 
 def _plain(value: Any) -> Any:
@@ -213,8 +273,10 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _repeated(counts: pd.DataFrame) -> pd.DataFrame:
-    return counts[counts["count()"] > 1]
+def _repeated(ids: pa.Table, limit: int) -> list:
+    """``exchange`` reduce: up to ``limit`` ids repeated in this share."""
+    values = ids.column(0).to_pandas()
+    return values[values.duplicated()].unique()[:limit].tolist()
 
 
 def _keep_one(group: pd.DataFrame) -> pd.DataFrame:
@@ -266,17 +328,7 @@ def plan(cfg: RaycatConfig, keep: Sequence[int] = ()) -> Manifest:
         dict(zip(keys, hashes)),
         index,
         grouped=grouped,
-        assign_actors=_assign_actors(cfg),
     )
-
-
-def _assign_actors(cfg: RaycatConfig) -> int:
-    """Most tile-assigning actors: the cutout pool's size, or the cluster's CPUs when it has
-    more (the lookup is light, and runs before the cutouts start)."""
-    import ray
-
-    cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else 1
-    return max(cfg.cutouts.actors, cpus)
 
 
 def _plan_on_ray(cfg: RaycatConfig, hats) -> tuple[Any, bool]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 from raycat import schema
 from raycat.healpix import ORDER as HEALPIX_ORDER
@@ -33,7 +34,6 @@ from raycat.plan.idhash import COUNT, HASH, PIXEL, pixel_summary
 MIN_ORDER = 3  # coarsest adaptive unit (54 deg2); also the pixel one Ray task splits alone
 FINE_ORDER = 10  # histogram order (12 arcmin2): the finest unit where density allows none
 GROUP = "group"  # column of the MIN_ORDER pixel of a histogram row
-UNIT = "unit"  # column of a unit's NUNIQ key in the split's output
 
 
 @dataclass(frozen=True)
@@ -130,21 +130,25 @@ def units_of_frame(frame, rules: Rules) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def units_on_ray(ds, rules: Rules) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`split` of a dataset's rows on Ray: each block summarised where it lies, the
-    summaries grouped by ``MIN_ORDER`` pixel and each group split by its own task. Units of
-    a fixed order coarser than ``MIN_ORDER`` (or kept ones) come from several groups and are
-    added up here; the driver holds the units only."""
+    summaries exchanged by ``MIN_ORDER`` pixel (``raycat.plan.exchange``) and each share
+    split by its own task. Units of a fixed order coarser than ``MIN_ORDER`` (or kept ones)
+    come from several shares and are added up here; the driver holds the units only."""
+    import ray
+
+    from raycat.plan.exchange import exchange, shares_for
     from raycat.runtime import READ_ARGS
 
     summaries = ds.select_columns([schema.HEALPIX_29, schema.ID]).map_batches(
         _block_histogram, fn_kwargs={"rules": rules}, batch_format="numpy", **READ_ARGS
     )
-    units = summaries.groupby(GROUP).map_groups(
-        _split_group, fn_kwargs={"rules": rules}, batch_format="numpy"
+    shares = shares_for(0, 1)
+    found = exchange(
+        summaries.to_arrow_refs(), _by_group, _split_share, shares, (shares,), (rules,)
     )
-    parts = list(units.iter_batches(batch_format="numpy", batch_size=None))
+    parts = ray.get(found)
     if not parts:
         return _merge([], [], [])
-    return _merge(*(np.concatenate([p[c] for p in parts]) for c in (UNIT, COUNT, HASH)))
+    return _merge(*(np.concatenate([p[i] for p in parts]) for i in range(3)))
 
 
 def _block_histogram(batch: dict, rules: Rules) -> dict:
@@ -156,9 +160,15 @@ def _block_histogram(batch: dict, rules: Rules) -> dict:
     return {GROUP: group, PIXEL: pixels, COUNT: counts, HASH: hashes}
 
 
-def _split_group(group: dict, rules: Rules) -> dict:
-    units, counts, hashes = split(group[PIXEL], group[COUNT], group[HASH], rules)
-    return {UNIT: units, COUNT: counts, HASH: hashes}
+def _by_group(summary: pa.Table, shares: int) -> tuple[pa.Table, np.ndarray]:
+    """``exchange`` cut: a block's histogram rows, each ``MIN_ORDER`` pixel to one share."""
+    return summary, summary[GROUP].to_numpy() % shares
+
+
+def _split_share(summary: pa.Table, rules: Rules) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``exchange`` reduce: the units of the ``MIN_ORDER`` pixels of one share."""
+    pixels, counts, hashes = (summary[c].to_numpy() for c in (PIXEL, COUNT, HASH))
+    return split(pixels, counts, hashes, rules)
 
 
 def summary_of(keys: np.ndarray, counts: np.ndarray) -> dict:
