@@ -29,12 +29,14 @@ import pandas as pd
 from raycat import schema
 from raycat.healpix import ORDER as HP29_ORDER
 from raycat.healpix import healpix29
-from raycat.surveys.tile_index import TileIndex
+from raycat.surveys.tile_index import INDEX_COLUMNS, TileIndex
 
 EPS_PX = 1e-6  # NumPy margins closer than this to 0 or to a rival are settled by astropy
 FINE_STEPS = (3, 4, 5, 6)  # finer orders (index order + step) a pixel's rows are listed at
 READ_THREADS = 8  # index pixels read at once (I/O bound: listings and small files)
 WCS_CACHE = 512  # astropy WCS objects kept (~15 KB each)
+# What the finder reads of an index pixel: all but the header text (read when needed)
+PLAN_COLUMNS = tuple(c for c in INDEX_COLUMNS if c != schema.TILE_WCS)
 
 
 @dataclass
@@ -51,7 +53,8 @@ class _Pixel:
     y0: np.ndarray
     nx: np.ndarray
     ny: np.ndarray
-    wcs: np.ndarray  # object array of header strings (astropy fallback)
+    pixel: int  # the index pixel (its header strings are read only if astropy must decide)
+    wcs: np.ndarray | None  # object array of header strings, once read
     fine_shift: int  # _healpix_29 >> fine_shift = fine pixel
     fine_base: int  # first fine pixel under this pixel
     starts: np.ndarray  # entries of fine pixel k: rows[starts[k]:starts[k + 1]]
@@ -148,11 +151,25 @@ class TileFinder:
         cuts = np.flatnonzero(np.diff(row[order])) + 1
         for group in np.split(order, cuts):
             t = int(row[group[0]])
-            x, y = self._astropy_wcs(table.wcs[t]).world_to_pixel_values(ra[group], dec[group])
+            x, y = self._astropy_wcs(self._headers(table)[t]).world_to_pixel_values(
+                ra[group], dec[group]
+            )
             nx, ny = table.nx[t], table.ny[t]
             m = np.minimum.reduce([x + 0.5, nx - 0.5 - x, y + 0.5, ny - 0.5 - y])
             margin[group] = np.where(np.isfinite(m), m, -np.inf)
         return margin
+
+    def _headers(self, table: _Pixel) -> np.ndarray:
+        """The WCS header text of each of ``table``'s rows, read on first need: they are
+        most of an index pixel's bytes, and only edge cases and non-TAN tiles use them."""
+        if table.wcs is None:
+            rows = self.index.rows_for([table.pixel], (schema.TILE_WCS,))
+            text = dict(
+                zip(zip(rows[schema.TILE_BAND], rows[schema.TILE_URI]), rows[schema.TILE_WCS])
+            )
+            names = np.array(self.bands, dtype=object)[table.band]
+            table.wcs = np.array([text[k] for k in zip(names, table.uris)], dtype=object)
+        return table.wcs
 
     def _astropy_wcs(self, text: str):
         if text in self._wcs:
@@ -197,7 +214,7 @@ class TileFinder:
         return tables
 
     def _read(self, pixel: int) -> _Pixel | None:
-        rows = self.index.rows_for([pixel])
+        rows = self.index.rows_for([pixel], PLAN_COLUMNS)
         return _pixel_table(rows, pixel, self.index.index_order, self.bands) if len(rows) else None
 
 
@@ -265,7 +282,8 @@ def _pixel_table(rows: pd.DataFrame, pixel: int, order: int, bands: list[str]) -
         y0=num[schema.TILE_CRPIX2] - 1.0,
         nx=rows[schema.TILE_NAXIS1].to_numpy(float),
         ny=rows[schema.TILE_NAXIS2].to_numpy(float),
-        wcs=rows[schema.TILE_WCS].to_numpy(object),
+        pixel=pixel,
+        wcs=None,
         fine_shift=shift,
         fine_base=base,
         starts=starts,

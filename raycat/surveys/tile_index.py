@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from raycat import schema
@@ -115,8 +116,11 @@ class TileIndex(ABC):
     reads: int = 0  # part files (or pixel look-ups of a converted file) read by this copy
 
     @abstractmethod
-    def rows_for(self, pixels: Iterable[int]) -> pd.DataFrame:
-        """The rows listed under ``pixels`` (at ``index_order``), each (band, uri) once."""
+    def rows_for(
+        self, pixels: Iterable[int], columns: Sequence[str] = INDEX_COLUMNS
+    ) -> pd.DataFrame:
+        """The rows listed under ``pixels`` (at ``index_order``), each (band, uri) once, with
+        ``columns`` (and always band and uri)."""
 
     @abstractmethod
     def tiles_per_band(self) -> dict[str, int]:
@@ -142,17 +146,22 @@ class PartitionedTileIndex(TileIndex):
         assert self.meta is not None
         return {b: self.meta.tiles_per_band.get(b, 0) for b in self.bands}
 
-    def rows_for(self, pixels: Iterable[int]) -> pd.DataFrame:
+    def rows_for(
+        self, pixels: Iterable[int], columns: Sequence[str] = INDEX_COLUMNS
+    ) -> pd.DataFrame:
         assert self.meta is not None
         frames = []
+        wanted = _with_keys(columns)
         with storage_errors(f"cannot read the tile index {self.url}"):
             fs, root = filesystem(self.url, self.storage_options)
             for pixel in pixels:
                 for build in self.meta.builds:
-                    frames.extend(self._read_pixel(fs, root, build, int(pixel)))
-        return _select(frames, self.bands)
+                    frames.extend(self._read_pixel(fs, root, build, int(pixel), wanted))
+        return _select(frames, self.bands, wanted)
 
-    def _read_pixel(self, fs, root: str, build: str, pixel: int) -> list[pd.DataFrame]:
+    def _read_pixel(
+        self, fs, root: str, build: str, pixel: int, columns: list[str]
+    ) -> list[pd.DataFrame]:
         directory = f"{root.rstrip('/')}/{schema.tile_index_pixel_relpath(build, pixel)}"
         try:
             names = sorted(fs.ls(directory, detail=False))
@@ -162,7 +171,7 @@ class PartitionedTileIndex(TileIndex):
         for name in names:
             if schema.TILE_INDEX_PART_RE.search(name):
                 with fs.open(name, "rb") as f:
-                    frames.append(pd.read_parquet(f))
+                    frames.append(pq.read_table(f, columns=columns).to_pandas())
                 self.reads += 1
         return frames
 
@@ -190,11 +199,13 @@ class FrameTileIndex(TileIndex):
         counts = rows[schema.TILE_BAND].value_counts()
         return {b: int(counts.get(b, 0)) for b in self.bands}
 
-    def rows_for(self, pixels: Iterable[int]) -> pd.DataFrame:
+    def rows_for(
+        self, pixels: Iterable[int], columns: Sequence[str] = INDEX_COLUMNS
+    ) -> pd.DataFrame:
         wanted = np.fromiter((int(p) for p in pixels), dtype=np.int64)
         self.reads += len(wanted)
         rows = self.frame[np.isin(self.frame[_PIXEL].to_numpy(), wanted)]
-        return _select([rows.drop(columns=[_PIXEL])], self.bands)
+        return _select([rows], self.bands, _with_keys(columns))
 
     def pixels(self) -> list[int]:
         return sorted(set(self.frame[_PIXEL].tolist()))
@@ -203,11 +214,18 @@ class FrameTileIndex(TileIndex):
 _PIXEL = "_index_pixel"  # the pixel column of a converted single file (never written)
 
 
-def _select(frames: list[pd.DataFrame], bands: tuple[str, ...]) -> pd.DataFrame:
+def _with_keys(columns: Sequence[str]) -> list[str]:
+    """``columns`` with band and uri, which say what a row is, in the index's order."""
+    wanted = {*columns, schema.TILE_BAND, schema.TILE_URI}
+    return [c for c in INDEX_COLUMNS if c in wanted]
+
+
+def _select(frames: list[pd.DataFrame], bands: tuple[str, ...], columns: list[str]) -> pd.DataFrame:
     """Rows of ``bands`` from ``frames``, each (band, uri) once, in a stable order."""
     if not frames:
-        return pd.DataFrame(columns=list(INDEX_COLUMNS))
+        return pd.DataFrame(columns=columns)
     rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    rows = rows[columns]
     rows = rows[rows[schema.TILE_BAND].isin(bands)]
     rows = rows.drop_duplicates([schema.TILE_BAND, schema.TILE_URI])
     return rows.sort_values([schema.TILE_URI, schema.TILE_BAND], kind="stable").reset_index(

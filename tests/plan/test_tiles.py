@@ -177,6 +177,19 @@ def test_a_small_region_reads_only_its_pixels_and_the_cache_is_bounded(tmp_path)
     assert finder.loads <= len(all_pixels)
 
 
+def test_header_text_is_read_only_where_astropy_decides(tmp_path):
+    """The WCS header text is most of an index pixel's bytes: interior objects on plain TAN
+    tiles never read it; an object on a tile corner (a near-edge case) does, and the choice
+    is still the reference's."""
+    rows = _rows(PS1Tiling(), PS1_BANDS, schema.PS1_URI_TEMPLATE, (27.0, 29.5, -0.5, 2.5))
+    ra, dec = _random(np.random.default_rng(9), 500, 27.5, 29.0, 0.0, 2.0)
+    finder = _same_choice(rows, PS1_BANDS, ra, dec, tmp_path)
+    assert all(finder._pixels[p].wcs is None for p in finder.cached_pixels)
+    corner_ra, corner_dec = _corners_and_centres(rows.head(1))
+    finder = _same_choice(rows, PS1_BANDS, corner_ra[:1], corner_dec[:1], tmp_path, "idx2")
+    assert any(finder._pixels[p].wcs is not None for p in finder.cached_pixels)
+
+
 def test_empty_and_off_index_positions(tmp_path):
     rows = _rows(UnwiseTiling(), UNWISE_BANDS, schema.UNWISE_URI_TEMPLATE, (10, 12, 10, 12))
     finder = _same_choice(
