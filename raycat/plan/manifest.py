@@ -7,8 +7,9 @@ the edge (real tilings overlap), so a cutout is never clipped when a better tile
 (``raycat.plan.tiles``); tiles are found as the rows stream, unit by unit, from the index
 pixels the unit touches.
 
-``plan`` wires this into Ray Data: no process holds the object list, no stage runs in a
-single actor, and the driver holds one entry per work unit.
+``plan`` wires this into Ray: the list is read by Ray Data, then exchanged between plain Ray
+tasks (``raycat.plan.exchange``); no process holds the object list, no stage runs in a
+single actor or task, and the driver holds one entry per work unit.
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ if TYPE_CHECKING:
 # Rows per block handed to the cutout stage. Ray Data streams block by block: a block the
 # size of the whole sort output would make each stage wait for the previous one to finish.
 ROWS_PER_BLOCK = 256
-# Rows per block of a flat list while it is planned: a file read as one block would make the
-# sort hand one block, and so one tile-assigning actor, a whole sky's worth of rows.
+# Rows per block of a flat list while it is planned: a file read as one block would make one
+# exchange task cut a whole sky's worth of rows.
 PLAN_ROWS_PER_BLOCK = 100_000
-# Object lists this small are planned in the driver: Ray Data's per-stage start-up (a
-# group-by shuffle for the duplicate check, another for the histogram) costs seconds, far
-# more than planning a few hundred thousand rows in one process. Larger lists stream
+# Object lists this small are planned in the driver: reading on Ray Data and three
+# exchanges cost seconds of start-up, more than planning a few hundred thousand rows in
+# one process. Larger lists stream
 # through Ray Data and are never held in one process.
 DRIVER_PLAN_MAX_BYTES = 16 * 2**20  # object-list files, read whole into the driver
 DRIVER_PLAN_MAX_ROWS = 250_000  # ~100 MB of planned rows (positions and 9 tile names)
@@ -106,7 +107,7 @@ class Manifest:
         ``skip_units`` (finished ones), in blocks of ``ROWS_PER_BLOCK`` for the cutouts.
 
         They are materialised here (small rows, spilled to disk by Ray when large) so that
-        the shuffle's and the re-blocking's whole-CPU tasks never wait behind the actor
+        the exchange's and the re-blocking's whole-CPU tasks never wait behind the actor
         pools of the stages that follow. A list planned in the driver stays there.
         """
         planned = self.assigned(skip_units)
@@ -138,8 +139,8 @@ class Manifest:
         units = Partitioning(self.units)
         skip = np.array(sorted(skip_units), dtype=np.int64)
         if isinstance(self.objects, pd.DataFrame):
-            rows = _with_work_unit(self.objects.copy(), units, skip)
-            return _assign_rows(rows, self.index, self.bands)
+            rows = _in_units(pa.Table.from_pandas(self.objects, preserve_index=False), units, skip)
+            return _assign_share(rows, self.index, self.bands).to_pandas()
         blocks = self.objects.to_arrow_refs()
         units_ref, index_ref = ray.put(units), ray.put(self.index)
         if self.grouped:
@@ -173,70 +174,47 @@ def share_edges(units: Partitioning, counts: np.ndarray, shares: int) -> np.ndar
 def _unit_share(block: pa.Table, units: Partitioning, skip: np.ndarray, edges: np.ndarray):
     """``exchange`` cut: the block's rows with their work unit, outside ``skip``, and the
     share of each (by where its ``_healpix_29`` falls among ``edges``)."""
-    rows = _with_work_unit(block.to_pandas(), units, skip)
-    share = np.searchsorted(edges, rows[schema.HEALPIX_29].to_numpy(), side="right")
-    return _as_arrow(rows), share
+    rows = _in_units(block, units, skip)
+    return rows, np.searchsorted(edges, rows[schema.HEALPIX_29].to_numpy(), side="right")
 
 
 def _assign_share(rows: pa.Table, index: TileIndex, bands: list[str]) -> pa.Table:
     """``exchange`` reduce: a share's rows sorted along the curve, with their tiles."""
-    frame = rows.to_pandas()
-    return _as_arrow(_assign_rows(frame, index, bands))
+    return find_tiles(rows.sort_by(schema.HEALPIX_29), index, bands)
 
 
 def _assign_block(block: pa.Table, units: Partitioning, skip, index, bands) -> pa.Table:
     """Work unit and tiles of a block already grouped by unit (a HATS catalog's)."""
-    rows = _with_work_unit(block.to_pandas(), units, skip)
-    return _as_arrow(TileAssigner(index, bands)(rows.reset_index(drop=True)))
+    return find_tiles(_in_units(block, units, skip), index, bands)
 
 
-def _assign_rows(rows: pd.DataFrame, index: TileIndex, bands: list[str]) -> pd.DataFrame:
-    rows = rows.sort_values(schema.HEALPIX_29, kind="stable").reset_index(drop=True)
-    return TileAssigner(index, bands)(rows)
+def _in_units(rows: pa.Table, units: Partitioning, skip: np.ndarray) -> pa.Table:
+    """``rows`` with the NUNIQ key of each one's work unit, leaving out the units ``skip``
+    (finished ones). Arrow throughout: a pandas round trip of the rows costs more than
+    finding their units."""
+    unit = units.unit_of(rows[schema.HEALPIX_29].to_numpy())
+    rows = rows.append_column(schema.WORK_UNIT, pa.array(unit))
+    return rows.filter(pa.array(~np.isin(unit, skip))) if len(skip) else rows
 
 
-def _as_arrow(frame: pd.DataFrame) -> pa.Table:
-    return pa.Table.from_pandas(frame, preserve_index=False)
+def find_tiles(rows: pa.Table, index: TileIndex, bands: list[str]) -> pa.Table:
+    """``rows`` with per-band tile URIs ("" where no tile holds the object) and
+    OFF_FOOTPRINT flagged where no band has one.
 
-
-def _with_work_unit(batch: pd.DataFrame, units: Partitioning, skip: Sequence[int] | np.ndarray):
-    """``batch`` with the NUNIQ key of each row's work unit, leaving out the units ``skip``."""
-    batch[schema.WORK_UNIT] = units.unit_of(batch[schema.HEALPIX_29].to_numpy())
-    return drop_units(batch, skip)
-
-
-def drop_units(batch: pd.DataFrame, skip: Sequence[int] | np.ndarray) -> pd.DataFrame:
-    """The rows of ``batch`` outside the work units ``skip`` (finished ones)."""
-    return batch[~batch[schema.WORK_UNIT].isin(skip)] if len(skip) else batch
-
-
-# --- the Ray Data pipeline ----------------------------------------------------------------
-
-
-class TileAssigner:
-    """Ray Data actor: adds per-band tile URIs and OFF_FOOTPRINT to rows grouped by unit.
-
-    Its finder loads the index rows of the HEALPix pixels its rows fall in and keeps a
-    bounded cache of them: memory follows the tiles a work unit touches, not the sky.
+    A fresh finder loads the index pixels the rows fall in, with a bounded cache: memory
+    follows the tiles the rows touch, not the sky. Rows in curve order load each pixel once.
     """
+    from raycat.plan.tiles import TileFinder
 
-    def __init__(self, index: TileIndex, bands: list[str]):
-        from raycat.plan.tiles import TileFinder
-
-        self.finder = TileFinder(index, bands)
-        self.bands = bands
-
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        tiles = self.finder.assign(batch[schema.RA].to_numpy(), batch[schema.DEC].to_numpy())
-        covered = np.zeros(len(batch), dtype=bool)
-        for band in self.bands:
-            batch[schema.tile_column(band)] = tiles[band].astype(str)
-            covered |= tiles[band] != ""
-        flags = batch[schema.FLAGS].to_numpy() | np.where(
-            covered, 0, int(schema.Flag.OFF_FOOTPRINT)
-        )
-        batch[schema.FLAGS] = flags.astype(np.int32)
-        return batch
+    ra, dec = (rows[c].to_numpy() for c in (schema.RA, schema.DEC))
+    tiles = TileFinder(index, bands).assign(ra, dec)
+    covered = np.zeros(len(ra), dtype=bool)
+    for band in bands:
+        rows = rows.append_column(schema.tile_column(band), pa.array(tiles[band], pa.string()))
+        covered |= tiles[band] != ""
+    flags = rows[schema.FLAGS].to_numpy() | np.where(covered, 0, int(schema.Flag.OFF_FOOTPRINT))
+    at = rows.schema.get_field_index(schema.FLAGS)
+    return rows.set_column(at, schema.FLAGS, pa.array(flags.astype(np.int32)))
 
 
 def add_spatial_index(batch: pd.DataFrame) -> pd.DataFrame:

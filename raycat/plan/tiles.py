@@ -35,6 +35,7 @@ EPS_PX = 1e-6  # NumPy margins closer than this to 0 or to a rival are settled b
 FINE_STEPS = (3, 4, 5, 6)  # finer orders (index order + step) a pixel's rows are listed at
 READ_THREADS = 8  # index pixels read at once (I/O bound: listings and small files)
 WCS_CACHE = 512  # astropy WCS objects kept (~15 KB each)
+ASSIGN_CHUNK = 65_536  # objects per pass: bounds the pass's (object, tile) pair arrays
 # What the finder reads of an index pixel: all but the header text (read when needed)
 PLAN_COLUMNS = tuple(c for c in INDEX_COLUMNS if c != schema.TILE_WCS)
 
@@ -79,6 +80,12 @@ class TileFinder:
     def assign(self, ra: np.ndarray, dec: np.ndarray) -> dict[str, np.ndarray]:
         """Tile URI per object for each band; "" where no tile of that band holds it."""
         ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
+        if len(ra) > ASSIGN_CHUNK:  # a pass holds ~20 (object, tile) pairs per object
+            parts = [
+                self.assign(ra[at : at + ASSIGN_CHUNK], dec[at : at + ASSIGN_CHUNK])
+                for at in range(0, len(ra), ASSIGN_CHUNK)
+            ]
+            return {b: np.concatenate([p[b] for p in parts]) for b in self.bands}
         best = {b: np.full(len(ra), "", dtype=object) for b in self.bands}
         if len(ra) == 0 or not self.bands:
             return best

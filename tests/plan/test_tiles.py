@@ -190,6 +190,15 @@ def test_header_text_is_read_only_where_astropy_decides(tmp_path):
     assert any(finder._pixels[p].wcs is not None for p in finder.cached_pixels)
 
 
+def test_a_long_list_is_assigned_in_bounded_passes_with_the_same_choice(tmp_path, monkeypatch):
+    from raycat.plan import tiles
+
+    rows = _rows(PS1Tiling(), PS1_BANDS, schema.PS1_URI_TEMPLATE, (27.0, 29.5, -0.5, 2.5))
+    ra, dec = _random(np.random.default_rng(10), 1000, 27.5, 29.0, 0.0, 2.0)
+    monkeypatch.setattr(tiles, "ASSIGN_CHUNK", 64)
+    _same_choice(rows, PS1_BANDS, ra, dec, tmp_path)
+
+
 def test_empty_and_off_index_positions(tmp_path):
     rows = _rows(UnwiseTiling(), UNWISE_BANDS, schema.UNWISE_URI_TEMPLATE, (10, 12, 10, 12))
     finder = _same_choice(
