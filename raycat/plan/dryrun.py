@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from raycat import schema
 from raycat.config import RaycatConfig
@@ -63,9 +64,9 @@ def _stream(manifest) -> dict:
         blocks = iter([_block_totals(planned, manifest.bands)])
     else:
         summaries = planned.map_batches(
-            _block_totals, fn_kwargs={"bands": manifest.bands}, batch_format="pandas"
+            _block_totals, fn_kwargs={"bands": manifest.bands}, batch_format="pyarrow"
         )
-        blocks = summaries.iter_batches(batch_format="pandas", batch_size=None)
+        blocks = summaries.iter_batches(batch_format="numpy", batch_size=None)
     units: dict[int, list[int]] = {}
     totals = {OFF: 0, **{COVERED + b: 0 for b in manifest.bands}}
     for block in blocks:
@@ -73,26 +74,32 @@ def _stream(manifest) -> dict:
             seen = units.setdefault(int(key), [0, 0])
             seen[0] += int(count)
             seen[1] = (seen[1] + int(value)) % 2**64
-        for name in totals:  # repeated on every row of the block: take one
-            totals[name] += int(block[name].iloc[0]) if len(block) else 0
+        for name in totals:  # on the block's first row
+            totals[name] += int(block[name][0]) if len(block[name]) else 0
     totals["units"] = units  # type: ignore[assignment]
     return totals
 
 
-def _block_totals(batch, bands: list[str]):
+def _block_totals(batch, bands: list[str]) -> dict:
     """One row per work unit of a block (key, objects, id hash) and the block's tile totals
-    (on its first row; 0 on the others)."""
-    keys, counts, hashes = pixel_summary(batch[schema.WORK_UNIT], batch[schema.ID], 0)
-    out = pd.DataFrame({PIXEL: keys, COUNT: counts, HASH: hashes})
-    off = (batch[schema.FLAGS].to_numpy() & int(schema.Flag.OFF_FOOTPRINT)) != 0
-    firsts = np.zeros(len(out), dtype=np.int64)
-    out[OFF] = firsts.copy()
+    (on its first row; 0 on the others). Arrow in: the tile columns are never converted."""
+    import pyarrow.compute as pc
+
+    if isinstance(batch, pd.DataFrame):  # a list planned in the driver
+        batch = pa.Table.from_pandas(batch, preserve_index=False)
+    ids = batch[schema.ID].to_numpy(zero_copy_only=False)
+    keys, counts, hashes = pixel_summary(batch[schema.WORK_UNIT].to_numpy(), ids, 0)
+    firsts = np.zeros(len(keys), dtype=np.int64)
+    out = {PIXEL: keys, COUNT: counts, HASH: hashes, OFF: firsts.copy()}
+    flags = batch[schema.FLAGS].to_numpy()
+    totals = {OFF: int(((flags & int(schema.Flag.OFF_FOOTPRINT)) != 0).sum())}
     for band in bands:
         out[COVERED + band] = firsts.copy()
-    if len(out):
-        out.loc[0, OFF] = int(off.sum())
-        for band in bands:
-            out.loc[0, COVERED + band] = int((batch[schema.tile_column(band)] != "").sum())
+        column = batch[schema.tile_column(band)]
+        totals[COVERED + band] = int(pc.sum(pc.not_equal(column, "")).as_py() or 0)
+    if len(keys):
+        for name, value in totals.items():
+            out[name][0] = value
     return out
 
 
