@@ -53,6 +53,13 @@ SEED = 13
 ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 SAMPLE_S = 0.25
 IDLE = "ray::IDLE"
+BIG = 256 * 2**20  # PSS above which a process's object-store pages are counted (smaps: slow)
+
+
+def _object_store_pss(proc) -> int:
+    """PSS of the process's mappings of Ray's object store (``/dev/shm/plasma*``, or the
+    plasma file of a fallback directory)."""
+    return sum(m.pss for m in proc.memory_maps(grouped=True) if "plasma" in m.path)
 
 
 # --- object lists --------------------------------------------------------------------------
@@ -144,6 +151,10 @@ class TreePeaks:
 
     root: int
     peak: dict[int, int] = field(default_factory=dict)
+    # peak PSS outside Ray's object store: a worker maps the store's shared-memory pages it
+    # wrote (the planned rows it returned) for as long as they are referenced, which Ray
+    # bounds by the store's size and spills to disk; the rest is the process's own memory
+    own: dict[int, int] = field(default_factory=dict)
     label: dict[int, str] = field(default_factory=dict)
     peak_total: int = 0
 
@@ -160,19 +171,31 @@ class TreePeaks:
             with contextlib.suppress(psutil.Error):
                 pss = proc.memory_full_info().pss
                 total += pss
-                self.peak[proc.pid] = max(pss, self.peak.get(proc.pid, 0))
-                self._name(proc)
+                if pss > self.peak.get(proc.pid, 0):
+                    self.peak[proc.pid] = pss
+                    self._name(proc)
+                own = pss - _object_store_pss(proc) if pss > BIG else pss
+                self.own[proc.pid] = max(own, self.own.get(proc.pid, 0))
         self.peak_total = max(self.peak_total, total)
 
     def _name(self, proc) -> None:
-        """Keep the last busy name: a Ray worker's title returns to ``ray::IDLE`` after its
-        task, when its memory (the peak) is still held."""
+        """Name a process by what it ran when its peak was sampled (a Ray worker runs many
+        tasks); keep the last busy name if it was idle then: its title returns to
+        ``ray::IDLE`` after a task, while the task's memory may still be held."""
         label = process_label(proc)
         if proc.pid not in self.label or label != IDLE:
             self.label[proc.pid] = label
 
     def driver_mib(self) -> float:
         return self.peak.get(self.root, 0) / 2**20
+
+    def largest_own(self) -> tuple[float, str]:
+        """(peak MiB outside the object store, name) of the largest process but the driver."""
+        others = {pid: own for pid, own in self.own.items() if pid != self.root}
+        if not others:
+            return 0.0, "-"
+        pid = max(others, key=others.__getitem__)
+        return others[pid] / 2**20, self.label.get(pid, "?")
 
     def largest_other(self) -> tuple[float, str]:
         """(peak MiB, name) of the largest process other than the driver."""
@@ -214,6 +237,8 @@ class PlanRun:
     driver_mib: float
     worker_mib: float
     worker: str
+    own_mib: float  # the largest other process outside the object store
+    own: str
     summary: dict
 
 
@@ -246,14 +271,13 @@ def plan_once(name: str, config: Path, cpus: int) -> PlanRun:
     if result.returncode:
         sys.exit(f"{name}: raycat plan failed ({result.returncode}):\n{result.stderr[-3000:]}")
     summary = parse_summary(result.stdout)
-    worker_mib, worker = peaks.largest_other()
     run = PlanRun(
         name,
         summary["objects"],
         summary["objects"] / wall / cpus,
         peaks.driver_mib(),
-        worker_mib,
-        worker,
+        *peaks.largest_other(),
+        *peaks.largest_own(),
         summary,
     )
     print_run(run, wall, peaks.peak_total / 2**20)
@@ -269,6 +293,8 @@ def print_run(run: PlanRun, wall: float, tree_mib: float) -> None:
         f"(dry run's own wall {s.get('wall_s')} s): {run.rate:,.0f} objects/s/core\n"
         f"  peak PSS: driver {run.driver_mib:.0f} MiB, largest other process "
         f"{run.worker_mib:.0f} MiB ({run.worker}), whole tree {tree_mib:.0f} MiB\n"
+        f"  outside the object store: largest other process {run.own_mib:.0f} MiB "
+        f"({run.own})\n"
         f"  partitions {s.get('partitions')}, by order {s['partitions_by_order']}; objects per "
         f"partition min {sizes['min']} median {sizes['median']} max {sizes['max']}; above "
         f"2x {OBJECTS_PER_UNIT}: {over}\n"
@@ -282,7 +308,9 @@ def ratio_line(label: str, big: PlanRun, small: PlanRun) -> None:
         f"{label}: driver {big.driver_mib / small.driver_mib:.2f}x "
         f"({small.driver_mib:.0f} -> {big.driver_mib:.0f} MiB), largest other process "
         f"{big.worker_mib / small.worker_mib:.2f}x ({small.worker_mib:.0f} -> "
-        f"{big.worker_mib:.0f} MiB); rate {small.rate:,.0f} -> {big.rate:,.0f} /s/core",
+        f"{big.worker_mib:.0f} MiB), outside the object store "
+        f"{big.own_mib / small.own_mib:.2f}x ({small.own_mib:.0f} -> {big.own_mib:.0f} MiB); "
+        f"rate {small.rate:,.0f} -> {big.rate:,.0f} /s/core",
         flush=True,
     )
 

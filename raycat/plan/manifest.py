@@ -45,10 +45,11 @@ PLAN_ROWS_PER_BLOCK = 100_000
 # through Ray Data and are never held in one process.
 DRIVER_PLAN_MAX_BYTES = 16 * 2**20  # object-list files, read whole into the driver
 DRIVER_PLAN_MAX_ROWS = 250_000  # ~100 MB of planned rows (positions and 9 tile names)
-# Rows per share of the exchanges (raycat.plan.exchange), when more than one per CPU:
-# ~150 MB of planned rows with their tile names; 8-byte ids in the duplicate check.
+# Rows per share of the exchanges (raycat.plan.exchange), when more than one per CPU: a
+# fixed size, so a task's memory does not grow with the list (planned rows with their tile
+# names; ids in the duplicate check).
 ASSIGN_SHARE_ROWS = 250_000
-DUPLICATE_SHARE_ROWS = 4_000_000
+DUPLICATE_SHARE_ROWS = 500_000
 
 
 def spatial_index(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:

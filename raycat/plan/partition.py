@@ -34,6 +34,7 @@ from raycat.plan.idhash import COUNT, HASH, PIXEL, pixel_summary
 MIN_ORDER = 3  # coarsest adaptive unit (54 deg2); also the pixel one Ray task splits alone
 FINE_ORDER = 10  # histogram order (12 arcmin2): the finest unit where density allows none
 GROUP = "group"  # column of the MIN_ORDER pixel of a histogram row
+SHARE_ROWS = 500_000  # histogram rows per splitting task (when more than one per CPU)
 
 
 @dataclass(frozen=True)
@@ -138,13 +139,18 @@ def units_on_ray(ds, rules: Rules) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from raycat.plan.exchange import exchange, shares_for
     from raycat.runtime import READ_ARGS
 
-    summaries = ds.select_columns([schema.HEALPIX_29, schema.ID]).map_batches(
-        _block_histogram, fn_kwargs={"rules": rules}, batch_format="numpy", **READ_ARGS
-    )
-    shares = shares_for(0, 1)
-    found = exchange(
-        summaries.to_arrow_refs(), _by_group, _split_share, shares, (shares,), (rules,)
-    )
+    summaries = (
+        ds.select_columns([schema.HEALPIX_29, schema.ID])
+        .map_batches(
+            _block_histogram, fn_kwargs={"rules": rules}, batch_format="numpy", **READ_ARGS
+        )
+        .materialize()
+    )  # small: one row per pixel per block
+    # a fixed number of histogram rows per share (so a task's memory does not grow with the
+    # list), but never more shares than MIN_ORDER pixels, the smallest part one splits alone
+    blocks = summaries.to_arrow_refs()
+    shares = min(shares_for(summaries.count(), SHARE_ROWS), 12 * 4**MIN_ORDER)
+    found = exchange(blocks, _by_group, _split_share, shares, (shares,), (rules,))
     parts = ray.get(found)
     if not parts:
         return _merge([], [], [])

@@ -323,9 +323,10 @@ def _fine_listing(rows: pd.DataFrame, pixel: int, order: int):
     fine = order + step
     base = pixel << (2 * step)
     children = np.arange(base, base + 4**step, dtype=np.int64)
-    lon, lat = healpix_to_lonlat(children, fine)
+    # one thread: a few thousand cells take ~1 ms, less than starting a thread pool
+    lon, lat = healpix_to_lonlat(children, fine, num_threads=1)
     centres = _unit_vectors(lon.to_value(u.deg), lat.to_value(u.deg))
-    vlon, vlat = vertices(children, fine)
+    vlon, vlat = vertices(children, fine, num_threads=1)
     corner = _unit_vectors(vlon.to_value(u.deg), vlat.to_value(u.deg))
     cos_r = np.clip(np.einsum("ijk,ik->ij", corner, centres), -1, 1)
     reach = float(np.arccos(cos_r.min())) * 1.05  # a child's points lie within this
