@@ -189,6 +189,9 @@ class TreePeaks:
     def driver_mib(self) -> float:
         return self.peak.get(self.root, 0) / 2**20
 
+    def driver_own_mib(self) -> float:
+        return self.own.get(self.root, 0) / 2**20
+
     def largest_own(self) -> tuple[float, str]:
         """(peak MiB outside the object store, name) of the largest process but the driver."""
         others = {pid: own for pid, own in self.own.items() if pid != self.root}
@@ -240,6 +243,7 @@ class PlanRun:
     own_mib: float  # the largest other process outside the object store
     own: str
     summary: dict
+    driver_own_mib: float = 0.0  # the driver outside the object store
 
 
 def write_config(path: Path, store: Path, index: Path, objects: Path, bands: list, cpus: int):
@@ -279,6 +283,7 @@ def plan_once(name: str, config: Path, cpus: int) -> PlanRun:
         *peaks.largest_other(),
         *peaks.largest_own(),
         summary,
+        peaks.driver_own_mib(),
     )
     print_run(run, wall, peaks.peak_total / 2**20)
     return run
@@ -293,8 +298,8 @@ def print_run(run: PlanRun, wall: float, tree_mib: float) -> None:
         f"(dry run's own wall {s.get('wall_s')} s): {run.rate:,.0f} objects/s/core\n"
         f"  peak PSS: driver {run.driver_mib:.0f} MiB, largest other process "
         f"{run.worker_mib:.0f} MiB ({run.worker}), whole tree {tree_mib:.0f} MiB\n"
-        f"  outside the object store: largest other process {run.own_mib:.0f} MiB "
-        f"({run.own})\n"
+        f"  outside the object store: driver {run.driver_own_mib:.0f} MiB, largest other "
+        f"process {run.own_mib:.0f} MiB ({run.own})\n"
         f"  partitions {s.get('partitions')}, by order {s['partitions_by_order']}; objects per "
         f"partition min {sizes['min']} median {sizes['median']} max {sizes['max']}; above "
         f"2x {OBJECTS_PER_UNIT}: {over}\n"
@@ -306,7 +311,8 @@ def print_run(run: PlanRun, wall: float, tree_mib: float) -> None:
 def ratio_line(label: str, big: PlanRun, small: PlanRun) -> None:
     print(
         f"{label}: driver {big.driver_mib / small.driver_mib:.2f}x "
-        f"({small.driver_mib:.0f} -> {big.driver_mib:.0f} MiB), largest other process "
+        f"({small.driver_mib:.0f} -> {big.driver_mib:.0f} MiB; outside the object store "
+        f"{small.driver_own_mib:.0f} -> {big.driver_own_mib:.0f} MiB), largest other process "
         f"{big.worker_mib / small.worker_mib:.2f}x ({small.worker_mib:.0f} -> "
         f"{big.worker_mib:.0f} MiB), outside the object store "
         f"{big.own_mib / small.own_mib:.2f}x ({small.own_mib:.0f} -> {big.own_mib:.0f} MiB); "

@@ -19,8 +19,8 @@ N_OBJECTS = 1e9
 
 # --- rates measured in this project (2-core CPU machine; no GPU has been lent so far) --------
 # Planning: benchmarks/plan_scale.py, 10 M objects on the full-sky PS1 + unWISE index (dry
-# run end to end on 2 cores, measured while CI ran beside it: a pessimistic figure).
-PLAN_OBJECTS_PER_S_PER_CORE = 3_960
+# run end to end on 2 cores, measured while another benchmark ran beside it: pessimistic).
+PLAN_OBJECTS_PER_S_PER_CORE = 12_150
 # One pass over the full-sky index: ~24k listings and ~53k part files (340 MiB), read by the
 # tile assigners (plan_scale.py's index build figures).
 PLAN_INDEX_REQUESTS = 77_000
