@@ -28,6 +28,12 @@ if TYPE_CHECKING:
     from raycat.photoz.model import ArtifactMeta
 
 CUTOUT_BATCH = 128  # objects per cutout call: 9 x 32 x 32 float32 cubes, ~5 MB
+# Object store memory one inference pass may use, in batches per actor (cutout and Predictor
+# actors), and at least STORE_FLOOR bytes: enough for every actor's batches in flight and a
+# few queued. Without a cap Ray Data lets cutouts queue for a slower Predictor up to half the
+# object store, so the queue, and the shared pages each actor maps, grew with the objects
+# (benchmarks/memory_scale.py on 2 CPUs: 200 MiB queued at 20k objects; 90 MiB with the cap).
+STORE_BATCHES, STORE_FLOOR = 4, 256 * 2**20
 
 
 def log(message: str) -> None:
@@ -497,7 +503,17 @@ def _predict_pass(cfg: RaycatConfig, cutouts, players: Players, sink: dict):
         compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=0.1,
     )
+    options = partitions.context.execution_options  # this pass's copy, not the global one
+    options.resource_limits = options.resource_limits.copy(object_store_memory=_pass_store(cfg))
     yield from partitions.iter_rows()
+
+
+def _pass_store(cfg: RaycatConfig) -> int:
+    """The object store bytes an inference pass may use (``STORE_BATCHES``): a bound that
+    depends on the batches and actors, not on the number of objects."""
+    row = 4 * len(cfg.cutouts.bands) * cfg.cutouts.size_px**2  # a float32 cube
+    rows = cfg.cutouts.actors * CUTOUT_BATCH + cfg.infer.actors * cfg.infer.batch_size
+    return max(STORE_FLOOR, STORE_BATCHES * rows * row)
 
 
 def _lost_infrastructure(err: BaseException) -> bool:

@@ -218,6 +218,18 @@ def test_a_band_defined_only_in_the_config_gets_its_survey_attribution(tmp_path,
     assert np.allclose(total[predicted], frame.loc[predicted, schema.Z_MEAN], atol=2e-3)
 
 
+def test_an_inference_pass_may_use_object_store_by_batches_and_actors_not_objects():
+    """The object store an inference pass may use (cutouts queued for the Predictor) is a
+    fixed number of batches per actor, at least STORE_FLOOR: the queue cannot grow with the
+    objects (benchmarks/memory_scale.py)."""
+    from raycat.pipeline import STORE_FLOOR, _pass_store
+
+    assert _pass_store(parse_config({})) == STORE_FLOOR  # one actor each: the floor
+    gpu = parse_config({"cutouts": {"actors": 14}, "infer": {"batch_size": 1024}})
+    cube = 4 * len(gpu.cutouts.bands) * gpu.cutouts.size_px**2
+    assert _pass_store(gpu) == 4 * (14 * 128 + 1024) * cube > STORE_FLOOR
+
+
 # --- materialised cutouts: keyed by plan, rewritten on rerun, refused when stale ----------
 
 
