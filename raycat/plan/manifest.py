@@ -41,8 +41,7 @@ ROWS_PER_BLOCK = 256
 PLAN_ROWS_PER_BLOCK = 100_000
 # Object lists this small are planned in the driver: reading on Ray Data and three
 # exchanges cost seconds of start-up, more than planning a few hundred thousand rows in
-# one process. Larger lists stream
-# through Ray Data and are never held in one process.
+# one process. Larger lists stream through Ray and are never held in one process.
 DRIVER_PLAN_MAX_BYTES = 16 * 2**20  # object-list files, read whole into the driver
 DRIVER_PLAN_MAX_ROWS = 250_000  # ~100 MB of planned rows (positions and 9 tile names)
 # Rows per share of the exchanges (raycat.plan.exchange), when more than one per CPU: a
