@@ -204,14 +204,16 @@ def find_tiles(rows: pa.Table, index: TileIndex, bands: list[str]) -> pa.Table:
     A fresh finder loads the index pixels the rows fall in, with a bounded cache: memory
     follows the tiles the rows touch, not the sky. Rows in curve order load each pixel once.
     """
+    import pyarrow.compute as pc
+
     from raycat.plan.tiles import TileFinder
 
     ra, dec = (rows[c].to_numpy() for c in (schema.RA, schema.DEC))
-    tiles = TileFinder(index, bands).assign(ra, dec)
+    tiles = TileFinder(index, bands).assign_arrow(ra, dec)
     covered = np.zeros(len(ra), dtype=bool)
     for band in bands:
-        rows = rows.append_column(schema.tile_column(band), pa.array(tiles[band], pa.string()))
-        covered |= tiles[band] != ""
+        rows = rows.append_column(schema.tile_column(band), tiles[band])
+        covered |= pc.not_equal(tiles[band], "").to_numpy(zero_copy_only=False)
     flags = rows[schema.FLAGS].to_numpy() | np.where(covered, 0, int(schema.Flag.OFF_FOOTPRINT))
     at = rows.schema.get_field_index(schema.FLAGS)
     return rows.set_column(at, schema.FLAGS, pa.array(flags.astype(np.int32)))

@@ -7,8 +7,9 @@ band holds it. An object can only lie in a tile listed under its own index pixel
 (``raycat.surveys.tile_index``), so only those pixels are read, and a bounded LRU cache of
 them keeps memory set by the tiles one work unit touches, not by the sky.
 
-Within a pixel, each tile is also listed under the finer pixels its enclosing circle
-reaches, so an object is tested against the few tiles around it. For a plain TAN tile the
+Within a pixel, an object is tested only against the tiles whose enclosing circle reaches
+its finer pixel (the cells its objects occupy, matched per group of objects, so a sparse sky
+pays for the cells it has, not for all of them). For a plain TAN tile the
 pixel position is computed in NumPy (gnomonic projection as dot products with the tile's
 tangent-plane axes, then the inverse CD matrix): agreeing with astropy to ~1e-10 px. Where
 that could change the answer (an object within ``EPS_PX`` of an edge, two tiles within
@@ -24,25 +25,36 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 from raycat import schema
 from raycat.healpix import ORDER as HP29_ORDER
 from raycat.healpix import healpix29
-from raycat.surveys.tile_index import INDEX_COLUMNS, TileIndex
+from raycat.surveys.tile_index import TileIndex
 
 EPS_PX = 1e-6  # NumPy margins closer than this to 0 or to a rival are settled by astropy
-FINE_STEPS = (3, 4, 5, 6)  # finer orders (index order + step) a pixel's rows are listed at
+FINE_STEPS = (3, 4, 5, 6)  # finer orders (index order + step) objects are matched to rows at
 READ_THREADS = 8  # index pixels read at once (I/O bound: listings and small files)
 WCS_CACHE = 512  # astropy WCS objects kept (~15 KB each)
 ASSIGN_CHUNK = 65_536  # objects per pass: bounds the pass's (object, tile) pair arrays
-# What the finder reads of an index pixel: all but the header text (read when needed)
-PLAN_COLUMNS = tuple(c for c in INDEX_COLUMNS if c != schema.TILE_WCS)
+# What the finder reads of an index pixel: the numbers it computes with; the header text,
+# most of a pixel's bytes, is read only where astropy must decide
+PLAN_COLUMNS = (
+    schema.TILE_BAND,
+    schema.TILE_URI,
+    schema.TILE_NAXIS1,
+    schema.TILE_NAXIS2,
+    schema.TILE_RA,
+    schema.TILE_DEC,
+    schema.TILE_RADIUS,
+    *schema.TILE_WCS_NUMBERS,
+    schema.TILE_PLAIN_TAN,
+)
 
 
 @dataclass
 class _Pixel:
-    """The rows of one index pixel as arrays, listed by its finer pixels."""
+    """The rows of one index pixel as arrays (sorted by band, then URI)."""
 
     uris: np.ndarray  # object array of tile URIs
     band: np.ndarray  # band number (position in the finder's bands)
@@ -56,10 +68,43 @@ class _Pixel:
     ny: np.ndarray
     pixel: int  # the index pixel (its header strings are read only if astropy must decide)
     wcs: np.ndarray | None  # object array of header strings, once read
-    fine_shift: int  # _healpix_29 >> fine_shift = fine pixel
-    fine_base: int  # first fine pixel under this pixel
-    starts: np.ndarray  # entries of fine pixel k: rows[starts[k]:starts[k + 1]]
+    tile: np.ndarray  # (n, 3) unit vector of the centre of the tile's enclosing circle
+    radius: np.ndarray  # radius of that circle (radians, grown a little)
+    fine_order: int  # the order objects are matched to rows at (about 3 cells per tile radius)
+    geometry: np.ndarray  # the row's geometry: rows with equal WCS numbers share one
+    geometries: int
+
+
+@dataclass
+class _Found:
+    """Candidate rows of each cell (CSR, in row order), and the distinct geometries among
+    them (CSR, a representative row each) with the position of each row's geometry."""
+
+    starts: np.ndarray
     rows: np.ndarray
+    geo_starts: np.ndarray
+    geo_rows: np.ndarray
+    geo_at: np.ndarray  # per entry of ``rows``: its geometry's place in its cell's list
+
+
+class _Names:
+    """The URIs a call picks from: each pixel's appended once (code 0 is "no tile"); a
+    winner is stored as a code into them."""
+
+    def __init__(self):
+        self.parts: list[np.ndarray] = [np.array([""], dtype=object)]
+        self.first: dict[int, int] = {}
+        self.size = 1
+
+    def offset(self, table: _Pixel) -> int:
+        if table.pixel not in self.first:
+            self.first[table.pixel] = self.size
+            self.parts.append(table.uris)
+            self.size += len(table.uris)
+        return self.first[table.pixel]
+
+    def take(self, codes: np.ndarray) -> pa.Array:
+        return pa.array(np.concatenate(self.parts), pa.string()).take(pa.array(codes))
 
 
 class TileFinder:
@@ -79,16 +124,23 @@ class TileFinder:
 
     def assign(self, ra: np.ndarray, dec: np.ndarray) -> dict[str, np.ndarray]:
         """Tile URI per object for each band; "" where no tile of that band holds it."""
+        picked = self.assign_arrow(ra, dec)
+        return {b: picked[b].to_numpy(zero_copy_only=False) for b in self.bands}
+
+    def assign_arrow(self, ra: np.ndarray, dec: np.ndarray) -> dict[str, pa.Array]:
+        """``assign`` as Arrow strings: winners are kept as codes into the URIs of the pixels
+        read and taken at the end, never as one Python string per object and band."""
         ra, dec = np.asarray(ra, dtype=float), np.asarray(dec, dtype=float)
-        if len(ra) > ASSIGN_CHUNK:  # a pass holds ~20 (object, tile) pairs per object
-            parts = [
-                self.assign(ra[at : at + ASSIGN_CHUNK], dec[at : at + ASSIGN_CHUNK])
-                for at in range(0, len(ra), ASSIGN_CHUNK)
-            ]
-            return {b: np.concatenate([p[b] for p in parts]) for b in self.bands}
-        best = {b: np.full(len(ra), "", dtype=object) for b in self.bands}
+        names = _Names()
+        codes = {b: np.zeros(len(ra), dtype=np.int64) for b in self.bands}
+        for at in range(0, len(ra), ASSIGN_CHUNK):  # a pass holds ~20 pairs per object
+            part = slice(at, at + ASSIGN_CHUNK)
+            self._assign_pass(ra[part], dec[part], {b: c[part] for b, c in codes.items()}, names)
+        return {b: names.take(codes[b]) for b in self.bands}
+
+    def _assign_pass(self, ra, dec, codes: dict[str, np.ndarray], names: _Names) -> None:
         if len(ra) == 0 or not self.bands:
-            return best
+            return
         hp29 = healpix29(ra, dec)
         coarse = hp29 >> (2 * (HP29_ORDER - self.index.index_order))
         order = np.argsort(coarse, kind="stable")
@@ -99,22 +151,28 @@ class TileFinder:
             tables = self._tables([int(coarse[g[0]]) for g in chunk])
             for group, table in zip(chunk, tables):
                 if table is not None:
-                    self._assign_group(table, group, ra, dec, hp29, best)
-        return best
+                    self._assign_group(table, group, ra, dec, hp29, codes, names)
 
     # --- one index pixel -------------------------------------------------------------
 
-    def _assign_group(self, table: _Pixel, group, ra, dec, hp29, best) -> None:
-        local = (hp29[group] >> table.fine_shift) - table.fine_base
-        lo, hi = table.starts[local], table.starts[local + 1]
-        counts = hi - lo
+    def _assign_group(self, table: _Pixel, group, ra, dec, hp29, codes, names) -> None:
+        cells, inverse = np.unique(
+            hp29[group] >> (2 * (HP29_ORDER - table.fine_order)), return_inverse=True
+        )
+        found = _candidates(table, cells)
+        # margins once per (object, geometry): the bands of a tile share one
+        gcounts = np.diff(found.geo_starts)[inverse]
+        gobj = np.repeat(np.arange(len(group)), gcounts)
+        grow = found.geo_rows[_ranges(found.geo_starts[inverse], gcounts)]
+        ra_g, dec_g = ra[group], dec[group]
+        gmargin = self._margins(table, gobj, grow, ra_g, dec_g)
+        counts = np.diff(found.starts)[inverse]
         obj = np.repeat(np.arange(len(group)), counts)
         if len(obj) == 0:
             return
-        first = np.repeat(lo - (np.cumsum(counts) - counts), counts)
-        row = table.rows[np.arange(len(obj)) + first]
-        ra_g, dec_g = ra[group], dec[group]
-        margin = self._margins(table, obj, row, ra_g, dec_g)
+        at = _ranges(found.starts[inverse], counts)
+        row = found.rows[at]
+        margin = gmargin[np.repeat(np.cumsum(gcounts) - gcounts, counts) + found.geo_at[at]]
         key = obj * len(self.bands) + table.band[row]  # sorted: entries are by (band, uri)
         unsure = _unsure_objects(key, margin, len(self.bands))
         redo = np.isin(obj, unsure) & table.plain[row]
@@ -125,9 +183,10 @@ class TileFinder:
         inside = margin >= 0
         winners = _winners(key[inside], margin[inside])
         o, r = obj[inside][winners], row[inside][winners]
+        first = names.offset(table)
         for b, band in enumerate(self.bands):
             pick = table.band[r] == b
-            best[band][group[o[pick]]] = table.uris[r[pick]]
+            codes[band][group[o[pick]]] = first + r[pick]
 
     def _margins(self, table: _Pixel, obj, row, ra, dec) -> np.ndarray:
         """Edge margin (native px, -inf behind the tangent plane) of each (object, row)."""
@@ -170,7 +229,7 @@ class TileFinder:
         """The WCS header text of each of ``table``'s rows, read on first need: they are
         most of an index pixel's bytes, and only edge cases and non-TAN tiles use them."""
         if table.wcs is None:
-            rows = self.index.rows_for([table.pixel], (schema.TILE_WCS,))
+            rows = self.index.table_for([table.pixel], (schema.TILE_WCS,)).to_pydict()
             text = dict(
                 zip(zip(rows[schema.TILE_BAND], rows[schema.TILE_URI]), rows[schema.TILE_WCS])
             )
@@ -221,7 +280,7 @@ class TileFinder:
         return tables
 
     def _read(self, pixel: int) -> _Pixel | None:
-        rows = self.index.rows_for([pixel], PLAN_COLUMNS)
+        rows = self.index.table_for([pixel], PLAN_COLUMNS)
         return _pixel_table(rows, pixel, self.index.index_order, self.bands) if len(rows) else None
 
 
@@ -261,12 +320,17 @@ def _unit_vectors(ra, dec) -> np.ndarray:
     return np.stack([cos_dec * np.cos(ra), cos_dec * np.sin(ra), np.sin(dec)], axis=-1)
 
 
-def _pixel_table(rows: pd.DataFrame, pixel: int, order: int, bands: list[str]) -> _Pixel:
-    """Arrays of a pixel's rows (sorted by band, then URI) and their fine-pixel listing."""
-    band_of = {b: i for i, b in enumerate(bands)}
-    rows = rows.assign(_b=rows[schema.TILE_BAND].map(band_of))
-    rows = rows.sort_values(["_b", schema.TILE_URI], kind="stable").reset_index(drop=True)
-    num = {c: rows[c].to_numpy(float) for c in schema.TILE_WCS_NUMBERS}
+def _pixel_table(rows: pa.Table, pixel: int, order: int, bands: list[str]) -> _Pixel:
+    """Arrays of a pixel's rows, re-sorted from (URI, band) to (band, URI)."""
+    import pyarrow.compute as pc
+
+    code = pc.index_in(rows[schema.TILE_BAND], value_set=pa.array(bands)).to_numpy()
+    at = np.argsort(code, kind="stable")  # URIs stay sorted within a band
+
+    def column(name: str, dtype=float) -> np.ndarray:
+        return rows[name].to_numpy()[at].astype(dtype)
+
+    num = {c: column(c) for c in schema.TILE_WCS_NUMBERS}
     centre = _unit_vectors(num[schema.TILE_CRVAL1], num[schema.TILE_CRVAL2])
     east, north = _tangent_axes(num[schema.TILE_CRVAL1], num[schema.TILE_CRVAL2])
     a, b = num[schema.TILE_CD11], num[schema.TILE_CD12]
@@ -276,26 +340,42 @@ def _pixel_table(rows: pd.DataFrame, pixel: int, order: int, bands: list[str]) -
         inv = np.degrees(1.0) / det  # xi, eta come out in radians; CD is in degrees
     ax = (d * inv)[:, None] * east - (b * inv)[:, None] * north
     ay = -(c * inv)[:, None] * east + (a * inv)[:, None] * north
-    plain = rows[schema.TILE_PLAIN_TAN].to_numpy(bool) & np.isfinite(inv)
-    shift, base, starts, listed = _fine_listing(rows, pixel, order)
+    radius = column(schema.TILE_RADIUS)
+    nx, ny = column(schema.TILE_NAXIS1), column(schema.TILE_NAXIS2)
+    ra, dec = column(schema.TILE_RA), column(schema.TILE_DEC)
+    plain = column(schema.TILE_PLAIN_TAN, bool) & np.isfinite(inv)
+    # rows with the same numbers are one geometry (the bands of a tile); a non-TAN row is
+    # evaluated by astropy from its own header, so it stays one of its own
+    own = np.where(plain, -1, np.arange(len(plain)))
+    shape = np.column_stack([*num.values(), nx, ny, ra, dec, radius, own])
+    _, geometry = np.unique(shape, axis=0, return_inverse=True)
     return _Pixel(
-        uris=rows[schema.TILE_URI].to_numpy(object),
-        band=rows["_b"].to_numpy(np.int64),
+        uris=column(schema.TILE_URI, object),
+        band=code[at],
         plain=plain,
         centre=centre,
         ax=ax,
         ay=ay,
         x0=num[schema.TILE_CRPIX1] - 1.0,
         y0=num[schema.TILE_CRPIX2] - 1.0,
-        nx=rows[schema.TILE_NAXIS1].to_numpy(float),
-        ny=rows[schema.TILE_NAXIS2].to_numpy(float),
+        nx=nx,
+        ny=ny,
         pixel=pixel,
         wcs=None,
-        fine_shift=shift,
-        fine_base=base,
-        starts=starts,
-        rows=listed,
+        tile=_unit_vectors(ra, dec),
+        radius=np.radians(radius * 1.0001),
+        fine_order=order + _fine_step(order, radius),
+        geometry=geometry.ravel(),
+        geometries=int(geometry.max()) + 1 if len(geometry) else 0,
     )
+
+
+def _fine_step(order: int, radius: np.ndarray) -> int:
+    """How many orders finer than the index pixel objects are matched to rows: ~3 cells
+    across the pixel's median tile radius, within ``FINE_STEPS``."""
+    side = np.degrees(np.sqrt(4 * np.pi / (12 * 4.0**order)))
+    want = np.log2(side / max(float(np.median(radius)) / 3, 1e-9))
+    return int(np.clip(np.ceil(want), FINE_STEPS[0], FINE_STEPS[-1]))
 
 
 def _tangent_axes(ra0, dec0) -> tuple[np.ndarray, np.ndarray]:
@@ -306,34 +386,34 @@ def _tangent_axes(ra0, dec0) -> tuple[np.ndarray, np.ndarray]:
     return east, north
 
 
-def _fine_listing(rows: pd.DataFrame, pixel: int, order: int):
-    """Each row under the finer pixels (children of ``pixel``) its enclosing circle may
-    reach: (shift from _healpix_29, first child, CSR starts, rows by child then band/URI).
-
-    The finer order puts ~3 children across the smallest typical tile radius, capped so
-    that at most 4**6 children are tested.
-    """
+def _candidates(table: _Pixel, cells: np.ndarray) -> _Found:
+    """The rows whose enclosing circle may reach each of ``cells`` (sorted pixels at
+    ``table.fine_order``), and their distinct geometries."""
     import astropy.units as u
     from cdshealpix.nested import healpix_to_lonlat, vertices
 
-    radius = rows[schema.TILE_RADIUS].to_numpy(float)
-    side = np.degrees(np.sqrt(4 * np.pi / (12 * 4.0**order)))
-    want = np.log2(side / max(float(np.median(radius)) / 3, 1e-9))
-    step = int(np.clip(np.ceil(want), FINE_STEPS[0], FINE_STEPS[-1]))
-    fine = order + step
-    base = pixel << (2 * step)
-    children = np.arange(base, base + 4**step, dtype=np.int64)
     # one thread: a few thousand cells take ~1 ms, less than starting a thread pool
-    lon, lat = healpix_to_lonlat(children, fine, num_threads=1)
+    lon, lat = healpix_to_lonlat(cells, table.fine_order, num_threads=1)
     centres = _unit_vectors(lon.to_value(u.deg), lat.to_value(u.deg))
-    vlon, vlat = vertices(children, fine, num_threads=1)
+    vlon, vlat = vertices(cells, table.fine_order, num_threads=1)
     corner = _unit_vectors(vlon.to_value(u.deg), vlat.to_value(u.deg))
     cos_r = np.clip(np.einsum("ijk,ik->ij", corner, centres), -1, 1)
-    reach = float(np.arccos(cos_r.min())) * 1.05  # a child's points lie within this
-    tile = _unit_vectors(
-        rows[schema.TILE_RA].to_numpy(float), rows[schema.TILE_DEC].to_numpy(float)
+    reach = float(np.arccos(cos_r.min())) * 1.05  # a cell's points lie within this
+    limit = np.cos(np.minimum(table.radius + reach, np.pi))
+    cell, row = np.nonzero(centres @ table.tile.T >= limit[None, :])  # by cell, then row
+    key = cell * table.geometries + table.geometry[row]
+    distinct, first, geo_of = np.unique(key, return_index=True, return_inverse=True)
+    ends = np.arange(len(cells) + 1)
+    geo_starts = np.searchsorted(distinct // max(table.geometries, 1), ends)
+    return _Found(
+        starts=np.searchsorted(cell, ends),
+        rows=row.astype(np.int64),
+        geo_starts=geo_starts,
+        geo_rows=row[first].astype(np.int64),
+        geo_at=geo_of.ravel() - geo_starts[cell],
     )
-    limit = np.cos(np.minimum(np.radians(radius * 1.0001) + reach, np.pi))
-    child, row = np.nonzero(centres @ tile.T >= limit[None, :])  # by child, then row
-    starts = np.searchsorted(child, np.arange(len(children) + 1))
-    return 2 * (HP29_ORDER - fine), int(base), starts, row.astype(np.int64)
+
+
+def _ranges(lo: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenated ``lo[i] + arange(counts[i])``."""
+    return np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())

@@ -29,6 +29,8 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
@@ -63,6 +65,20 @@ INDEX_COLUMNS = (
     schema.TILE_URI,
     *FOOTPRINT_COLUMNS,
     schema.TILE_WCS,
+)
+
+_FLOATS = (schema.TILE_RA, schema.TILE_DEC, schema.TILE_RADIUS, schema.TILE_ROTATION)
+# The Arrow type of each column (as raycat's writers store it)
+INDEX_SCHEMA = pa.schema(
+    {
+        **{c: pa.string() for c in INDEX_COLUMNS},
+        schema.TILE_NAXIS1: pa.int64(),
+        schema.TILE_NAXIS2: pa.int64(),
+        **{c: pa.float64() for c in (*_FLOATS, *schema.TILE_WCS_NUMBERS)},
+        schema.TILE_CORNERS_RA: pa.list_(pa.float64()),
+        schema.TILE_CORNERS_DEC: pa.list_(pa.float64()),
+        schema.TILE_PLAIN_TAN: pa.bool_(),
+    }
 )
 
 
@@ -115,12 +131,16 @@ class TileIndex(ABC):
     storage_options: dict = field(default_factory=dict)
     reads: int = 0  # part files (or pixel look-ups of a converted file) read by this copy
 
-    @abstractmethod
     def rows_for(
         self, pixels: Iterable[int], columns: Sequence[str] = INDEX_COLUMNS
     ) -> pd.DataFrame:
+        """``table_for`` as a DataFrame."""
+        return self.table_for(pixels, columns).to_pandas()
+
+    @abstractmethod
+    def table_for(self, pixels: Iterable[int], columns: Sequence[str] = INDEX_COLUMNS) -> pa.Table:
         """The rows listed under ``pixels`` (at ``index_order``), each (band, uri) once, with
-        ``columns`` (and always band and uri)."""
+        ``columns`` (and always band and uri), sorted by uri then band."""
 
     @abstractmethod
     def tiles_per_band(self) -> dict[str, int]:
@@ -146,35 +166,33 @@ class PartitionedTileIndex(TileIndex):
         assert self.meta is not None
         return {b: self.meta.tiles_per_band.get(b, 0) for b in self.bands}
 
-    def rows_for(
-        self, pixels: Iterable[int], columns: Sequence[str] = INDEX_COLUMNS
-    ) -> pd.DataFrame:
+    def table_for(self, pixels: Iterable[int], columns: Sequence[str] = INDEX_COLUMNS) -> pa.Table:
         assert self.meta is not None
-        frames = []
+        parts = []
         wanted = _with_keys(columns)
         with storage_errors(f"cannot read the tile index {self.url}"):
             fs, root = filesystem(self.url, self.storage_options)
             for pixel in pixels:
                 for build in self.meta.builds:
-                    frames.extend(self._read_pixel(fs, root, build, int(pixel), wanted))
-        return _select(frames, self.bands, wanted)
+                    parts.extend(self._read_pixel(fs, root, build, int(pixel), wanted))
+        return _select(parts, self.bands, wanted)
 
-    def _read_pixel(
-        self, fs, root: str, build: str, pixel: int, columns: list[str]
-    ) -> list[pd.DataFrame]:
+    def _read_pixel(self, fs, root: str, build: str, pixel: int, columns: list[str]) -> list:
         directory = f"{root.rstrip('/')}/{schema.tile_index_pixel_relpath(build, pixel)}"
         try:
             names = sorted(fs.ls(directory, detail=False))
         except FileNotFoundError:
             return []  # no tile overlaps this pixel
-        frames = []
+        parts = []
         for name in names:
             if schema.TILE_INDEX_PART_RE.search(name):
-                with fs.open(name, "rb") as f:  # small files: threads cost more than they save
-                    part = pq.ParquetFile(f).read(columns=columns, use_threads=False)
-                frames.append(part.to_pandas())
+                # A part is ~10 KB: one whole-file read (one GET on object storage) and an
+                # in-memory parse beat seeking through a file object (0.8 ms against 1.2 ms
+                # locally); threads cost more than they save on files this small.
+                data = pa.BufferReader(fs.cat_file(name))
+                parts.append(pq.ParquetFile(data).read(columns=columns, use_threads=False))
                 self.reads += 1
-        return frames
+        return parts
 
     def pixels(self) -> list[int]:
         """Every pixel with rows (one listing per build: for tests and small indexes)."""
@@ -200,13 +218,13 @@ class FrameTileIndex(TileIndex):
         counts = rows[schema.TILE_BAND].value_counts()
         return {b: int(counts.get(b, 0)) for b in self.bands}
 
-    def rows_for(
-        self, pixels: Iterable[int], columns: Sequence[str] = INDEX_COLUMNS
-    ) -> pd.DataFrame:
+    def table_for(self, pixels: Iterable[int], columns: Sequence[str] = INDEX_COLUMNS) -> pa.Table:
         wanted = np.fromiter((int(p) for p in pixels), dtype=np.int64)
         self.reads += len(wanted)
         rows = self.frame[np.isin(self.frame[_PIXEL].to_numpy(), wanted)]
-        return _select([rows], self.bands, _with_keys(columns))
+        columns = _with_keys(columns)
+        table = pa.Table.from_pandas(rows[columns], preserve_index=False)
+        return _select([table], self.bands, columns)
 
     def pixels(self) -> list[int]:
         return sorted(set(self.frame[_PIXEL].tolist()))
@@ -221,17 +239,24 @@ def _with_keys(columns: Sequence[str]) -> list[str]:
     return [c for c in INDEX_COLUMNS if c in wanted]
 
 
-def _select(frames: list[pd.DataFrame], bands: tuple[str, ...], columns: list[str]) -> pd.DataFrame:
-    """Rows of ``bands`` from ``frames``, each (band, uri) once, in a stable order."""
-    if not frames:
-        return pd.DataFrame(columns=columns)
-    rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    rows = rows[columns]
-    rows = rows[rows[schema.TILE_BAND].isin(bands)]
-    rows = rows.drop_duplicates([schema.TILE_BAND, schema.TILE_URI])
-    return rows.sort_values([schema.TILE_URI, schema.TILE_BAND], kind="stable").reset_index(
-        drop=True
-    )
+def _select(parts: list[pa.Table], bands: tuple[str, ...], columns: list[str]) -> pa.Table:
+    """Rows of ``bands`` from ``parts``, each (band, uri) once, sorted by uri then band.
+    Arrow throughout: a pixel's rows are few, and pandas' per-call overheads would cost
+    more than the work (a pixel is read for every ~1,000 objects of a sparse sky)."""
+    if not parts:
+        return INDEX_SCHEMA.empty_table().select(columns)
+    rows = pa.concat_tables(parts, promote_options="default") if len(parts) > 1 else parts[0]
+    rows = rows.select(columns)
+    rows = rows.filter(pc.is_in(rows[schema.TILE_BAND], value_set=pa.array(bands, pa.string())))
+    keys = [(schema.TILE_URI, "ascending"), (schema.TILE_BAND, "ascending")]
+    rows = rows.take(pc.sort_indices(rows, sort_keys=keys))
+    if rows.num_rows < 2:
+        return rows
+    uri, band = rows[schema.TILE_URI], rows[schema.TILE_BAND]
+    repeat = pc.and_(pc.equal(uri[1:], uri[:-1]), pc.equal(band[1:], band[:-1]))
+    if not pc.any(repeat).as_py():
+        return rows
+    return rows.filter(pa.concat_arrays([pa.array([True]), pc.invert(repeat).combine_chunks()]))
 
 
 def open_tile_index(url: str, storage_options: dict | None, bands: list[str]) -> TileIndex:
