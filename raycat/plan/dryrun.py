@@ -59,14 +59,15 @@ def dry_run(cfg: RaycatConfig) -> dict:
 def _stream(manifest) -> dict:
     """Per-unit counts and id hashes of the rows as planned, and the tile totals: each block
     summarised where it lies, the driver adding up one row per unit."""
-    planned = manifest.assigned()
+    import ray
+
+    from raycat.plan.exchange import map_blocks
+
+    planned = manifest.assigned_blocks()
     if isinstance(planned, pd.DataFrame):  # a list planned in the driver
         blocks = iter([_block_totals(planned, manifest.bands)])
-    else:
-        summaries = planned.map_batches(
-            _block_totals, fn_kwargs={"bands": manifest.bands}, batch_format="pyarrow"
-        )
-        blocks = summaries.iter_batches(batch_format="numpy", batch_size=None)
+    else:  # summarised where each block lies; fetched one at a time
+        blocks = (ray.get(r) for r in map_blocks(planned, _block_totals, manifest.bands))
     units: dict[int, list[int]] = {}
     totals = {OFF: 0, **{COVERED + b: 0 for b in manifest.bands}}
     for block in blocks:

@@ -68,7 +68,9 @@ def shares_for(rows: int, rows_per_share: int) -> int:
 
 def _cut_block(cut: Cut, shares: int, block, *args):
     table, share = cut(as_table(block), *args)
-    order = np.argsort(share, kind="stable")
+    # a stable sort keeps each block's rows in their order; NumPy's is a radix sort on
+    # 16-bit keys (~7x faster than on int64)
+    order = np.argsort(share.astype(np.uint16) if shares <= 2**16 else share, kind="stable")
     bounds = np.searchsorted(share[order], np.arange(shares + 1))
     table = table.take(pa.array(order))
     pieces = tuple(table.slice(a, b - a) for a, b in pairwise(bounds))

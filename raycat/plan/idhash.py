@@ -77,12 +77,14 @@ def format_hash(value: int) -> str:
 def pixel_summary(healpix_29, ids, shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(pixels, object counts, id-set hashes) of one block, pixel = ``healpix_29 >> shift``."""
     pixels = np.asarray(healpix_29, dtype=np.int64) >> shift
-    order = np.argsort(pixels, kind="stable")
-    unique, starts, counts = np.unique(pixels[order], return_index=True, return_counts=True)
-    if not len(unique):
-        return unique, counts, np.zeros(0, dtype=np.uint64)
+    order = np.argsort(pixels)  # sums do not depend on the order: no stable sort needed
+    ordered = pixels[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if len(ordered) else order
+    if not len(starts):
+        return ordered, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64)
+    counts = np.diff(np.r_[starts, len(ordered)])
     hashes = np.add.reduceat(id_hashes(np.asarray(ids)[order]), starts).astype(np.uint64)
-    return unique, counts, hashes
+    return ordered[starts], counts, hashes
 
 
 PIXEL, COUNT, HASH = "pixel", "count", "id_hash"  # columns of a block's pixel summary

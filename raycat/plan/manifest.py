@@ -122,7 +122,15 @@ class Manifest:
 
     def assigned(self, skip_units: set[int] | frozenset = frozenset()):
         """The rows with their work unit and tiles, grouped by unit (a dataset of large
-        blocks, or a DataFrame for a list planned in the driver).
+        blocks, or a DataFrame for a list planned in the driver): ``assigned_blocks``."""
+        planned = self.assigned_blocks(skip_units)
+        if isinstance(planned, pd.DataFrame):
+            return planned
+        return _ray_data().from_arrow_refs(planned) if planned else _ray_data().from_items([])
+
+    def assigned_blocks(self, skip_units: set[int] | frozenset = frozenset()):
+        """The rows with their work unit and tiles, grouped by unit: object refs of Arrow
+        tables, or a DataFrame for a list planned in the driver.
 
         Rows are exchanged by work unit (``raycat.plan.exchange``): each share, a run of
         consecutive units with about ``ASSIGN_SHARE_ROWS`` objects, is sorted by
@@ -157,7 +165,7 @@ class Manifest:
                 (units_ref, skip, edges),
                 (index_ref, self.bands),
             )
-        return _ray_data().from_arrow_refs(refs) if refs else _ray_data().from_items([])
+        return refs
 
 
 def share_edges(units: Partitioning, counts: np.ndarray, shares: int) -> np.ndarray:
@@ -173,9 +181,15 @@ def share_edges(units: Partitioning, counts: np.ndarray, shares: int) -> np.ndar
 
 def _unit_share(block: pa.Table, units: Partitioning, skip: np.ndarray, edges: np.ndarray):
     """``exchange`` cut: the block's rows with their work unit, outside ``skip``, and the
-    share of each (by where its ``_healpix_29`` falls among ``edges``)."""
-    rows = _in_units(block, units, skip)
-    return rows, np.searchsorted(edges, rows[schema.HEALPIX_29].to_numpy(), side="right")
+    share of each: its unit's, as a share is a run of whole units starting at ``edges``."""
+    at = units.position_of(block[schema.HEALPIX_29].to_numpy())
+    unit = np.where(at >= 0, units.keys[at], -1)
+    share = np.searchsorted(edges, units.starts, side="right")[at]
+    rows = block.append_column(schema.WORK_UNIT, pa.array(unit))
+    if len(skip):
+        keep = ~np.isin(unit, skip)
+        rows, share = rows.filter(pa.array(keep)), share[keep]
+    return rows, share
 
 
 def _assign_share(rows: pa.Table, index: TileIndex, bands: list[str]) -> pa.Table:

@@ -33,8 +33,9 @@ from raycat.plan.idhash import COUNT, HASH, PIXEL, pixel_summary
 
 MIN_ORDER = 3  # coarsest adaptive unit (54 deg2); also the pixel one Ray task splits alone
 FINE_ORDER = 10  # histogram order (12 arcmin2): the finest unit where density allows none
-GROUP = "group"  # column of the MIN_ORDER pixel of a histogram row
-SHARE_ROWS = 500_000  # histogram rows per splitting task (when more than one per CPU)
+# Objects per splitting task (when more than one per CPU): their histogram rows are at most
+# as many (a sparse sky gives one per object), 24 bytes each
+SHARE_ROWS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -130,45 +131,36 @@ def units_of_frame(frame, rules: Rules) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def units_on_ray(ds, rules: Rules) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`split` of a dataset's rows on Ray: each block summarised where it lies, the
-    summaries exchanged by ``MIN_ORDER`` pixel (``raycat.plan.exchange``) and each share
-    split by its own task. Units of a fixed order coarser than ``MIN_ORDER`` (or kept ones)
-    come from several shares and are added up here; the driver holds the units only."""
+    """:func:`split` of a dataset's rows on Ray: each block summarised where it lies and its
+    summary cut by ``MIN_ORDER`` pixel in the same task, the pieces exchanged
+    (``raycat.plan.exchange``) and each share split by its own task. Units of a fixed order
+    coarser than ``MIN_ORDER`` (or kept ones) come from several shares and are added up
+    here; the driver holds the units only."""
     import ray
 
     from raycat.plan.exchange import exchange, shares_for
-    from raycat.runtime import READ_ARGS
 
-    summaries = (
-        ds.select_columns([schema.HEALPIX_29, schema.ID])
-        .map_batches(
-            _block_histogram, fn_kwargs={"rules": rules}, batch_format="numpy", **READ_ARGS
-        )
-        .materialize()
-    )  # small: one row per pixel per block
-    # a fixed number of histogram rows per share (so a task's memory does not grow with the
-    # list), but never more shares than MIN_ORDER pixels, the smallest part one splits alone
-    blocks = summaries.to_arrow_refs()
-    shares = min(shares_for(summaries.count(), SHARE_ROWS), 12 * 4**MIN_ORDER)
-    found = exchange(blocks, _by_group, _split_share, shares, (shares,), (rules,))
+    # never more shares than MIN_ORDER pixels, the smallest part one task splits alone
+    shares = min(shares_for(ds.count(), SHARE_ROWS), 12 * 4**MIN_ORDER)
+    blocks = ds.to_arrow_refs()
+    found = exchange(blocks, _block_histogram, _split_share, shares, (rules, shares), (rules,))
     parts = ray.get(found)
     if not parts:
         return _merge([], [], [])
     return _merge(*(np.concatenate([p[i] for p in parts]) for i in range(3)))
 
 
-def _block_histogram(batch: dict, rules: Rules) -> dict:
+def _block_histogram(block: pa.Table, rules: Rules, shares: int) -> tuple[pa.Table, np.ndarray]:
+    """``exchange`` cut: a block's histogram rows (pixel, objects, id hash), each
+    ``MIN_ORDER`` pixel to one share."""
     fine = rules.fine_order
     pixels, counts, hashes = pixel_summary(
-        batch[schema.HEALPIX_29], batch[schema.ID], 2 * (HEALPIX_ORDER - fine)
+        block[schema.HEALPIX_29].to_numpy(),
+        block[schema.ID].to_numpy(zero_copy_only=False),
+        2 * (HEALPIX_ORDER - fine),
     )
     group = pixels >> 2 * (fine - min(rules.min_order, fine))
-    return {GROUP: group, PIXEL: pixels, COUNT: counts, HASH: hashes}
-
-
-def _by_group(summary: pa.Table, shares: int) -> tuple[pa.Table, np.ndarray]:
-    """``exchange`` cut: a block's histogram rows, each ``MIN_ORDER`` pixel to one share."""
-    return summary, summary[GROUP].to_numpy() % shares
+    return pa.table({PIXEL: pixels, COUNT: counts, HASH: hashes}), group % shares
 
 
 def _split_share(summary: pa.Table, rules: Rules) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
