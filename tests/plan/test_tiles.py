@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 from plan.reference_finder import ReferenceTileFinder
 
 from raycat import schema
+from raycat.plan import tiles
 from raycat.plan.tiles import TileFinder
 from raycat.surveys.footprint import index_row
 from raycat.surveys.tile_index import open_tile_index
@@ -26,9 +28,12 @@ def _same_choice(rows: pd.DataFrame, bands, ra, dec, tmp_path, name="idx") -> Ti
     finder = TileFinder(open_tile_index(str(tmp_path / name), None, bands), bands)
     expected = ReferenceTileFinder(rows[rows[schema.TILE_BAND].isin(bands)], bands).assign(ra, dec)
     got = finder.assign(ra, dec)
+    with mock.patch.object(tiles, "DIRECT_MAX", 0):  # every group matched by its cells
+        by_cells = TileFinder(finder.index, bands).assign(ra, dec)
     for band in bands:
-        differ = np.flatnonzero(expected[band] != got[band])
-        assert not len(differ), (band, ra[differ[:3]], dec[differ[:3]], got[band][differ[:3]])
+        for found in (got, by_cells):
+            differ = np.flatnonzero(expected[band] != found[band])
+            assert not len(differ), (band, ra[differ[:3]], dec[differ[:3]], found[band][differ[:3]])
     return finder
 
 
@@ -191,7 +196,6 @@ def test_header_text_is_read_only_where_astropy_decides(tmp_path):
 
 
 def test_a_long_list_is_assigned_in_bounded_passes_with_the_same_choice(tmp_path, monkeypatch):
-    from raycat.plan import tiles
 
     rows = _rows(PS1Tiling(), PS1_BANDS, schema.PS1_URI_TEMPLATE, (27.0, 29.5, -0.5, 2.5))
     ra, dec = _random(np.random.default_rng(10), 1000, 27.5, 29.0, 0.0, 2.0)
