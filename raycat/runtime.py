@@ -17,6 +17,12 @@ from raycat.section import StrictSection
 # leave a CPU free on a 2-core machine: hence the fractional actor defaults in the config.
 LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a local Ray binds to 127.0.0.1
 READ_ARGS: dict[str, Any] = {"num_cpus": 0.25}
+# Task results (and arguments) under this size travel inside the caller's memory instead of
+# Ray's object store (Ray's default: 100 KiB). Planning's exchanges return blocks x shares
+# pieces that shrink as the list grows (ids: 40 KB each at 10 M objects): inlined, they all
+# sat in the driver at once (+110 MiB of peak RSS at 10 M objects); in the store they are
+# spilled when large. cluster.yaml sets the same on every node (RAY_<name> overrides it).
+INLINE_CONFIG, INLINE_BYTES = "max_direct_call_object_size", 1024
 
 
 class RayConfig(StrictSection):
@@ -50,7 +56,11 @@ def ray_session(cfg: RayConfig | None = None):
         ray.init(address=address, log_to_driver=True)
     else:  # "local": a fresh embedded Ray, even when `ray start` left a cluster running here
         ray.init(
-            address="local", num_cpus=cfg.num_cpus, log_to_driver=True, configure_logging=False
+            address="local",
+            num_cpus=cfg.num_cpus,
+            log_to_driver=True,
+            configure_logging=False,
+            _system_config={INLINE_CONFIG: INLINE_BYTES},
         )
     configure_data_context(progress_bars=cfg.data_progress_bars)
     try:
