@@ -329,9 +329,11 @@ def _plan_on_ray(cfg: RaycatConfig, hats) -> tuple[Any, bool]:
     """The canonical rows with ``_healpix_29`` and flags, duplicates handled, materialised
     (streamed through Ray Data tasks: no stage runs in a single actor); and whether
     duplicates were removed (which regroups the rows by id)."""
-    from raycat.plan.objects import read_objects
+    from raycat.plan.objects import READ_BATCH_ROWS, read_objects
 
-    objects = read_objects(cfg.data, hats).map_batches(add_spatial_index, batch_format="pandas")
+    objects = read_objects(cfg.data, hats).map_batches(
+        add_spatial_index, batch_format="pandas", batch_size=READ_BATCH_ROWS
+    )
     if hats is None:  # a flat list: blocks of a bounded size, whatever its files hold
         objects = objects.repartition(target_num_rows_per_block=PLAN_ROWS_PER_BLOCK)
     objects = objects.materialize()
