@@ -19,10 +19,11 @@ N_OBJECTS = 1e9
 
 # --- rates measured in this project (2-core CPU machine; no GPU has been lent so far) --------
 # Planning: benchmarks/plan_scale.py, 10 M objects on the full-sky PS1 + unWISE index (dry
-# run end to end on 2 cores, stop 22). Pessimistic at 10^9: reading the index pixels is a
-# fixed cost of the sky (~12k pixels), which 100x the objects share; 10 M objects in 100 deg2
-# (dense, per-object costs only) ran at 125,846.
-PLAN_OBJECTS_PER_S_PER_CORE = 63_787
+# run end to end on 2 cores, stop 22: 52,458-63,787 in two runs, the lower taken).
+# Pessimistic at 10^9: reading the index pixels is a fixed cost of the sky (~12k pixels),
+# which 100x the objects share; 10 M objects in 100 deg2 (per-object costs only) ran at
+# 102,036-125,846.
+PLAN_OBJECTS_PER_S_PER_CORE = 52_458
 # One pass over the full-sky index: ~24k listings and ~53k part files (340 MiB), read by the
 # tile assigners (plan_scale.py's index build figures).
 PLAN_INDEX_REQUESTS = 77_000
