@@ -22,7 +22,6 @@ from __future__ import annotations
 import warnings
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -30,10 +29,17 @@ import pyarrow as pa
 from raycat import schema
 from raycat.healpix import ORDER as HP29_ORDER
 from raycat.healpix import healpix29
+from raycat.plan.tile_pixels import (
+    PixelRows,
+    candidates,
+    cell_circles,
+    pixel_rows,
+    ranges,
+    unit_vectors,
+)
 from raycat.surveys.tile_index import TileIndex
 
 EPS_PX = 1e-6  # NumPy margins closer than this to 0 or to a rival are settled by astropy
-FINE_STEPS = (3, 4, 5, 6)  # finer orders (index order + step) objects are matched to rows at
 READ_THREADS = 8  # index pixels read at once (I/O bound: listings and small files)
 WCS_CACHE = 512  # astropy WCS objects kept (~15 KB each)
 ASSIGN_CHUNK = 65_536  # objects per pass: bounds the pass's (object, tile) pair arrays
@@ -55,41 +61,6 @@ PLAN_COLUMNS = (
 )
 
 
-@dataclass
-class _Pixel:
-    """The rows of one index pixel as arrays (sorted by band, then URI)."""
-
-    uris: np.ndarray  # object array of tile URIs
-    band: np.ndarray  # band number (position in the finder's bands)
-    plain: np.ndarray  # bool: plain TAN, computed in NumPy
-    centre: np.ndarray  # (n, 3) unit vector of CRVAL
-    ax: np.ndarray  # (n, 3): x - x0 = (p . ax) / (p . centre)
-    ay: np.ndarray
-    x0: np.ndarray  # 0-based pixel of CRVAL
-    y0: np.ndarray
-    nx: np.ndarray
-    ny: np.ndarray
-    pixel: int  # the index pixel (its header strings are read only if astropy must decide)
-    wcs: np.ndarray | None  # object array of header strings, once read
-    tile: np.ndarray  # (n, 3) unit vector of the centre of the tile's enclosing circle
-    radius: np.ndarray  # radius of that circle (radians, grown a little)
-    fine_order: int  # the order objects are matched to rows at (about 3 cells per tile radius)
-    geometry: np.ndarray  # the row's geometry: rows with equal WCS numbers share one
-    geometries: int
-
-
-@dataclass
-class _Found:
-    """Candidate rows of each cell (CSR, in row order), and the distinct geometries among
-    them (CSR, a representative row each) with the position of each row's geometry."""
-
-    starts: np.ndarray
-    rows: np.ndarray
-    geo_starts: np.ndarray
-    geo_rows: np.ndarray
-    geo_at: np.ndarray  # per entry of ``rows``: its geometry's place in its cell's list
-
-
 class _Names:
     """The URIs a call picks from: each pixel's appended once (code 0 is "no tile"); a
     winner is stored as a code into them."""
@@ -99,7 +70,7 @@ class _Names:
         self.first: dict[int, int] = {}
         self.size = 1
 
-    def offset(self, table: _Pixel) -> int:
+    def offset(self, table: PixelRows) -> int:
         if table.pixel not in self.first:
             self.first[table.pixel] = self.size
             self.parts.append(table.uris)
@@ -118,7 +89,7 @@ class TileFinder:
         self.index = index
         self.bands = list(bands)
         self.cache_pixels = max(1, int(cache_pixels))
-        self._pixels: OrderedDict[int, _Pixel] = OrderedDict()
+        self._pixels: OrderedDict[int, PixelRows] = OrderedDict()
         self._wcs: OrderedDict[str, object] = OrderedDict()
         self.loads = 0  # index pixels read (a pixel evicted and needed again counts twice)
 
@@ -160,26 +131,26 @@ class TileFinder:
 
     # --- one index pixel -------------------------------------------------------------
 
-    def _assign_group(self, table: _Pixel, group, ra, dec, hp29, codes, names) -> None:
+    def _assign_group(self, table: PixelRows, group, ra, dec, hp29, codes, names) -> None:
         if len(group) <= DIRECT_MAX:  # few objects: each is its own cell, of no extent
             inverse = np.arange(len(group))
-            found = _candidates(table, _unit_vectors(ra[group], dec[group]), 0.0)
+            found = candidates(table, unit_vectors(ra[group], dec[group]), 0.0)
         else:
             cells, inverse = np.unique(
                 hp29[group] >> (2 * (HP29_ORDER - table.fine_order)), return_inverse=True
             )
-            found = _candidates(table, *_cell_circles(cells, table.fine_order))
+            found = candidates(table, *cell_circles(cells, table.fine_order))
         # margins once per (object, geometry): the bands of a tile share one
         gcounts = np.diff(found.geo_starts)[inverse]
         gobj = np.repeat(np.arange(len(group)), gcounts)
-        grow = found.geo_rows[_ranges(found.geo_starts[inverse], gcounts)]
+        grow = found.geo_rows[ranges(found.geo_starts[inverse], gcounts)]
         ra_g, dec_g = ra[group], dec[group]
         gmargin = self._margins(table, gobj, grow, ra_g, dec_g)
         counts = np.diff(found.starts)[inverse]
         obj = np.repeat(np.arange(len(group)), counts)
         if len(obj) == 0:
             return
-        at = _ranges(found.starts[inverse], counts)
+        at = ranges(found.starts[inverse], counts)
         row = found.rows[at]
         margin = gmargin[np.repeat(np.cumsum(gcounts) - gcounts, counts) + found.geo_at[at]]
         key = obj * len(self.bands) + table.band[row]  # sorted: entries are by (band, uri)
@@ -197,9 +168,9 @@ class TileFinder:
             pick = table.band[r] == b
             codes[band][group[o[pick]]] = first + r[pick]
 
-    def _margins(self, table: _Pixel, obj, row, ra, dec) -> np.ndarray:
+    def _margins(self, table: PixelRows, obj, row, ra, dec) -> np.ndarray:
         """Edge margin (native px, -inf behind the tangent plane) of each (object, row)."""
-        p = _unit_vectors(ra, dec)
+        p = unit_vectors(ra, dec)
         margin = np.empty(len(obj))
         plain = table.plain[row]
         o, r = obj[plain], row[plain]
@@ -219,7 +190,7 @@ class TileFinder:
             )
         return margin
 
-    def _astropy_margins(self, table: _Pixel, row, ra, dec) -> np.ndarray:
+    def _astropy_margins(self, table: PixelRows, row, ra, dec) -> np.ndarray:
         """Margins as astropy gives them (the reference arithmetic), one WCS per row."""
         margin = np.empty(len(row))
         order = np.argsort(row, kind="stable")
@@ -234,7 +205,7 @@ class TileFinder:
             margin[group] = np.where(np.isfinite(m), m, -np.inf)
         return margin
 
-    def _headers(self, table: _Pixel) -> np.ndarray:
+    def _headers(self, table: PixelRows) -> np.ndarray:
         """The WCS header text of each of ``table``'s rows, read on first need: they are
         most of an index pixel's bytes, and only edge cases and non-TAN tiles use them."""
         if table.wcs is None:
@@ -263,7 +234,7 @@ class TileFinder:
 
     # --- the pixel cache -------------------------------------------------------------
 
-    def _tables(self, pixels: list[int]) -> list[_Pixel | None]:
+    def _tables(self, pixels: list[int]) -> list[PixelRows | None]:
         """The tables of ``pixels`` (no more than the cache holds), the missing ones read
         on ``READ_THREADS`` threads: an index pixel is a listing and a few small files,
         so reading them one after another waits on the store's latency, not on the CPU."""
@@ -288,9 +259,9 @@ class TileFinder:
             self._pixels.popitem(last=False)
         return tables
 
-    def _read(self, pixel: int) -> _Pixel | None:
+    def _read(self, pixel: int) -> PixelRows | None:
         rows = self.index.table_for([pixel], PLAN_COLUMNS)
-        return _pixel_table(rows, pixel, self.index.index_order, self.bands) if len(rows) else None
+        return pixel_rows(rows, pixel, self.index.index_order, self.bands) if len(rows) else None
 
 
 def _unsure_objects(key: np.ndarray, margin: np.ndarray, n_bands: int) -> np.ndarray:
@@ -321,114 +292,3 @@ def _winners(key: np.ndarray, margin: np.ndarray) -> np.ndarray:
     top = np.repeat(np.maximum.reduceat(margin, starts), np.diff(np.r_[starts, len(key)]))
     at = np.flatnonzero(margin == top)
     return at[np.r_[True, key[at[1:]] != key[at[:-1]]]]
-
-
-def _unit_vectors(ra, dec) -> np.ndarray:
-    ra, dec = np.radians(ra), np.radians(dec)
-    cos_dec = np.cos(dec)
-    return np.stack([cos_dec * np.cos(ra), cos_dec * np.sin(ra), np.sin(dec)], axis=-1)
-
-
-def _pixel_table(rows: pa.Table, pixel: int, order: int, bands: list[str]) -> _Pixel:
-    """Arrays of a pixel's rows, re-sorted from (URI, band) to (band, URI)."""
-    import pyarrow.compute as pc
-
-    code = pc.index_in(rows[schema.TILE_BAND], value_set=pa.array(bands)).to_numpy()
-    at = np.argsort(code, kind="stable")  # URIs stay sorted within a band
-
-    def column(name: str, dtype=float) -> np.ndarray:
-        return rows[name].to_numpy()[at].astype(dtype)
-
-    num = {c: column(c) for c in schema.TILE_WCS_NUMBERS}
-    centre = _unit_vectors(num[schema.TILE_CRVAL1], num[schema.TILE_CRVAL2])
-    east, north = _tangent_axes(num[schema.TILE_CRVAL1], num[schema.TILE_CRVAL2])
-    a, b = num[schema.TILE_CD11], num[schema.TILE_CD12]
-    c, d = num[schema.TILE_CD21], num[schema.TILE_CD22]
-    det = a * d - b * c
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = np.degrees(1.0) / det  # xi, eta come out in radians; CD is in degrees
-    ax = (d * inv)[:, None] * east - (b * inv)[:, None] * north
-    ay = -(c * inv)[:, None] * east + (a * inv)[:, None] * north
-    radius = column(schema.TILE_RADIUS)
-    nx, ny = column(schema.TILE_NAXIS1), column(schema.TILE_NAXIS2)
-    ra, dec = column(schema.TILE_RA), column(schema.TILE_DEC)
-    plain = column(schema.TILE_PLAIN_TAN, bool) & np.isfinite(inv)
-    # rows with the same numbers are one geometry (the bands of a tile); a non-TAN row is
-    # evaluated by astropy from its own header, so it stays one of its own
-    own = np.where(plain, -1, np.arange(len(plain)))
-    shape = np.column_stack([*num.values(), nx, ny, ra, dec, radius, own])
-    as_bytes = np.dtype((np.void, shape.itemsize * shape.shape[1]))  # one row, one value:
-    _, geometry = np.unique(shape.view(as_bytes).ravel(), return_inverse=True)  # 6x faster
-    return _Pixel(
-        uris=column(schema.TILE_URI, object),
-        band=code[at],
-        plain=plain,
-        centre=centre,
-        ax=ax,
-        ay=ay,
-        x0=num[schema.TILE_CRPIX1] - 1.0,
-        y0=num[schema.TILE_CRPIX2] - 1.0,
-        nx=nx,
-        ny=ny,
-        pixel=pixel,
-        wcs=None,
-        tile=_unit_vectors(ra, dec),
-        radius=np.radians(radius * 1.0001),
-        fine_order=order + _fine_step(order, radius),
-        geometry=geometry.ravel(),
-        geometries=int(geometry.max()) + 1 if len(geometry) else 0,
-    )
-
-
-def _fine_step(order: int, radius: np.ndarray) -> int:
-    """How many orders finer than the index pixel objects are matched to rows: ~3 cells
-    across the pixel's median tile radius, within ``FINE_STEPS``."""
-    side = np.degrees(np.sqrt(4 * np.pi / (12 * 4.0**order)))
-    want = np.log2(side / max(float(np.median(radius)) / 3, 1e-9))
-    return int(np.clip(np.ceil(want), FINE_STEPS[0], FINE_STEPS[-1]))
-
-
-def _tangent_axes(ra0, dec0) -> tuple[np.ndarray, np.ndarray]:
-    """Unit vectors east and north at (ra0, dec0): the gnomonic xi and eta directions."""
-    a, d = np.radians(ra0), np.radians(dec0)
-    east = np.stack([-np.sin(a), np.cos(a), np.zeros_like(a)], axis=-1)
-    north = np.stack([-np.sin(d) * np.cos(a), -np.sin(d) * np.sin(a), np.cos(d)], axis=-1)
-    return east, north
-
-
-def _cell_circles(cells: np.ndarray, order: int) -> tuple[np.ndarray, float]:
-    """Unit vectors of the centres of ``cells`` (nested, at ``order``) and a radius about
-    them that holds every point of each."""
-    import astropy.units as u
-    from cdshealpix.nested import healpix_to_lonlat, vertices
-
-    # one thread: a few thousand cells take ~1 ms, less than starting a thread pool
-    lon, lat = healpix_to_lonlat(cells, order, num_threads=1)
-    centres = _unit_vectors(lon.to_value(u.deg), lat.to_value(u.deg))
-    vlon, vlat = vertices(cells, order, num_threads=1)
-    corner = _unit_vectors(vlon.to_value(u.deg), vlat.to_value(u.deg))
-    cos_r = np.clip(np.einsum("ijk,ik->ij", corner, centres), -1, 1)
-    return centres, float(np.arccos(cos_r.min())) * 1.05  # edges bulge a little
-
-
-def _candidates(table: _Pixel, centres: np.ndarray, reach: float) -> _Found:
-    """The rows whose enclosing circle may reach each circle (unit vector of its centre,
-    radius ``reach``), and their distinct geometries."""
-    limit = np.cos(np.minimum(table.radius + reach, np.pi))
-    cell, row = np.nonzero(centres @ table.tile.T >= limit[None, :])  # by cell, then row
-    key = cell * table.geometries + table.geometry[row]
-    distinct, first, geo_of = np.unique(key, return_index=True, return_inverse=True)
-    ends = np.arange(len(centres) + 1)
-    geo_starts = np.searchsorted(distinct // max(table.geometries, 1), ends)
-    return _Found(
-        starts=np.searchsorted(cell, ends),
-        rows=row.astype(np.int64),
-        geo_starts=geo_starts,
-        geo_rows=row[first].astype(np.int64),
-        geo_at=geo_of.ravel() - geo_starts[cell],
-    )
-
-
-def _ranges(lo: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenated ``lo[i] + arange(counts[i])``."""
-    return np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
