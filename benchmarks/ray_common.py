@@ -4,6 +4,7 @@ session (the driver plus every process it started: raylet, GCS, workers), as PSS
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -20,12 +21,19 @@ def cached_sky(n_galaxies: int, seed: int = 7) -> Path:
     """A mock sky of ``n_galaxies`` under ``SKY_CACHE``, simulated on first use only (a
     100k-object sky takes minutes: benchmarks and their repeats share one). Simulated into a
     scratch directory and renamed, so an interrupted run never leaves half a sky."""
-    from raycat.sky.simulate import simulate_sky
-
     path = SKY_CACHE / f"sky-{n_galaxies}-seed{seed}"
     if path.is_dir():
         return path
     SKY_CACHE.mkdir(parents=True, exist_ok=True)
+    # one simulation per sky: a second benchmark asking for it waits for the first
+    with open(SKY_CACHE / f"{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return path if path.is_dir() else _simulate_into(path, n_galaxies, seed)
+
+
+def _simulate_into(path: Path, n_galaxies: int, seed: int) -> Path:
+    from raycat.sky.simulate import simulate_sky
+
     scratch = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=SKY_CACHE))
     # more than 2 cores (a GPU node): tiles drawn in Ray tasks on all of them
     on_ray = bench_cpus() > 2
