@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).parent))
+from ray_common import outside_object_store
 
 from raycat import schema
 from raycat.sky.objects import write_synthetic_objects
@@ -54,14 +56,6 @@ SEED = 13
 ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 SAMPLE_S = 0.25
 IDLE = "ray::IDLE"
-BIG = 256 * 2**20  # PSS above which a process's object-store pages are counted (smaps: slow)
-
-
-def _object_store_pss(proc) -> int:
-    """PSS of the process's mappings of Ray's object store (``/dev/shm/plasma*``, or the
-    plasma file of a fallback directory)."""
-    return sum(m.pss for m in proc.memory_maps(grouped=True) if "plasma" in m.path)
-
 
 # --- object lists --------------------------------------------------------------------------
 
@@ -175,7 +169,7 @@ class TreePeaks:
                 if pss > self.peak.get(proc.pid, 0):
                     self.peak[proc.pid] = pss
                     self._name(proc)
-                own = pss - _object_store_pss(proc) if pss > BIG else pss
+                own = outside_object_store(proc, pss)
                 self.own[proc.pid] = max(own, self.own.get(proc.pid, 0))
         self.peak_total = max(self.peak_total, total)
 

@@ -130,6 +130,19 @@ def save_random_model(cfg: RaycatConfig) -> None:
     save_artifact(model, cfg.infer.model, ArtifactMeta.from_config(cfg))
 
 
+BIG = 256 * 2**20  # PSS above which a process's object-store pages are counted (smaps: slow)
+
+
+def outside_object_store(proc, pss: int) -> int:
+    """A process's PSS (``pss``) less its mappings of Ray's object store (``/dev/shm/plasma*``,
+    or the plasma file of a fallback directory): memory the process itself holds, where the
+    store's pages (shared, bounded by the store's size, spilled when full) are left out.
+    Processes under ``BIG`` are taken whole: reading smaps is slow."""
+    if pss <= BIG:
+        return pss
+    return pss - sum(m.pss for m in proc.memory_maps(grouped=True) if "plasma" in m.path)
+
+
 class PeakTreeMemory:
     """Samples the summed PSS of this process and all its descendants every 0.2 s.
 
