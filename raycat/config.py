@@ -117,14 +117,15 @@ class CutoutConfig(_Section):
     )
     read_mode: Literal["auto", "dense", "sparse"] = Field(
         "auto",
-        description="dense: read each tile once per work unit; sparse: read only the "
-        "pixels each cutout needs; auto: choose from objects per tile.",
+        description="dense: read and prepare once the part of each tile that a batch's "
+        "objects cover (the whole tile, cached, when that is most of it); sparse: read only "
+        "the pixels each cutout needs, object by object; auto: choose from objects per tile.",
     )
     dense_min_objects: int = Field(
-        20,
+        5,
         ge=1,
-        description="auto mode reads a tile dense when "
-        "a work unit has at least this many objects on it.",
+        description="auto mode reads a tile dense when a batch has at least this many "
+        "objects on it (dense costs the area they cover, sparse a read per object).",
     )
     healpix_order: int | None = Field(
         None,

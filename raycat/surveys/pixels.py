@@ -22,17 +22,22 @@ Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (0-based, end exclusive)
 
 
 def read_pixels(
-    store, uri: str, band: Band, layout: TileLayout, native_scale: float, box: Box | None = None
+    store,
+    uri: str,
+    band: Band,
+    layout: TileLayout,
+    native_scale: float,
+    box: Box | None = None,
+    one_request: bool = False,
 ) -> np.ndarray:
     """The tile's pixels (all, or ``box``) as linear float32 units, non-data pixels NaN.
 
-    ``store`` is a ``raycat.surveys.store.TileStore``; ``native_scale`` the tile's arcsec/px.
+    ``store`` is a ``raycat.surveys.store.TileStore``; ``native_scale`` the tile's arcsec/px;
+    ``one_request`` as in ``TileStore.read_section`` (companions are read the same way).
     """
     hdu = band.layout.image_hdu
-    if box is None:
-        pixels, _ = store.read_full(uri, hdu)
-    else:
-        pixels, _ = store.read_section(uri, *box, hdu=hdu)
+    read = _reader(store, box, one_request)
+    pixels = read(uri, hdu)
     pixels = np.asarray(band.calibration.linearise(pixels, layout.header), dtype=np.float32)
     rules = band.layout
     if (
@@ -46,18 +51,24 @@ def read_pixels(
     if rules.mask_bits:
         _apply_companion(
             pixels,
-            store,
+            read,
             uri,
             band,
-            box,
             "mask",
             lambda mask: (np.nan_to_num(mask).astype(np.int64) & rules.mask_bits) != 0,
         )
     if rules.invvar_nodata:
         _apply_companion(
-            pixels, store, uri, band, box, "invvar", lambda invvar: ~(np.nan_to_num(invvar) > 0)
+            pixels, read, uri, band, "invvar", lambda invvar: ~(np.nan_to_num(invvar) > 0)
         )
     return pixels
+
+
+def _reader(store, box: Box | None, one_request: bool):
+    """``read(uri, hdu=None)``: the whole image, or ``box``, as float32."""
+    if box is None:
+        return lambda uri, hdu=None: store.read_full(uri, hdu)[0]
+    return lambda uri, hdu=None: store.read_section(uri, *box, hdu=hdu, one_request=one_request)[0]
 
 
 def outside_circle(
@@ -71,23 +82,18 @@ def outside_circle(
     return y**2 + x**2 > radius_px**2
 
 
-def _apply_companion(
-    pixels: np.ndarray, store, uri: str, band: Band, box: Box | None, kind: str, not_data
-) -> None:
+def _apply_companion(pixels: np.ndarray, read, uri: str, band: Band, kind: str, not_data) -> None:
     """NaN the pixels where ``not_data(companion pixels)`` holds, for the ``kind`` companion
-    (mask, inverse variance). Companions are optional: a tile without one (or with an
-    unreadable one) keeps its pixels, with a warning."""
+    (mask, inverse variance), read by ``read`` (the image's own box). Companions are
+    optional: a tile without one (or with an unreadable one) keeps its pixels, with a
+    warning."""
     from raycat.surveys.store import StorePathError, TileReadError
 
     companion_uri = band.layout.companion(kind, uri)
     if companion_uri is None:
         return
     try:
-        values = (
-            store.read_full(companion_uri)[0]
-            if box is None
-            else store.read_section(companion_uri, *box)[0]
-        )
+        values = read(companion_uri)
     except (TileReadError, StorePathError, ValueError) as err:
         log.warning("%s companion of %s not used: %s", kind, uri, err)
         return

@@ -182,9 +182,22 @@ class TileStore:
         return self._guarded(uri, read), layout.header
 
     def read_section(
-        self, uri: str, y0: int, y1: int, x0: int, x1: int, hdu: int | None = None
+        self,
+        uri: str,
+        y0: int,
+        y1: int,
+        x0: int,
+        x1: int,
+        hdu: int | None = None,
+        *,
+        one_request: bool = False,
     ) -> tuple[np.ndarray, Any]:
-        """Pixels ``[y0:y1, x0:x1]`` (0-based, inside the image) as float32, and the header."""
+        """Pixels ``[y0:y1, x0:x1]`` (0-based, inside the image) as float32, and the header.
+
+        ``one_request``: on an object store, fetch whole rows y0..y1 in one byte range (one
+        GET) even when the box is narrow: for a section many cutouts share, requests cost
+        more than bytes. A local file is read row by row either way (a read call is cheap).
+        """
         layout = self.layout(uri, hdu)
         ny, nx = layout.shape
         if not (0 <= y0 < y1 <= ny and 0 <= x0 < x1 <= nx):
@@ -193,7 +206,10 @@ class TileStore:
             data, header = self.read_full(uri, hdu)
             return data[y0:y1, x0:x1].copy(), header
         path = self.resolve(uri)
-        data = self._guarded(uri, lambda: self._read_raw_section(path, layout, y0, y1, x0, x1))
+        merge = one_request and not self.is_local
+        data = self._guarded(
+            uri, lambda: self._read_raw_section(path, layout, (y0, y1, x0, x1), merge)
+        )
         return np.asarray(data, dtype=np.float32), layout.header
 
     # --- internals --------------------------------------------------------------------------
@@ -248,13 +264,15 @@ class TileStore:
             return np.array(hdus[layout.hdu_index].data, dtype=np.float32)
 
     def _read_raw_section(
-        self, path: str, layout: TileLayout, y0: int, y1: int, x0: int, x1: int
+        self, path: str, layout: TileLayout, box: tuple[int, int, int, int], merge: bool
     ) -> np.ndarray:
-        """One byte range per row, or one range for all rows when the gaps are small."""
+        """One byte range per row, or one range for all rows when the gaps are small (or
+        ``merge``)."""
+        y0, y1, x0, x1 = box
         nx = layout.shape[1]
         item = layout.disk_dtype.itemsize
         width = (x1 - x0) * item
-        if (nx - (x1 - x0)) * item <= width:  # merged read costs at most 2x the box
+        if merge or (nx - (x1 - x0)) * item <= width:  # merged: at most 2x the box, or asked
             start = layout.data_offset + (y0 * nx) * item
             chunk = self._fetch_ranges(path, [start], [start + (y1 - y0) * nx * item])[0]
             return decode(chunk, layout, (y1 - y0, nx))[:, x0:x1]

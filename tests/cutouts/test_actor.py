@@ -14,6 +14,7 @@ from tiles import PointSource, tile_wcs, truncate, write_fits, write_tile
 
 from raycat import schema
 from raycat.config import CutoutConfig
+from raycat.cutouts import actor
 from raycat.cutouts.actor import CutoutActor, TileCache, cutout_batch, normalise
 from raycat.cutouts.resample import CutoutGrid, local_affine, offset_sky
 from raycat.surveys.bands import (
@@ -408,7 +409,32 @@ def test_normalisation_is_asinh_with_the_softening(root):
     assert normalise(np.zeros((1, 3, 4, 4)), softenings(cfg)).sum() == 0
 
 
-def test_dense_tiles_are_cached_across_batches(root):
+@pytest.mark.parametrize("mode", ["dense", "auto"])
+def test_dense_sections_cut_exactly_what_whole_tiles_do_from_fewer_bytes(root, mode, monkeypatch):
+    """A batch's objects on a tile are cut from the section their footprints cover: the
+    same cutouts as from the whole tile (the margin holds the filter's and the sampling's
+    reach), fewer pixels read, nothing cached."""
+    batch = make_batch([sky(*off) for off in SOURCES.values()], [ALL, ALL])
+    store, cache = open_store(str(root)), TileCache()
+    sections = cutout_batch(
+        batch, store, CutoutConfig(bands=BANDS, read_mode=mode, dense_min_objects=2), cache
+    )
+    section_bytes = store.bytes_read
+    assert len(cache.images) == 0
+    monkeypatch.setattr(actor, "SECTION_MAX_FRACTION", 0.0)  # whole tiles only
+    whole_store = open_store(str(root))
+    whole = cutout_batch(
+        batch, whole_store, CutoutConfig(bands=BANDS, read_mode=mode, dense_min_objects=2)
+    )
+    np.testing.assert_array_equal(sections[schema.CUBE], whole[schema.CUBE])
+    np.testing.assert_array_equal(sections[schema.FLAGS], whole[schema.FLAGS])
+    assert section_bytes < 0.7 * whole_store.bytes_read
+
+
+def test_dense_tiles_are_cached_across_batches(root, monkeypatch):
+    """A tile whose objects cover most of it is prepared whole and kept for the next
+    batches (here: every dense tile, by the fraction)."""
+    monkeypatch.setattr(actor, "SECTION_MAX_FRACTION", 0.0)
     store, cache = open_store(str(root)), TileCache()
     cfg = CutoutConfig(bands=BANDS, read_mode="auto", dense_min_objects=2)
     batch = make_batch([sky(*off) for off in SOURCES.values()], [ALL, ALL])

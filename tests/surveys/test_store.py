@@ -147,6 +147,14 @@ def test_s3_reads_match_local(store_dir, s3_bucket):
         section, local.read_section("tiles/primary.fits", 10, 30, 50, 70)[0]
     )
     assert remote.bytes_read - before == 20 * 20 * 4
+    # one request: the whole rows in one range (one GET), the same box out of it
+    before = remote.bytes_read
+    shared, _ = remote.read_section("tiles/primary.fits", 10, 30, 50, 70, one_request=True)
+    np.testing.assert_array_equal(shared, section)
+    assert remote.bytes_read - before == 20 * SHAPE[1] * 4
+    before = local.bytes_read  # a local file: row by row all the same (reads are cheap)
+    local.read_section("tiles/primary.fits", 10, 30, 50, 70, one_request=True)
+    assert local.bytes_read - before == 20 * 20 * 4
     with pytest.raises(TileReadError, match=r"nope\.fits"):
         remote.read_full("tiles/nope.fits")
 
