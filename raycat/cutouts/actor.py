@@ -45,7 +45,7 @@ from raycat.cutouts.resample import (
     smoothing_box,
 )
 from raycat.surveys.bands import Band, get_band, softenings
-from raycat.surveys.pixels import read_pixels
+from raycat.surveys.pixels import companion_uris, read_pixels
 from raycat.surveys.store import (
     LRUCache,
     StorePathError,
@@ -63,8 +63,9 @@ TRIM_THRESHOLD = 128 * 2**20  # free heap bytes glibc keeps for the next batch
 PIXELS_PER_PASS = 256 * 32 * 32  # output pixels per vectorised pass: temporaries ~40 MB
 # A batch's objects on a tile are cut from the section they cover, prepared for them alone,
 # unless it is more than this fraction of the tile: then the whole tile is prepared and
-# cached. Sections keep the work and the memory touched small (20k mock-sky objects: 0.94
-# ms per object on one core, against 1.18 with whole tiles; 0.5 gave 1.02).
+# cached. Sections keep the work and the memory touched small (20k mock-sky objects, glibc
+# defaults, dense_min_objects 20: 0.94 ms per object on one core, against 1.18 with whole
+# tiles; a fraction of 0.5 gave 1.02).
 SECTION_MAX_FRACTION = 0.8
 
 
@@ -89,6 +90,7 @@ class TileInfo:
     box: int
     band: Band
     native_scale: float  # arcsec / px
+    sections: bool  # it and the companions read with it can be range-read
 
     def pixels(self, store: TileStore, uri: str, box=None, one_request=False) -> np.ndarray:
         """The tile's linear pixels (all, or ``box`` = y0, y1, x0, x1), non-data NaN;
@@ -132,9 +134,20 @@ def tile_info(store: TileStore, uri: str, band: str | Band, pixel_scale: float) 
         unit = band.calibration.nmgy_per_unit(layout.header)
     except Exception as err:  # astropy raises many types for a bad header
         raise TileReadError(f"cannot use tile {uri}: {type(err).__name__}: {err}") from err
-    return TileInfo(
-        layout, wcs, float(unit), smoothing_box(native_scale, pixel_scale), band, native_scale
+    box = smoothing_box(native_scale, pixel_scale)
+    sections = layout.range_readable and all(
+        _range_readable(store, c) for c in companion_uris(band, uri)
     )
+    return TileInfo(layout, wcs, float(unit), box, band, native_scale, sections)
+
+
+def _range_readable(store: TileStore, uri: str) -> bool:
+    """Whether a companion can be range-read; a missing or unreadable one cannot (the whole
+    tile is then read and cached, and the companion's problem reported once)."""
+    try:
+        return store.layout(uri).range_readable
+    except (TileReadError, StorePathError):
+        return False
 
 
 class _BandCutter:
@@ -183,7 +196,7 @@ class _BandCutter:
 
     def _dense(self, uri: str, info: TileInfo, n_objects: int) -> bool:
         mode = self.cfg.read_mode
-        if mode == "dense" or not info.layout.range_readable:
+        if mode == "dense" or not info.sections:
             return True
         return mode == "auto" and (
             n_objects >= self.cfg.dense_min_objects
@@ -197,8 +210,8 @@ class _BandCutter:
         image = self.cache.images.get((uri, info.box))
         if image is None:
             y0, y1, x0, x1 = _union(affine.footprint(self.grid, margin=_margin(info)), (ny, nx))
-            section = (y1 - y0) * (x1 - x0) <= SECTION_MAX_FRACTION * ny * nx
-            if info.layout.range_readable and section:
+            area = (y1 - y0) * (x1 - x0)  # 0: no object reaches the tile
+            if area == 0 or (info.sections and area <= SECTION_MAX_FRACTION * ny * nx):
                 image = self._section(uri, info, (y0, y1, x0, x1), one_request=True)
             else:
                 image = prepare_image(info.pixels(self.store, uri), info.nmgy_per_unit, info.box)
@@ -214,8 +227,7 @@ class _BandCutter:
         ny, nx = info.layout.shape
         boxes = affine.footprint(self.grid, margin=_margin(info))
         for k in range(len(rows)):
-            box = _union(boxes[k : k + 1], (ny, nx))
-            image = self._section(uri, info, box, one_request=False)
+            image = self._section(uri, info, _union(boxes[k : k + 1], (ny, nx)), one_request=False)
             self._store_result(
                 resample(image, affine.take([k]), self.grid), rows[k : k + 1], out, flags
             )
@@ -238,16 +250,27 @@ class _BandCutter:
 
 
 def _margin(info: TileInfo) -> int:
-    """Tile pixels read beyond the output pixels' centres: the box filter's and the bilinear
-    sampling's reach."""
+    """Tile pixels read beyond a cutout's footprint (to its outer pixel edges): the box
+    filter's and the bilinear sampling's reach, with room to spare."""
     return info.box + 2
 
 
 def _union(boxes: np.ndarray, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The smallest box (y0, y1, x0, x1) holding ``boxes`` (n, 4), clipped to the tile."""
+    """The smallest box (y0, y1, x0, x1) holding the parts of ``boxes`` (n, 4) inside the
+    tile; (0, 0, 0, 0) when none of them reaches it (an object off the tile does not
+    stretch the box)."""
     ny, nx = shape
-    y0, x0 = max(int(boxes[:, 0].min()), 0), max(int(boxes[:, 2].min()), 0)
-    return y0, min(int(boxes[:, 1].max()), ny), x0, min(int(boxes[:, 3].max()), nx)
+    y0, x0 = np.maximum(boxes[:, 0], 0), np.maximum(boxes[:, 2], 0)
+    y1, x1 = np.minimum(boxes[:, 1], ny), np.minimum(boxes[:, 3], nx)
+    inside = (y1 > y0) & (x1 > x0)
+    if not inside.any():
+        return 0, 0, 0, 0
+    return (
+        int(y0[inside].min()),
+        int(y1[inside].max()),
+        int(x0[inside].min()),
+        int(x1[inside].max()),
+    )
 
 
 def _uri_column(batch: Mapping[str, np.ndarray], band: str, n: int) -> np.ndarray:
@@ -344,7 +367,7 @@ def tune_allocator() -> None:
     glibc raises its mmap threshold to the largest block freed, and its heap kept 910-930 MiB
     per actor against 730 with a fixed threshold: benchmarks/memory_scale.py). Sections and
     batch temporaries, a few MB each and allocated for every batch, are reused from the heap:
-    with a 1 MiB threshold each one was freshly mapped and faulted in, 22% more CPU per
+    with a 1 MiB threshold each one was freshly mapped and faulted in, 30% more CPU per
     object on the 20k mock sky (benchmarks/cutouts_sky.py: 1.05 ms against 0.81, same peak
     RSS, 298 MiB). A no-op where the C library is not glibc (macOS).
     """

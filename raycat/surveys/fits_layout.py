@@ -214,15 +214,16 @@ def checked_size(layout: TileLayout, file_size: int) -> TileLayout:
 
 
 def decode(raw: bytes | memoryview, layout: TileLayout, shape: tuple[int, int]) -> np.ndarray:
-    """Big-endian FITS pixels -> native float32, applying BSCALE/BZERO."""
+    """Big-endian FITS pixels -> native float32, applying BSCALE/BZERO in double and then
+    rounding, as cfitsio does for a full local read: a section and the whole image give the
+    same values, bit for bit."""
     count = shape[0] * shape[1]
     if len(raw) < count * layout.disk_dtype.itemsize:
         raise EOFError("image data shorter than the header says: file truncated")
     pixels = np.frombuffer(raw, dtype=layout.disk_dtype, count=count).reshape(shape)
-    data = pixels.astype(np.float32)
     if layout.bscale != 1.0 or layout.bzero != 0.0:
-        data = data * np.float32(layout.bscale) + np.float32(layout.bzero)
-    return data
+        return (pixels * layout.bscale + layout.bzero).astype(np.float32)
+    return pixels.astype(np.float32)
 
 
 def image_layout(

@@ -64,6 +64,15 @@ def read_pixels(
     return pixels
 
 
+def companion_uris(band: Band, uri: str) -> list[str]:
+    """The companions ``read_pixels`` reads with the tile at ``uri`` (mask, inverse variance)."""
+    rules = band.layout
+    kinds = [
+        kind for kind, used in (("mask", rules.mask_bits), ("invvar", rules.invvar_nodata)) if used
+    ]
+    return [c for c in (rules.companion(kind, uri) for kind in kinds) if c is not None]
+
+
 def _reader(store, box: Box | None, one_request: bool):
     """``read(uri, hdu=None)``: the whole image, or ``box``, as float32."""
     if box is None:

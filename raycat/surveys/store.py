@@ -5,11 +5,13 @@ tiles are addressed by URIs relative to it, exactly as the tile index and the ma
 them. Three reads serve the cutout engine:
 
 - ``read_header``: the image header (cached per tile; a few KiB from the start of the file).
-- ``read_full`` (dense): the whole image; fitsio for local files (fastest), otherwise one
-  whole-object GET, decoded directly (uncompressed) or by astropy (gzip, tile-compressed).
-- ``read_section`` (sparse): only the pixels of a box. Uncompressed images are read as one
-  byte range per image row, fetched together (``cat_ranges``: concurrent requests on object
-  stores, one open file locally). astropy's ``.section`` issues the same ranges as one
+- ``read_full`` (dense, whole tiles): the whole image; fitsio for local files (fastest),
+  otherwise one whole-object GET, decoded directly (uncompressed) or by astropy (gzip,
+  tile-compressed).
+- ``read_section`` (sparse, and dense sections): only the pixels of a box. Uncompressed
+  images are read as one byte range per image row, fetched together (``cat_ranges``:
+  concurrent requests on object stores, one open file locally), or as one range of whole
+  rows when the box is wide or the caller asks (``one_request``). astropy's ``.section`` issues the same ranges as one
   blocking read per row (one HTTP round trip each), and for tile-compressed images it loads
   the whole compressed heap first unless the file is a local memory map; so gzip and
   tile-compressed tiles are not range-readable here (``TileLayout.range_readable``) and a
@@ -196,7 +198,8 @@ class TileStore:
 
         ``one_request``: on an object store, fetch whole rows y0..y1 in one byte range (one
         GET) even when the box is narrow: for a section many cutouts share, requests cost
-        more than bytes. A local file is read row by row either way (a read call is cheap).
+        more than bytes. No effect on a local file (a read call is cheap; a box wider than
+        half the image is one range there too).
         """
         layout = self.layout(uri, hdu)
         ny, nx = layout.shape

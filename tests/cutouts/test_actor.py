@@ -431,6 +431,26 @@ def test_dense_sections_cut_exactly_what_whole_tiles_do_from_fewer_bytes(root, m
     assert section_bytes < 0.7 * whole_store.bytes_read
 
 
+def test_objects_off_the_tile_neither_read_it_nor_stretch_the_section(root):
+    """An object listed on a tile it does not reach (an index that is wrong, a tile edge)
+    is flagged EDGE and adds nothing to the section read for the others."""
+    far = sky(-3000.0, 3000.0)  # arcsec: off every test tile
+    near = [sky(*off) for off in SOURCES.values()]
+    cfg = CutoutConfig(bands=BANDS, read_mode="dense")
+    read = {}
+    for name, positions in {"far": [far], "near": near, "both": [*near, far]}.items():
+        store, cache = open_store(str(root)), TileCache()
+        out = cutout_batch(make_batch(positions, [ALL] * len(positions)), store, cfg, cache)
+        read[name] = store.bytes_read
+        assert len(cache.images) == 0
+    assert out[schema.FLAGS][-1] & Flag.EDGE and not (out[schema.FLAGS][:2] & Flag.EDGE).any()
+    headers = open_store(str(root))
+    for band in BANDS:
+        headers.read_header(uri(band))
+    assert read["far"] == headers.bytes_read  # the headers, to place it; no pixels
+    assert read["both"] == read["near"] > 2 * read["far"]
+
+
 def test_dense_tiles_are_cached_across_batches(root, monkeypatch):
     """A tile whose objects cover most of it is prepared whole and kept for the next
     batches (here: every dense tile, by the fraction)."""

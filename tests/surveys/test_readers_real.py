@@ -75,12 +75,17 @@ def test_unwise_companions_are_optional_and_applied_when_asked(
     values[:3] = not_data
     fits.writeto(tmp_path / "t" / companion, values)
     own = open_store(str(tmp_path))
-    image, _ = nanomaggies(own, "t/unwise-x-w1-img-m.fits", cfg.band("unwise_w1"))
+    image, info = nanomaggies(own, "t/unwise-x-w1-img-m.fits", cfg.band("unwise_w1"))
     assert np.isnan(image[:3]).all() and np.isfinite(image[3:]).all()
+    # the image is raw, its gzip companion is not: no sections (each would decompress it)
+    assert info.layout.range_readable and not info.sections
     (tmp_path / "t" / companion).unlink()  # no companion: pixels kept
-    assert np.isfinite(
-        nanomaggies(open_store(str(tmp_path)), "t/unwise-x-w1-img-m.fits", cfg.band("unwise_w1"))[0]
-    ).all()
+    image, info = nanomaggies(
+        open_store(str(tmp_path)), "t/unwise-x-w1-img-m.fits", cfg.band("unwise_w1")
+    )
+    assert np.isfinite(image).all() and not info.sections  # whole: its absence warned once
+    plain = CutoutConfig(bands=["unwise_w1"]).band("unwise_w1")  # no companion read
+    assert nanomaggies(open_store(str(tmp_path)), "t/unwise-x-w1-img-m.fits", plain)[1].sections
 
 
 def test_built_in_conventions_are_overridden_from_a_yaml_config(real, tmp_path):

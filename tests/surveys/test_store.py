@@ -75,6 +75,22 @@ def test_full_and_section_reads_agree_on_every_layout(store_dir, name):
     np.testing.assert_array_equal(section, data[40:70, 5:45])
 
 
+def test_scaled_integer_sections_equal_the_whole_image_bit_for_bit(tmp_path):
+    """BSCALE/BZERO: a local whole image (cfitsio) and a section (raycat's decoder) give the
+    same float32 values, so dense cuts from sections and from whole tiles agree exactly."""
+    from astropy.io import fits
+
+    ints = np.random.default_rng(3).integers(-30000, 30000, SHAPE).astype(np.int16)
+    hdu = fits.PrimaryHDU(ints)
+    hdu.header["BSCALE"], hdu.header["BZERO"] = 0.0137, 3.71
+    hdu.writeto(tmp_path / "scaled.fits")
+    store = open_store(str(tmp_path))
+    whole, _ = store.read_full("scaled.fits")
+    section, _ = store.read_section("scaled.fits", 10, 90, 5, 45)
+    np.testing.assert_array_equal(section, whole[10:90, 5:45])
+    assert whole.dtype == np.float32 and len(np.unique(whole)) > 1000
+
+
 def test_layouts_are_read_identically(store_dir):
     store = open_store(str(store_dir))
     first, _ = store.read_full("tiles/primary.fits")
