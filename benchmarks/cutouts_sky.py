@@ -5,8 +5,8 @@ index, cut in batches of the pipeline's size by one ``CutoutActor`` on one core,
 cutout stage feeds them. Measured side by side in one run, each in a fresh process:
 
 - sections: what raycat does (a batch's objects on a tile cut from the section they cover);
-- whole tiles: the baseline, every dense tile prepared whole and cached, as before
-  (``SECTION_MAX_FRACTION`` 0, ``dense_min_objects`` 20).
+- whole tiles: the baseline, every tile read as one that cannot be range-read: prepared
+  whole and cached (512 MiB), as every dense tile was before sections.
 
 Prints CPU ms per object (per core: a busy neighbour stretches wall time, not CPU time),
 objects/s, megapixels prepared, peak RSS, and the ratio. The two must give the same cutouts:
@@ -23,6 +23,7 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # one core, honestly
 
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
@@ -36,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ray_common import cached_sky  # noqa: E402
 
 BATCH = 128  # raycat.pipeline.CUTOUT_BATCH
-VARIANTS = {"sections": {}, "whole tiles": {"dense_min_objects": 20, "fraction": 0.0}}
+VARIANTS = ("sections", "whole tiles")
 
 
 def manifest(sky: Path):
@@ -65,9 +66,10 @@ def measure(sky: Path, variant: str) -> dict:
     from raycat.cutouts import actor as cutouts
     from raycat.surveys.bands import BAND_NAMES
 
-    settings = dict(VARIANTS[variant])
-    cutouts.SECTION_MAX_FRACTION = settings.pop("fraction", cutouts.SECTION_MAX_FRACTION)
-    cfg = CutoutConfig(bands=list(BAND_NAMES), size_px=32, pixel_scale=1.0, **settings)
+    if variant == "whole tiles":
+        info = cutouts.tile_info
+        cutouts.tile_info = lambda *a: dataclasses.replace(info(*a), sections=False)
+    cfg = CutoutConfig(bands=list(BAND_NAMES), size_px=32, pixel_scale=1.0)
     rows = manifest(sky)
     prepared = [0]
     prepare = cutouts.prepare_image

@@ -118,7 +118,7 @@ class CutoutConfig(_Section):
     read_mode: Literal["auto", "dense", "sparse"] = Field(
         "auto",
         description="dense: read and prepare once the part of each tile that a batch's "
-        "objects cover (the whole tile, cached, when that is most of it); sparse: read only "
+        "objects cover (the whole tile, cached, when it is compressed); sparse: read only "
         "the pixels each cutout needs, object by object; auto: choose from objects per tile.",
     )
     dense_min_objects: int = Field(

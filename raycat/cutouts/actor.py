@@ -7,10 +7,11 @@ Geometry and resampling are in ``raycat.cutouts.resample``. Per band, objects ar
 
 - dense: the section of the tile that the batch's objects on it cover (their footprints'
   bounding box plus the interpolation margin) is read once, calibrated and box-averaged, and
-  every object is sampled from it in one vectorised pass. When that section is most of the
-  tile (``SECTION_MAX_FRACTION``), or the tile cannot be range-read (gzip, tile-compressed),
-  the whole tile is prepared instead and kept in a small LRU cache, because consecutive
-  batches come from the same work unit and so the same tiles.
+  every object is sampled from it in one vectorised pass. Sections are not kept: preparing
+  a section again costs less than the memory traffic of a cache of whole tiles (measured:
+  ``benchmarks/cutouts_sky.py``). A tile that cannot be range-read (gzip, tile-compressed,
+  or read with such a companion) is read and prepared whole instead and kept in a small LRU
+  cache, because consecutive batches come from the same work unit and so the same tiles.
 - sparse: for each object only its footprint's bounding box (plus the interpolation margin)
   is read, as byte ranges.
 
@@ -61,12 +62,6 @@ DEFAULT_CACHE_BYTES = 512 * 2**20  # prepared full tiles kept per actor
 MMAP_THRESHOLD = 32 * 2**20  # bytes from which glibc maps an allocation (whole tiles)
 TRIM_THRESHOLD = 128 * 2**20  # free heap bytes glibc keeps for the next batch
 PIXELS_PER_PASS = 256 * 32 * 32  # output pixels per vectorised pass: temporaries ~40 MB
-# A batch's objects on a tile are cut from the section they cover, prepared for them alone,
-# unless it is more than this fraction of the tile: then the whole tile is prepared and
-# cached. Sections keep the work and the memory touched small (20k mock-sky objects, glibc
-# defaults, dense_min_objects 20: 0.94 ms per object on one core, against 1.18 with whole
-# tiles; a fraction of 0.5 gave 1.02).
-SECTION_MAX_FRACTION = 0.8
 
 
 def normalise(flux: np.ndarray, softening: np.ndarray) -> np.ndarray:
@@ -205,14 +200,12 @@ class _BandCutter:
 
     def _cut_dense(self, uri, info, affine: LocalAffine, rows, out, flags) -> None:
         """All the tile's objects in the batch from one prepared image: the section their
-        footprints cover, or the whole tile (kept in the cache) when that is most of it."""
-        ny, nx = info.layout.shape
+        footprints cover, or the whole tile (kept in the cache) when it cannot be range-read."""
         image = self.cache.images.get((uri, info.box))
         if image is None:
-            y0, y1, x0, x1 = _union(affine.footprint(self.grid, margin=_margin(info)), (ny, nx))
-            area = (y1 - y0) * (x1 - x0)  # 0: no object reaches the tile
-            if area == 0 or (info.sections and area <= SECTION_MAX_FRACTION * ny * nx):
-                image = self._section(uri, info, (y0, y1, x0, x1), one_request=True)
+            box = _union(affine.footprint(self.grid, margin=_margin(info)), info.layout.shape)
+            if info.sections or box[1] <= box[0]:  # (empty box: no object reaches the tile)
+                image = self._section(uri, info, box, one_request=True)
             else:
                 image = prepare_image(info.pixels(self.store, uri), info.nmgy_per_unit, info.box)
                 self.cache.images.put((uri, info.box), image)

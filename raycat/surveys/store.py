@@ -11,11 +11,12 @@ them. Three reads serve the cutout engine:
 - ``read_section`` (sparse, and dense sections): only the pixels of a box. Uncompressed
   images are read as one byte range per image row, fetched together (``cat_ranges``:
   concurrent requests on object stores, one open file locally), or as one range of whole
-  rows when the box is wide or the caller asks (``one_request``). astropy's ``.section`` issues the same ranges as one
-  blocking read per row (one HTTP round trip each), and for tile-compressed images it loads
-  the whole compressed heap first unless the file is a local memory map; so gzip and
-  tile-compressed tiles are not range-readable here (``TileLayout.range_readable``) and a
-  section of one is cut from a full read. bzip2 files (SDSS frames) are read like gzip ones.
+  rows when the box is wide or the caller asks (``one_request``). astropy's ``.section``
+  issues the same ranges as one blocking read per row (one HTTP round trip each), and for
+  tile-compressed images it loads the whole compressed heap first unless the file is a
+  local memory map; so gzip and tile-compressed tiles are not range-readable here
+  (``TileLayout.range_readable``) and a section of one is cut from a full read. bzip2
+  files (SDSS frames) are read like gzip ones.
 
 Every read takes an optional ``hdu`` (None: the first image HDU with data), the surveys'
 ``ReadLayout.image_hdu``. File-format details (layouts, compression, header normalisation)

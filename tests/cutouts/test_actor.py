@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 
@@ -409,6 +410,14 @@ def test_normalisation_is_asinh_with_the_softening(root):
     assert normalise(np.zeros((1, 3, 4, 4)), softenings(cfg)).sum() == 0
 
 
+def whole_tiles(monkeypatch) -> None:
+    """Every tile read as one that cannot be range-read (compressed): whole, cached."""
+    info = actor.tile_info
+    monkeypatch.setattr(
+        actor, "tile_info", lambda *a: dataclasses.replace(info(*a), sections=False)
+    )
+
+
 @pytest.mark.parametrize("mode", ["dense", "auto"])
 def test_dense_sections_cut_exactly_what_whole_tiles_do_from_fewer_bytes(root, mode, monkeypatch):
     """A batch's objects on a tile are cut from the section their footprints cover: the
@@ -421,7 +430,7 @@ def test_dense_sections_cut_exactly_what_whole_tiles_do_from_fewer_bytes(root, m
     )
     section_bytes = store.bytes_read
     assert len(cache.images) == 0
-    monkeypatch.setattr(actor, "SECTION_MAX_FRACTION", 0.0)  # whole tiles only
+    whole_tiles(monkeypatch)
     whole_store = open_store(str(root))
     whole = cutout_batch(
         batch, whole_store, CutoutConfig(bands=BANDS, read_mode=mode, dense_min_objects=2)
@@ -452,9 +461,9 @@ def test_objects_off_the_tile_neither_read_it_nor_stretch_the_section(root):
 
 
 def test_dense_tiles_are_cached_across_batches(root, monkeypatch):
-    """A tile whose objects cover most of it is prepared whole and kept for the next
-    batches (here: every dense tile, by the fraction)."""
-    monkeypatch.setattr(actor, "SECTION_MAX_FRACTION", 0.0)
+    """A tile that cannot be range-read is prepared whole and kept for the next batches
+    (here: every tile, as if compressed)."""
+    whole_tiles(monkeypatch)
     store, cache = open_store(str(root)), TileCache()
     cfg = CutoutConfig(bands=BANDS, read_mode="auto", dense_min_objects=2)
     batch = make_batch([sky(*off) for off in SOURCES.values()], [ALL, ALL])
