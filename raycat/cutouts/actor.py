@@ -16,7 +16,7 @@ Geometry and resampling are in ``raycat.cutouts.resample``. Per band, objects ar
   is read, as byte ranges.
 
 ``read_mode`` auto picks dense when a tile has at least ``dense_min_objects`` objects in the
-batch, when it is already cached, or when it cannot be range-read.
+batch, or when it cannot be range-read.
 
 Each band is normalised as asinh(flux / softening), flux in AB nanomaggies per output pixel.
 The default softening is about the band's 1-sigma sky noise per output pixel implied by its
@@ -191,24 +191,18 @@ class _BandCutter:
 
     def _dense(self, uri: str, info: TileInfo, n_objects: int) -> bool:
         mode = self.cfg.read_mode
-        if mode == "dense" or not info.sections:
+        if mode == "dense" or not info.sections:  # a tile that cannot be range-read: whole
             return True
-        return mode == "auto" and (
-            n_objects >= self.cfg.dense_min_objects
-            or self.cache.images.get((uri, info.box)) is not None
-        )
+        return mode == "auto" and n_objects >= self.cfg.dense_min_objects
 
     def _cut_dense(self, uri, info, affine: LocalAffine, rows, out, flags) -> None:
         """All the tile's objects in the batch from one prepared image: the section their
         footprints cover, or the whole tile (kept in the cache) when it cannot be range-read."""
-        image = self.cache.images.get((uri, info.box))
-        if image is None:
-            box = _union(affine.footprint(self.grid, margin=_margin(info)), info.layout.shape)
-            if info.sections or box[1] <= box[0]:  # (empty box: no object reaches the tile)
-                image = self._section(uri, info, box, one_request=True)
-            else:
-                image = prepare_image(info.pixels(self.store, uri), info.nmgy_per_unit, info.box)
-                self.cache.images.put((uri, info.box), image)
+        box = _union(affine.footprint(self.grid, margin=_margin(info)), info.layout.shape)
+        if info.sections or box[1] <= box[0]:  # (an empty box: no object reaches the tile)
+            image = self._section(uri, info, box, one_request=True)
+        else:
+            image = self._whole_tile(uri, info)
         per_pass = max(1, PIXELS_PER_PASS // self.cfg.size_px**2)
         for start in range(0, len(rows), per_pass):
             part = slice(start, start + per_pass)
@@ -224,6 +218,14 @@ class _BandCutter:
             self._store_result(
                 resample(image, affine.take([k]), self.grid), rows[k : k + 1], out, flags
             )
+
+    def _whole_tile(self, uri, info: TileInfo) -> PreparedImage:
+        """The prepared whole tile, from the cache or read and kept there."""
+        image = self.cache.images.get((uri, info.box))
+        if image is None:
+            image = prepare_image(info.pixels(self.store, uri), info.nmgy_per_unit, info.box)
+            self.cache.images.put((uri, info.box), image)
+        return image
 
     def _section(self, uri, info: TileInfo, box, one_request: bool) -> PreparedImage:
         """The prepared pixels of ``box`` (y0, y1, x0, x1, inside the tile; empty: all the

@@ -470,7 +470,7 @@ def test_dense_tiles_are_cached_across_batches(root, monkeypatch):
     first = cutout_batch(batch, store, cfg, cache)
     read = store.bytes_read
     again = cutout_batch(make_batch([sky(*SOURCES["a"])], [ALL]), store, cfg, cache)
-    assert store.bytes_read == read  # one object: auto would go sparse, but the tile is cached
+    assert store.bytes_read == read  # one object, yet dense: the tile is cut from the cache
     np.testing.assert_array_equal(again[schema.CUBE][0], first[schema.CUBE][0])
 
 
