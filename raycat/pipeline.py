@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING
@@ -262,16 +263,16 @@ def run_infer(cfg: RaycatConfig) -> dict:
     own code is not retried.
     """
     from raycat.catalog.job import CatalogJob
-    from raycat.photoz.model import read_artifact_meta, verified_weights
+    from raycat.photoz.model import check_weights, read_artifact_meta
 
     if cfg.infer.use_gpu:  # before anything starts: Ray would wait for ever for a GPU
         from raycat.photoz.infer import require_gpus
 
         require_gpus("infer.use_gpu")
-    # hats (about a second of imports) is needed after the plan, for the sink's Parquet
-    # settings and for finalize: imported while the plan runs
-    _import_in_background("hats")
     meta = read_artifact_meta(cfg.infer.model, cfg.data.storage_options)
+    # a corrupt model is a one-line error before anything changes (no torch in the driver);
+    # the weights are hashed on a thread while the plan runs (hashing releases the GIL)
+    weights = _in_background(check_weights, cfg.infer.model, cfg.data.storage_options)
     _check_artifact_matches(cfg, meta)
     players = meta.players(cfg.infer.attributions)  # once: for the schema and the Predictor
     started, infer = time.perf_counter(), cfg.infer
@@ -298,8 +299,7 @@ def run_infer(cfg: RaycatConfig) -> dict:
             f"{rec.describe()}"
         )
         if rec.todo:
-            # a corrupt model: one line, before anything changes (no torch in the driver)
-            verified_weights(infer.model, cfg.data.storage_options)
+            weights.result()  # raises for a corrupt model
         job.begin(rec)
         writer = job.writer(cat_schema)
         passes = _write_partitions(cfg, job, writer, rec.todo, (summary, make), players)
@@ -402,6 +402,9 @@ def _write_partitions(cfg: RaycatConfig, job, writer, todo: set[int], plan, play
         try:
             skip = frozenset(summary.unit_counts) - frozenset(units)
             for row in _predict_pass(cfg, make(skip), players, sink):
+                # finalize needs hats (about a second of imports): imported while partitions
+                # stream, not while the stream starts (the driver's GIL, busy cores)
+                _import_in_background("hats")
                 job.check_held()
                 log(
                     f"partition {label(row[schema.WORK_UNIT])} written ({row['rows']} rows) "
@@ -422,11 +425,10 @@ def _write_partitions(cfg: RaycatConfig, job, writer, todo: set[int], plan, play
 
 def _sink_kwargs(cfg: RaycatConfig, job, writer, units: dict, hashes: dict) -> dict:
     """What the PartitionSink of one pass is built with: where it writes, the units it
-    expects (objects and id hashes), the lease it checks, and HATS' Parquet settings,
-    worked out here once (the sink never imports hats)."""
-    from raycat.catalog.write import parquet_settings
+    expects (objects and id hashes), the lease it checks, and HATS' Parquet settings, worked
+    out here once (neither the sink nor the driver imports hats for them)."""
+    from raycat.catalog.parquet import parquet_settings
 
-    _imported("hats")
     return {
         "root": job.target_url,
         "storage_options": cfg.data.storage_options,
@@ -442,9 +444,25 @@ def _sink_kwargs(cfg: RaycatConfig, job, writer, units: dict, hashes: dict) -> d
 _IMPORTING: dict[str, threading.Thread] = {}
 
 
+def _in_background(fn, *args) -> Future:
+    """``fn(*args)`` on a daemon thread; ``.result()`` waits for its value (or raises)."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as err:  # handed to whoever waits on the result
+            future.set_exception(err)
+
+    threading.Thread(target=run, daemon=True).start()
+    return future
+
+
 def _import_in_background(module: str) -> None:
-    """Start importing ``module`` on a thread (hats takes about a second to import); use
-    it after ``_imported(module)``."""
+    """Start importing ``module`` on a thread (hats takes about a second to import), unless
+    it is imported or being imported; use it after ``_imported(module)``."""
+    if module in sys.modules or module in _IMPORTING:
+        return
     thread = threading.Thread(target=importlib.import_module, args=(module,), daemon=True)
     _IMPORTING[module] = thread
     thread.start()

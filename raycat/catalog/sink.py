@@ -27,7 +27,7 @@ class PartitionSink:
 
     ``root`` is the version being written (the catalog, or an overwrite's staged version);
     ``lease_url`` the catalog whose lease ``job_id`` holds. ``parquet_kwargs``: HATS' write
-    settings for ``catalog_schema`` (``raycat.catalog.write.parquet_settings``), worked out
+    settings for ``catalog_schema`` (``raycat.catalog.parquet``), worked out
     once by the driver so this process never imports hats.
     """
 

@@ -26,6 +26,7 @@ from raycat.catalog.info import CatalogInfo
 from raycat.catalog.keys import key_of_marker, label, marker_relpath, order_pixel, partition_relpath
 from raycat.catalog.markers import DoneMarker, read_markers, write_marker
 from raycat.catalog.metadata import finalize
+from raycat.catalog.parquet import parquet_settings
 from raycat.catalog.read import existing_schema
 from raycat.errors import RaycatError
 from raycat.fsutil import put_atomic
@@ -243,16 +244,6 @@ def check_compatible(fs, root: str, url: str, schema: pa.Schema) -> None:
             f"catalog {url} has other columns than this run (pdf dtype, attributions, "
             "z_spec or the id type changed): use a new path or mode overwrite"
         )
-
-
-def parquet_settings(schema: pa.Schema) -> dict:
-    """HATS' Parquet write settings for tables of ``schema`` (byte-stream-split floats,
-    delta-coded index): plain values, so a driver works them out once and hands them to the
-    sink, which then never imports hats (0.8 s on its first write)."""
-    import hats  # noqa: F401  the package first: the driver may be importing it on a thread
-    from hats.io.file_io.file_io import get_parquet_write_table_kwargs
-
-    return get_parquet_write_table_kwargs(schema)
 
 
 def _to_parquet(table: pa.Table, settings: dict | None = None) -> bytes:

@@ -280,6 +280,12 @@ def verified_weights(path: str, storage_options: dict | None = None) -> tuple[by
     return blob, meta
 
 
+def check_weights(path: str, storage_options: dict | None = None) -> None:
+    """``verified_weights`` without keeping the bytes (a background check holds no model):
+    raises its one-line error for unsound weights."""
+    verified_weights(path, storage_options)
+
+
 def load_artifact(
     path: str, storage_options: dict | None = None, device: str = "cpu"
 ) -> tuple[torch.nn.Module, ArtifactMeta]:
