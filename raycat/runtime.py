@@ -32,6 +32,12 @@ class RayConfig(StrictSection):
         None, description="Cluster address; null starts an embedded local Ray."
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs for an embedded local Ray.")
+    dashboard: bool = Field(
+        False,
+        description="Start Ray's dashboard (localhost:8265) with an embedded local Ray; off by "
+        "default: on 2 cores it took 8% of a core, CPU the model needs (a cluster's head "
+        "runs its own, whatever this says).",
+    )
     data_progress_bars: bool = Field(
         False,
         description="Show Ray Data's own progress bars (per operator, redrawn in place) "
@@ -58,6 +64,7 @@ def ray_session(cfg: RayConfig | None = None):
         ray.init(
             address="local",
             num_cpus=cfg.num_cpus,
+            include_dashboard=cfg.dashboard,
             log_to_driver=True,
             configure_logging=False,
             _system_config={INLINE_CONFIG: INLINE_BYTES},

@@ -45,7 +45,8 @@ def test_embedded_ray_ignores_the_address_a_stopped_cluster_left_behind():
 @pytest.mark.slow
 def test_embedded_ray_binds_to_loopback_without_being_told():
     """Started from an environment without the loopback switch, the embedded Ray's node (and
-    so its GCS, raylet and workers) still listens on 127.0.0.1 only."""
+    so its GCS, raylet and workers) still listens on 127.0.0.1 only; it has no dashboard
+    unless the config asks for one (``ray.dashboard``)."""
     script = (
         "import os, ray\n"
         "from raycat.runtime import RayConfig, ray_session\n"
@@ -53,6 +54,7 @@ def test_embedded_ray_binds_to_loopback_without_being_told():
         "    print('NODE', ray.nodes()[0]['NodeManagerAddress'])\n"
         "    ip = ray.remote(lambda: ray.util.get_node_ip_address())\n"
         "    print('WORKER', ray.get(ip.remote()))\n"
+        "    print('DASHBOARD', repr(ray._private.worker._global_node.webui_url))\n"
     )
     env = {
         k: v
@@ -64,6 +66,7 @@ def test_embedded_ray_binds_to_loopback_without_being_told():
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "NODE 127.0.0.1" in run.stdout and "WORKER 127.0.0.1" in run.stdout, run.stdout
+    assert "DASHBOARD ''" in run.stdout, run.stdout
 
 
 def test_ray_data_progress_bars_are_off_unless_the_config_asks(ray_local):
