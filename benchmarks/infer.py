@@ -56,17 +56,20 @@ def model_only_rate(cfg, n: int) -> float:
     return ray.get(run.remote())
 
 
-def steady_rate(cfg) -> float:
+def done_markers(cfg) -> list[Path]:
+    """The catalog's done-markers, oldest first: one per partition, written as it lands."""
+    from raycat import schema
+
+    markers = Path(cfg.infer.catalog, schema.DONE_DIR).glob("*.done")
+    return sorted(markers, key=lambda p: p.stat().st_mtime)
+
+
+def steady_rate(markers: list[Path]) -> float:
     """Objects/s from the first partition written to the last (done-marker times): the
     streaming rate once the pipeline is full, without start-up (actors, model load) and
     planning. A figure beside the target's, not instead of it."""
     import json
 
-    from raycat import schema
-
-    markers = sorted(
-        Path(cfg.infer.catalog, schema.DONE_DIR).glob("*.done"), key=lambda p: p.stat().st_mtime
-    )
     if len(markers) < 2:  # one partition: no first-to-last interval
         return float("nan")
     rows = sum(json.loads(p.read_text())["rows"] for p in markers[1:])
@@ -83,11 +86,13 @@ def main(n_galaxies: int, gpu: bool = False) -> None:
         with ray_session(cfg.ray):
             helpers = warm_ray_data()
             with PeakTreeMemory() as memory:
-                started = time.perf_counter()
+                wall_start, started = time.time(), time.perf_counter()
                 totals = run_infer(cfg)
                 end_to_end = totals["rows"] / (time.perf_counter() - started)
-            model_only = model_only_rate(cfg, min(totals["rows"], 3000))
-        steady = steady_rate(cfg)
+            model_only = model_only_rate(cfg, min(totals["rows"], 6000))
+        markers = done_markers(cfg)
+        steady = steady_rate(markers)
+        first = markers[0].stat().st_mtime - wall_start if markers else float("nan")
     print(
         f"Ray Data's cluster-lifetime helper actors started before the timer: {helpers:.1f} s "
         f"(once per cluster; in make demo by the cutout stage)"
@@ -102,6 +107,7 @@ def main(n_galaxies: int, gpu: bool = False) -> None:
         f"(sort, cutouts, model, catalog writes): {totals['rows'] / totals['seconds']:7.1f} "
         f"objects/s"
     )
+    print(f"  first partition written {first:.1f} s after the start (planning, actors' start-up)")
     print(f"model only (in-memory tensors, same CPU share):     {model_only:7.1f} objects/s")
     print(f"ratio end-to-end / model-only: {end_to_end / model_only:.2f} (target >= 0.8)")
     print(
