@@ -12,6 +12,12 @@ is shared memory); a type's "own" row leaves out the object-store pages its proc
 (blocks in flight, bounded by the store, not by the sky). The mock skies are simulated once
 and cached (``ray_common.cached_sky``: 100k objects take about 40 minutes on 2 cores).
 
+Every size plans on Ray, the path of a large sky: raycat plans an object list under
+``DRIVER_PLAN_MAX_BYTES`` (16 MiB: the 10k and 30k skies, not the 100k one) in the driver
+instead, and comparing the two paths compared different processes. A Ray worker takes the
+type of the first task it is seen running (between tasks its title says IDLE, and it keeps
+the memory of the work it did).
+
 Prints a table per stage: peak MiB per process type at each size, the ratio of the largest
 size to the smallest (target <= 1.2x) and that of the two largest sizes: a bounded cache or
 queue that the smallest sky does not fill raises the first ratio, not the second.
@@ -34,18 +40,22 @@ SIZES = (10_000, 30_000, 100_000)
 STAGES = ("cutouts", "infer")
 # process type -> what its command line (Ray's process title) holds, first match wins
 TYPES = (
-    ("cutout actor", "CutoutActor"),
-    ("predictor", "Predictor"),
-    ("sink", "PartitionSink"),
-    ("Ray Data stats actor", "_StatsActor"),  # one per cluster: Ray Data's run statistics
-    ("other Ray workers", "ray::"),
-    ("Ray daemons", "/ray/"),  # raylet, gcs_server, dashboard and log agents
+    ("cutout actor", ("CutoutActor",)),
+    ("predictor", ("Predictor",)),
+    ("sink", ("PartitionSink",)),
+    ("Ray Data stats actor", ("_StatsActor",)),  # one per cluster: Ray Data's run statistics
+    # the planning tasks: list and read the objects, exchanges, the planned rows' blocks
+    ("planning workers", ("ListFiles", "_canonical", "_reduce_share", "Repartition", "Read")),
+    (OTHER := "other Ray workers", ("ray::",)),
+    # raylet, gcs_server and log agents; also a worker process in its first instants, before
+    # it takes its "ray::" title (so a type is never kept for these)
+    (DAEMONS := "Ray daemons", ("/ray/",)),
 )
 
 
 def process_type(cmdline: str) -> str | None:
     """The type of a Ray session's process from its command line; None for others."""
-    return next((name for name, marker in TYPES if marker in cmdline), None)
+    return next((name for name, marks in TYPES if any(m in cmdline for m in marks)), None)
 
 
 class PeakByType:
@@ -53,6 +63,7 @@ class PeakByType:
 
     def __init__(self, every: float = 0.25):
         self.every, self.peak = every, {}
+        self.kinds: dict[int, str] = {}  # a worker's type: that of its first task
 
     def __enter__(self):
         import psutil
@@ -64,7 +75,7 @@ class PeakByType:
                 self._note("driver", me)
                 for proc in me.children(recursive=True):
                     with contextlib.suppress(psutil.Error):
-                        kind = process_type(" ".join(proc.cmdline()))
+                        kind = self._kind(proc.pid, " ".join(proc.cmdline()))
                         if kind:
                             self._note(kind, proc)
                 time.sleep(self.every)
@@ -72,6 +83,14 @@ class PeakByType:
         self._thread = threading.Thread(target=sample, daemon=True)
         self._thread.start()
         return self
+
+    def _kind(self, pid: int, cmdline: str) -> str | None:
+        kind = process_type(cmdline)
+        if kind == OTHER:  # an idle worker, or a task of no type: a typed one's first
+            return self.kinds.get(pid, kind)
+        if kind not in (None, DAEMONS):
+            self.kinds.setdefault(pid, kind)
+        return kind
 
     def _note(self, kind: str, proc) -> None:
         import psutil
@@ -89,8 +108,11 @@ class PeakByType:
 
 def measure(n: int, stage: str) -> dict[str, float]:
     """{process type: peak MiB} of one stage on a sky of ``n`` objects (in this process)."""
+    import raycat.plan.manifest
     from raycat.pipeline import materialise_cutouts, run_infer
     from raycat.runtime import ray_session
+
+    raycat.plan.manifest.DRIVER_PLAN_MAX_BYTES = 0  # plan on Ray at every size (docstring)
 
     with sky_workspace(n) as root:
         # infer streams from the tiles (no cutouts.output), as a production run does

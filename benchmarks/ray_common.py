@@ -130,7 +130,7 @@ def save_random_model(cfg: RaycatConfig) -> None:
     save_artifact(model, cfg.infer.model, ArtifactMeta.from_config(cfg))
 
 
-BIG = 256 * 2**20  # PSS above which a process's object-store pages are counted (smaps: slow)
+BIG = 128 * 2**20  # PSS above which a process's object-store pages are counted (smaps: slow)
 
 
 def outside_object_store(proc, pss: int) -> int:
