@@ -124,13 +124,16 @@ def _tile_errors(uri: str) -> Iterator[None]:
 
 
 class TileStore:
-    """Tiles under one root, read through fsspec; see the module docstring."""
+    """Tiles under one root, read through fsspec; see the module docstring.
+
+    ``header_cache_size`` headers are kept (an LRU): the memory of a long-lived reader is set
+    by this bound, not by the tiles it has seen (a full sky has about a million)."""
 
     def __init__(
         self,
         root: str,
         storage_options: dict | None = None,
-        header_cache_size: int = 1024,
+        header_cache_size: int = 512,
         retry: RetryPolicy | None = None,
     ):
         import fsspec
