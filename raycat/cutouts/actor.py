@@ -96,12 +96,14 @@ class TileInfo:
 class TileCache:
     """Per-actor caches: tile infos (by count) and prepared full tiles (by bytes).
 
-    A tile info holds a parsed WCS, about 40 KB: 4,096 of them let the actor grow by 44 MiB
-    between the 10k and 100k mock skies (161 and 1,240 tiles; benchmarks/memory_scale.py),
-    and by up to 160 MiB on a full sky. 512 are still far more than the tiles of one work
-    unit's batches, which come one after the other; the 100k sky ran no slower (121 s
-    against 111-120), and from 10k to 100k the actor's own memory grew 1.18x instead of
-    1.25x at cutouts, 1.23x instead of 1.26x at infer.
+    A tile info holds a parsed WCS, and the store keeps the tile's header: about 20 KB a
+    tile together. Kept for 4,096 and 1,024 tiles, they grew with the tiles an actor had
+    seen (the mock skies of 10k and 100k objects have 161 and 1,240 tiles, and a full sky
+    about a million). At 512 each they hold far more than the tiles of one work unit's
+    batches, which come one after the other, and take 13-14 MiB less on the 100k sky
+    (benchmarks/memory_scale.py): from 10k to 100k the actor's own memory grew 1.18x
+    instead of 1.25x at cutouts and 1.23x instead of 1.26x at infer, and the 100k sky's
+    cutouts ran no slower (121 s against 111-120).
     """
 
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES, max_infos: int = 512):
