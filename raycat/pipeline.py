@@ -6,12 +6,9 @@ the `ray job submit` entry points in jobs/ all call these.
 
 from __future__ import annotations
 
-import importlib
 import sys
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING
@@ -19,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from raycat import schema
+from raycat.background import import_in_background, imported, in_background
 from raycat.config import RaycatConfig
 from raycat.errors import RaycatError
 
@@ -272,7 +270,7 @@ def run_infer(cfg: RaycatConfig) -> dict:
     meta = read_artifact_meta(cfg.infer.model, cfg.data.storage_options)
     # a corrupt model is a one-line error before anything changes (no torch in the driver);
     # the weights are hashed on a thread while the plan runs (hashing releases the GIL)
-    weights = _in_background(check_weights, cfg.infer.model, cfg.data.storage_options)
+    weights = in_background(check_weights, cfg.infer.model, cfg.data.storage_options)
     _check_artifact_matches(cfg, meta)
     players = meta.players(cfg.infer.attributions)  # once: for the schema and the Predictor
     started, infer = time.perf_counter(), cfg.infer
@@ -303,7 +301,7 @@ def run_infer(cfg: RaycatConfig) -> dict:
         job.begin(rec)
         writer = job.writer(cat_schema)
         passes = _write_partitions(cfg, job, writer, rec.todo, (summary, make), players)
-        _imported("hats")  # finalize imports hats' submodules
+        imported("hats")  # finalize imports hats' submodules
         totals = job.finish(rec, infer.max_error_fraction)
     for note in job.notes:
         log(note)
@@ -404,7 +402,7 @@ def _write_partitions(cfg: RaycatConfig, job, writer, todo: set[int], plan, play
             for row in _predict_pass(cfg, make(skip), players, sink):
                 # finalize needs hats (about a second of imports): imported while partitions
                 # stream, not while the stream starts (the driver's GIL, busy cores)
-                _import_in_background("hats")
+                import_in_background("hats")
                 job.check_held()
                 log(
                     f"partition {label(row[schema.WORK_UNIT])} written ({row['rows']} rows) "
@@ -439,42 +437,6 @@ def _sink_kwargs(cfg: RaycatConfig, job, writer, units: dict, hashes: dict) -> d
         "job_id": job.job_id,
         "parquet_kwargs": parquet_settings(writer.schema),
     }
-
-
-_IMPORTING: dict[str, threading.Thread] = {}
-
-
-def _in_background(fn, *args) -> Future:
-    """``fn(*args)`` on a daemon thread; ``.result()`` waits for its value (or raises)."""
-    future: Future = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(fn(*args))
-        except BaseException as err:  # handed to whoever waits on the result
-            future.set_exception(err)
-
-    threading.Thread(target=run, daemon=True).start()
-    return future
-
-
-def _import_in_background(module: str) -> None:
-    """Start importing ``module`` on a thread (hats takes about a second to import), unless
-    it is imported or being imported; use it after ``_imported(module)``."""
-    if module in sys.modules or module in _IMPORTING:
-        return
-    thread = threading.Thread(target=importlib.import_module, args=(module,), daemon=True)
-    _IMPORTING[module] = thread
-    thread.start()
-
-
-def _imported(module: str) -> None:
-    """Wait for a background import of ``module``: importing a submodule of a package that
-    another thread is half-way through importing can fail ("partially initialized module":
-    importlib breaks the two threads' lock cycle that way). ``import hats`` alone is safe."""
-    thread = _IMPORTING.pop(module, None)
-    if thread is not None:
-        thread.join()
 
 
 def _catalog_schema(cfg: RaycatConfig, meta: ArtifactMeta, summary: PlanSummary, players: Players):

@@ -5,7 +5,6 @@ import contextlib
 import glob
 import os
 import signal
-import threading
 import time
 
 import numpy as np
@@ -13,6 +12,7 @@ import pandas as pd
 import pytest
 
 from raycat import schema
+from raycat.background import in_background
 from raycat.config import parse_config
 
 
@@ -64,25 +64,10 @@ def sky(tmp_path_factory):
     return _sky(tmp_path_factory.mktemp("fault"))
 
 
-def _in_background(fn, *args):
-    """Run ``fn`` in a thread; returns (thread, outcome dict with 'result' or 'error')."""
-    outcome = {}
-
-    def run():
-        try:
-            outcome["result"] = fn(*args)
-        except BaseException as err:
-            outcome["error"] = err
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, outcome
-
-
-def _wait_for(predicate, thread, timeout=300.0):
+def _wait_for(predicate, job, timeout=300.0):
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert thread.is_alive(), "the job ended before the failure could be injected"
+        assert not job.done(), "the job ended before the failure could be injected"
         assert time.monotonic() < deadline, "timed out waiting for the job to make progress"
         time.sleep(0.1)
 
@@ -190,16 +175,14 @@ def test_node_removed_mid_inference_still_gives_every_id_once(sky, tmp_path):
         cluster.wait_for_nodes()
         ray.init(address=cluster.address)
         configure_data_context()
-        thread, outcome = _in_background(run_infer, cfg)
-        _wait_for(lambda: _done_markers(cfg) >= 3, thread)
+        job = in_background(run_infer, cfg)
+        _wait_for(lambda: _done_markers(cfg) >= 3, job)
         raylet = worker.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
         assert _own_processes("Predictor", raylet)  # the removed node runs the inference
         cluster.remove_node(worker, allow_graceful=False)
-        done_at_removal, running = _done_markers(cfg), thread.is_alive()
+        done_at_removal, running = _done_markers(cfg), not job.done()
         cluster.add_node(num_cpus=2)
-        thread.join(600)
-        assert "error" not in outcome, outcome.get("error")
-        result = outcome["result"]
+        result = job.result(timeout=600)
         assert result["partitions"] == result["partitions_written"] == _done_markers(cfg)
         # the removal hit unfinished work: the job was running, partitions still to write
         assert running and done_at_removal < result["partitions"], (done_at_removal, result)
@@ -230,13 +213,11 @@ def test_sink_killed_with_rows_in_flight_next_pass_writes_the_rest(
     monkeypatch.setattr(pipeline, "log", messages.append)
     cfg = sky.model_copy(deep=True)
     cfg.infer.catalog = str(tmp_path / "catalog")
-    thread, outcome = _in_background(pipeline.run_infer, cfg)
-    _wait_for(_quiet_after_progress(cfg, quiet_s=2.5), thread)
+    job = in_background(pipeline.run_infer, cfg)
+    _wait_for(_quiet_after_progress(cfg, quiet_s=2.5), job)
     assert _kill_process("PartitionSink") == 1
-    done_at_kill, running = _done_markers(cfg), thread.is_alive()
-    thread.join(600)
-    assert "error" not in outcome, outcome.get("error")
-    result = outcome["result"]
+    done_at_kill, running = _done_markers(cfg), not job.done()
+    result = job.result(timeout=600)
     assert running and done_at_kill < result["partitions"], (done_at_kill, result)
     # the rows the sink held were lost with it: exactly one more pass, for the units left
     assert result["passes"] == 2, messages
@@ -279,14 +260,12 @@ def test_training_worker_killed_resumes_from_the_last_checkpoint(tmp_path, ray_l
             },
         }
     )
-    thread, outcome = _in_background(fit, cfg, _cutouts())
+    job = in_background(fit, cfg, _cutouts())
     checkpoints = str(tmp_path / "runs" / "killed" / "checkpoint_*")
     # a checkpoint directory appears before the controller has registered it: wait for the
     # second, by which time the first is surely registered
-    _wait_for(lambda: len(glob.glob(checkpoints)) >= 2, thread)
+    _wait_for(lambda: len(glob.glob(checkpoints)) >= 2, job)
     assert _kill_process("RayTrainWorker") == 1
-    thread.join(600)
-    assert "error" not in outcome, outcome.get("error")
-    metrics = outcome["result"]
+    metrics = job.result(timeout=600)
     # the restarted worker group loaded the checkpoint and went on from the next epoch
     assert 1 <= metrics["start_epoch"] < epochs and metrics["epoch"] == epochs - 1
