@@ -59,6 +59,7 @@ from raycat.surveys.store import (
 Flag = schema.Flag
 log = logging.getLogger(__name__)
 DEFAULT_CACHE_BYTES = 512 * 2**20  # prepared full tiles kept per actor
+TILE_INFOS = 128  # tile infos (parsed WCS and header) kept per actor: TileCache
 MMAP_THRESHOLD = 32 * 2**20  # bytes from which glibc maps an allocation (whole tiles)
 TRIM_THRESHOLD = 128 * 2**20  # free heap bytes glibc keeps for the next batch
 PIXELS_PER_PASS = 256 * 32 * 32  # output pixels per vectorised pass: temporaries ~40 MB
@@ -96,17 +97,17 @@ class TileInfo:
 class TileCache:
     """Per-actor caches: tile infos (by count) and prepared full tiles (by bytes).
 
-    A tile info holds a parsed WCS, and the store keeps the tile's header: about 20 KB a
-    tile together. Kept for 4,096 and 1,024 tiles, they grew with the tiles an actor had
-    seen (the mock skies of 10k and 100k objects have 161 and 1,240 tiles, and a full sky
-    about a million). At 512 each they hold far more than the tiles of one work unit's
-    batches, which come one after the other, and take 13-14 MiB less on the 100k sky
-    (benchmarks/memory_scale.py): from 10k to 100k the actor's own memory grew 1.18x
-    instead of 1.25x at cutouts and 1.23x instead of 1.26x at infer, and the 100k sky's
-    cutouts ran no slower (121 s against 111-120).
+    A tile info holds a parsed WCS (6 KB) and the tile's header, which the store keeps too
+    (19 KB for the mock sky's 31 cards: astropy keeps a Python object per card). Both caches
+    keep ``TILE_INFOS`` tiles, so an actor's memory is set by that bound and not by the
+    tiles it has seen (a full sky has about a million). Rows come in curve order, about 22
+    tiles a batch over the nine bands; on the 100k mock sky (1,240 tiles, 17,113 tile
+    lookups by one actor) an LRU of 128 misses 1,871 times, of 512 1,338 times, of 64
+    2,477 times. A miss costs one header read (a GET on object storage) and a WCS parse;
+    every lookup reads pixels anyway.
     """
 
-    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES, max_infos: int = 512):
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES, max_infos: int = TILE_INFOS):
         self.infos = LRUCache(max_infos)
         self.images = LRUCache(
             max_items=1 << 20, max_bytes=max_bytes, sizeof=lambda image: image.nbytes

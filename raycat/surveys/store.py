@@ -133,7 +133,7 @@ class TileStore:
         self,
         root: str,
         storage_options: dict | None = None,
-        header_cache_size: int = 512,
+        header_cache_size: int = 128,
         retry: RetryPolicy | None = None,
     ):
         import fsspec
