@@ -69,6 +69,19 @@ def test_embedded_ray_binds_to_loopback_without_being_told():
     assert "DASHBOARD ''" in run.stdout, run.stdout
 
 
+def test_ray_data_sends_its_metrics_to_the_stats_actor_once_a_minute(ray_local):
+    # every update grows Ray 2.60's stats actor (raycat.runtime.slow_metric_updates)
+    from ray.data._internal.block_batching.iter_batches import BatchIterator
+    from ray.data._internal.execution.streaming_executor import StreamingExecutor
+
+    from raycat.runtime import METRICS_INTERVAL_S, configure_data_context
+
+    configure_data_context()
+    assert METRICS_INTERVAL_S >= 60
+    assert StreamingExecutor.UPDATE_METRICS_INTERVAL_S == METRICS_INTERVAL_S
+    assert BatchIterator.UPDATE_METRICS_INTERVAL_S == METRICS_INTERVAL_S
+
+
 def test_ray_data_progress_bars_are_off_unless_the_config_asks(ray_local):
     from ray.data import DataContext
 
