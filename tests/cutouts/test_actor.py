@@ -26,7 +26,7 @@ from raycat.surveys.bands import (
     sigma_pixel,
     softenings,
 )
-from raycat.surveys.store import open_store
+from raycat.surveys.store import TileStore, open_store
 
 Flag = schema.Flag
 RA0, DEC0 = 150.0, 2.0
@@ -458,6 +458,20 @@ def test_objects_off_the_tile_neither_read_it_nor_stretch_the_section(root):
         headers.read_header(uri(band))
     assert read["far"] == headers.bytes_read  # the headers, to place it; no pixels
     assert read["both"] == read["near"] > 2 * read["far"]
+
+
+def test_tile_caches_keep_their_bound_and_evicting_changes_no_cutout(root):
+    """An actor's memory is set by its caches' bounds, not by the tiles it has seen: with
+    room for one tile info and one header, a batch over every band's tile gives the same
+    cutouts as with the default caches, and each cache holds one tile afterwards."""
+    batch = make_batch([sky(*off) for off in SOURCES.values()], [ALL, ALL])
+    cfg = CutoutConfig(bands=BANDS, read_mode="sparse")
+    small_store, small = TileStore(str(root), header_cache_size=1), TileCache(max_infos=1)
+    bounded = cutout_batch(batch, small_store, cfg, small)
+    assert len(BANDS) > 1 and len(small.infos) == 1 and len(small_store._layouts) == 1
+    default = cutout_batch(batch, open_store(str(root)), cfg, TileCache())
+    np.testing.assert_array_equal(bounded[schema.CUBE], default[schema.CUBE])
+    np.testing.assert_array_equal(bounded[schema.FLAGS], default[schema.FLAGS])
 
 
 def test_dense_tiles_are_cached_across_batches(root, monkeypatch):
