@@ -110,12 +110,12 @@ def configure_data_context(progress_bars: bool = False) -> None:
 
 def slow_metric_updates(seconds: float = METRICS_INTERVAL_S) -> None:
     """Ray Data's executors and iterators send their metrics to its stats actor every 5 s,
-    and in Ray 2.60 that actor keeps 0.3-0.5 MiB of each update: a plain
-    ``range().map_batches()`` stream grew it 8.5 MiB in 79 s, 3.7 MiB with updates every
-    60 s (and 6 MiB of the 26 its growth from 10k to 100k objects at infer were the
-    iterator's updates, which ship the stats of every block so far). A full-sky run lasts
-    hours: updates every ``seconds`` instead. Metrics and the dashboard are otherwise
-    unchanged; a Ray without these classes or attributes is left alone."""
+    and in Ray 2.60 that actor keeps about 0.3-0.5 MiB from each round of updates: a plain
+    ``range().map_batches()`` stream grew it 8.5 MiB in 79 s, and 3.7 MiB with updates every
+    60 s. The iterator's updates also ship the stats of every block so far: 6 MiB of the
+    actor's 26 MiB growth from 10k to 100k objects at infer. A full-sky run lasts hours:
+    updates every ``seconds`` instead. Metrics and the dashboard are otherwise unchanged; a
+    Ray without these classes or attributes is left alone."""
     import importlib
 
     for module, name in _METRIC_UPDATERS:
